@@ -1,0 +1,9 @@
+//! simreg: multimodal satellite image registration with a learned model, and what that model
+//! learned from noisy labels. One module per stage; typed artefacts on disk between stages.
+//!
+//! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
+pub mod device;
+pub mod pipeline;
+pub mod raster;
+pub mod tiling;
+pub mod util;

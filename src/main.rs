@@ -1,0 +1,98 @@
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command, TileArgs};
+use simreg::pipeline::{self, Pipeline};
+use simreg::tiling::{self, prepare::ModalityInput, manifest::TileParams, SceneInput, TileOptions, TileSummary};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    simreg::device::set_threads(threads);
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, joined.
+            eprintln!("simreg: error: {}", simreg::raster::one_line(format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = if quiet { "error" } else { ["warn", "info", "debug"][verbose.min(2) as usize] };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Tile(args) => {
+            let json = args.json;
+            let (scene, params, out) = tile_inputs(args);
+            let s = tiling::run(&[scene], &params, &out, &TileOptions { quiet: cli.quiet })?;
+            print_tile_summary(&s, json, cli.quiet)
+        }
+        Command::Run(args) => {
+            let p = Pipeline::load(&args.pipeline)?;
+            let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
+                let stem = args.pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+                std::path::Path::new("runs").join(stem)
+            });
+            let s = pipeline::run(&p, &out, cli.quiet)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if let Some(t) = &s.tile {
+                print_tile_summary(t, false, cli.quiet)?;
+            }
+            if !args.json && !cli.quiet {
+                println!("run directory: {}", s.run_dir.display());
+            }
+            Ok(())
+        }
+        Command::Info { json, device } => {
+            if let Some(d) = device {
+                let dev = simreg::device::resolve(d)?;
+                if !json {
+                    println!("device: {dev:?}");
+                }
+            }
+            let info = simreg::device::info();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("simreg {} | GDAL {} | libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}", info.simreg, info.gdal, info.libtorch_cuda_built, info.cuda_devices, info.threads);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tile_inputs(a: TileArgs) -> (SceneInput, TileParams, std::path::PathBuf) {
+    let scene = SceneInput {
+        name: a.name,
+        reference: ModalityInput { files: a.reference, bands: a.reference_bands, kind: a.reference_kind },
+        moving: ModalityInput { files: a.moving, bands: a.moving_bands, kind: a.moving_kind },
+        map: a.map.map(|f| ModalityInput { files: vec![f], bands: None, kind: None }),
+    };
+    let params = TileParams { tile_size: a.tile_size, overlap: a.overlap, min_valid: a.min_valid, edge: a.edge, deflate: a.deflate };
+    (scene, params, a.out)
+}
+
+fn print_tile_summary(s: &TileSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        if s.up_to_date {
+            println!("tiles up to date in {}: {} tiles from {} scene(s); nothing to do", s.out.display(), s.n_tiles, s.n_scenes);
+        } else {
+            println!(
+                "tiled {} scene(s): {} tiles written to {} ({} windows, {} rejected below min-valid, {} reused) in {:.2} s ({:.1} tiles/s, {:.1} Mpx/s)",
+                s.n_scenes, s.n_tiles, s.out.display(), s.n_windows, s.n_rejected, s.n_reused, s.seconds, s.tiles_per_s, s.megapixels_per_s
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Pipelines: the stages of a run chained by one TOML file (see `pipelines/`).
+//!
+//! Relative paths inside a pipeline file are relative to the file's own directory, so a
+//! pipeline runs the same from any working directory.
+use crate::tiling::{self, manifest::TileParams, plan::EdgePolicy, SceneInput, TileOptions, TileSummary};
+use crate::util::atomic;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    #[serde(default)]
+    pub run: RunSection,
+    pub tile: Option<TileSection>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run directory; `runs/<pipeline file stem>` under the working directory when absent.
+    pub out: Option<PathBuf>,
+}
+
+/// `[tile]`: the parameters of `simreg tile`, and one `[[tile.scene]]` per scene.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TileSection {
+    #[serde(default = "default_tile_size")]
+    pub tile_size: usize,
+    #[serde(default = "default_overlap")]
+    pub overlap: usize,
+    #[serde(default = "default_min_valid")]
+    pub min_valid: f64,
+    #[serde(default = "default_edge")]
+    pub edge: EdgePolicy,
+    #[serde(default)]
+    pub deflate: bool,
+    pub scene: Vec<SceneInput>,
+}
+
+pub fn default_tile_size() -> usize {
+    128
+}
+pub fn default_overlap() -> usize {
+    32
+}
+pub fn default_min_valid() -> f64 {
+    0.9
+}
+pub fn default_edge() -> EdgePolicy {
+    EdgePolicy::Shift
+}
+
+impl TileSection {
+    pub fn params(&self) -> TileParams {
+        TileParams { tile_size: self.tile_size, overlap: self.overlap, min_valid: self.min_valid, edge: self.edge, deflate: self.deflate }
+    }
+}
+
+impl Pipeline {
+    /// Reads and checks a pipeline file, making its relative paths absolute.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("pipeline '{}': cannot read", path.display()))?;
+        let mut p: Pipeline = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("pipeline '{}': {}", path.display(), crate::raster::one_line(e.message()) + &line_of(&text, e.span())))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).with_context(|| format!("pipeline '{}': cannot resolve its directory", path.display()))?;
+        if let Some(tile) = &mut p.tile {
+            if tile.scene.is_empty() {
+                bail!("pipeline '{}': [tile] has no [[tile.scene]]", path.display());
+            }
+            for s in &mut tile.scene {
+                for m in [Some(&mut s.reference), Some(&mut s.moving), s.map.as_mut()].into_iter().flatten() {
+                    for f in &mut m.files {
+                        if f.is_relative() {
+                            *f = base.join(&*f);
+                        }
+                    }
+                }
+            }
+        }
+        if p.tile.is_none() {
+            bail!("pipeline '{}': has no stage to run (no [tile] table)", path.display());
+        }
+        Ok(p)
+    }
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1))).unwrap_or_default()
+}
+
+/// What `simreg run` reports: one entry per stage that ran.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub tile: Option<TileSummary>,
+}
+
+/// Runs every stage the pipeline has, in order, into `run_dir`.
+pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
+    atomic::create_dir(run_dir)?;
+    // The effective configuration (defaults filled in, absolute paths), for provenance.
+    let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
+    atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), tile: None };
+    if let Some(t) = &p.tile {
+        summary.tile = Some(tiling::run(&t.scene, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
+    }
+    Ok(summary)
+}

@@ -1,0 +1,146 @@
+//! Bringing a raster onto another grid with GDAL's warper (the `gdalwarp` library entry point).
+use super::{one_line, open::open_dataset, Grid};
+use anyhow::{bail, Result};
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::path::Path;
+
+/// Resampling used by the warper: bilinear for continuous data, nearest for masks and classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resampling {
+    Bilinear,
+    Nearest,
+}
+
+impl Resampling {
+    fn gdal_name(self) -> &'static str {
+        match self {
+            Resampling::Bilinear => "bilinear",
+            Resampling::Nearest => "near",
+        }
+    }
+}
+
+fn srs(wkt: &str) -> Result<SpatialRef> {
+    let mut s = SpatialRef::from_wkt(wkt)?;
+    // x = easting/longitude, y = northing/latitude, whatever the CRS's official axis order.
+    s.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    Ok(s)
+}
+
+/// Whether two CRS definitions describe the same CRS (GDAL's OSRIsSame).
+pub fn same_crs(a: &str, b: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return a.is_empty() && b.is_empty();
+    }
+    match (srs(a), srs(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Checks that `src` (a raster grid of `role` at `path`) can be placed on `dst`, and that the
+/// two overlap; returns the fraction of `dst`'s extent that `src` covers (by bounding box).
+pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Result<f64> {
+    let shown = path.display();
+    if !src.geotransform[1].is_finite() || src.geotransform[1] == 0.0 || src.geotransform[5] == 0.0 {
+        bail!("{role} '{shown}': has no usable geotransform");
+    }
+    let b = if src.crs_wkt.is_empty() != dst.crs_wkt.is_empty() {
+        if src.crs_wkt.is_empty() {
+            bail!("{role} '{shown}': has no CRS, so it cannot be placed on the reference grid");
+        }
+        bail!("{role} '{shown}': has a CRS but the reference has none; cannot relate the two");
+    } else if src.crs_wkt.is_empty() || same_crs(&src.crs_wkt, &dst.crs_wkt) {
+        src.bounds()
+    } else {
+        let (s, d) = (srs(&src.crs_wkt)?, srs(&dst.crs_wkt)?);
+        let ct = CoordTransform::new(&s, &d).map_err(|e| {
+            anyhow::anyhow!("{role} '{shown}': its CRS cannot be transformed to the reference CRS: {}", one_line(e))
+        })?;
+        ct.transform_bounds(&src.bounds(), 21).map_err(|e| {
+            anyhow::anyhow!("{role} '{shown}': its extent cannot be transformed to the reference CRS: {}", one_line(e))
+        })?
+    };
+    if b.iter().any(|v| !v.is_finite()) {
+        bail!("{role} '{shown}': its extent cannot be transformed to the reference CRS");
+    }
+    let r = dst.bounds();
+    let w = (b[2].min(r[2]) - b[0].max(r[0])).max(0.0);
+    let h = (b[3].min(r[3]) - b[1].max(r[1])).max(0.0);
+    let covered = w * h / ((r[2] - r[0]) * (r[3] - r[1]));
+    if covered <= 0.0 {
+        bail!("{role} '{shown}': does not overlap the reference raster");
+    }
+    Ok(covered)
+}
+
+/// Warps `src` onto `grid` into a Float32 GeoTIFF at `dst` (NaN where there is no data).
+/// Source nodata is honoured; the output is written under a temporary name and renamed.
+pub fn warp_onto_grid(src: &Path, role: &str, grid: &Grid, resampling: Resampling, dst: &Path) -> Result<()> {
+    if !grid.is_north_up() {
+        bail!("internal: target grid must be north-up");
+    }
+    let ds = open_dataset(src, role)?;
+    let [xmin, ymin, xmax, ymax] = grid.bounds();
+    let mut args: Vec<String> = vec!["-of".into(), "GTiff".into(), "-ot".into(), "Float32".into()];
+    if !grid.crs_wkt.is_empty() {
+        args.extend(["-t_srs".into(), grid.crs_wkt.clone()]);
+    }
+    args.extend(
+        [
+            "-te", &xmin.to_string(), &ymin.to_string(), &xmax.to_string(), &ymax.to_string(),
+            "-ts", &grid.width.to_string(), &grid.height.to_string(),
+            "-r", resampling.gdal_name(),
+            "-dstnodata", "nan",
+            // Exact transformation per pixel (no linear approximation): sub-pixel accuracy matters here.
+            "-et", "0",
+            "-co", "TILED=YES", "-co", "BIGTIFF=IF_SAFER",
+            "-overwrite", "-q",
+        ]
+        .map(String::from),
+    );
+    let tmp = dst.with_extension("tif.tmp");
+    run_gdalwarp(&ds, &args, &tmp)
+        .map_err(|e| anyhow::anyhow!("{role} '{}': warping onto the reference grid failed: {e}", src.display()))?;
+    std::fs::rename(&tmp, dst)?;
+    Ok(())
+}
+
+fn run_gdalwarp(src: &gdal::Dataset, args: &[String], dst: &Path) -> std::result::Result<(), String> {
+    let cargs: Vec<CString> = args.iter().map(|a| CString::new(a.as_str()).unwrap()).collect();
+    let mut argv: Vec<*mut std::ffi::c_char> = cargs.iter().map(|c| c.as_ptr() as *mut _).collect();
+    argv.push(std::ptr::null_mut());
+    let dst_c = CString::new(dst.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    unsafe {
+        let opts = gdal_sys::GDALWarpAppOptionsNew(argv.as_mut_ptr(), std::ptr::null_mut());
+        if opts.is_null() {
+            return Err(last_gdal_error("bad warp options"));
+        }
+        let mut src_h = src.c_dataset();
+        let mut usage_error: std::ffi::c_int = 0;
+        gdal_sys::CPLErrorReset();
+        let out = gdal_sys::GDALWarp(dst_c.as_ptr(), std::ptr::null_mut(), 1, &mut src_h, opts, &mut usage_error);
+        gdal_sys::GDALWarpAppOptionsFree(opts);
+        if out.is_null() {
+            let _ = std::fs::remove_file(dst);
+            return Err(last_gdal_error("gdalwarp failed"));
+        }
+        gdal_sys::GDALClose(out);
+        if gdal_sys::CPLGetLastErrorType() >= gdal_sys::CPLErr::CE_Failure {
+            let _ = std::fs::remove_file(dst);
+            return Err(last_gdal_error("gdalwarp failed"));
+        }
+    }
+    Ok(())
+}
+
+fn last_gdal_error(fallback: &str) -> String {
+    let msg = unsafe {
+        let p = gdal_sys::CPLGetLastErrorMsg();
+        if p.is_null() { String::new() } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
+    };
+    if msg.is_empty() { fallback.to_string() } else { one_line(msg) }
+}

@@ -1,0 +1,73 @@
+//! Writing Float32 GeoTIFFs atomically: a temporary name, then a rename.
+use anyhow::{Context, Result};
+use gdal::raster::{Buffer, RasterCreationOptions};
+use gdal::{DriverManager, Metadata};
+use std::path::{Path, PathBuf};
+
+/// One band to write: its description (e.g. "reference:B02:b1") and row-major pixels.
+pub struct BandData<'a> {
+    pub description: String,
+    pub pixels: &'a [f32],
+}
+
+/// Output options for tiles and work files.
+#[derive(Clone, Copy, Debug)]
+pub struct GeoTiffOptions {
+    /// DEFLATE compression (smaller, slower); uncompressed otherwise.
+    pub deflate: bool,
+}
+
+/// The temporary sibling we write before renaming onto `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes a Float32 GeoTIFF with NaN as nodata. `metadata` items go in the default domain.
+#[allow(clippy::too_many_arguments)]
+pub fn write_f32_geotiff(
+    path: &Path,
+    crs_wkt: &str,
+    geotransform: [f64; 6],
+    width: usize,
+    height: usize,
+    bands: &[BandData<'_>],
+    metadata: &[(&str, String)],
+    opts: GeoTiffOptions,
+) -> Result<()> {
+    super::init_gdal();
+    let tmp = temp_path(path);
+    let result = (|| -> Result<()> {
+        let driver = DriverManager::get_driver_by_name("GTiff")?;
+        let mut co = vec!["INTERLEAVE=BAND"];
+        if opts.deflate {
+            co.extend(["COMPRESS=DEFLATE", "PREDICTOR=3"]);
+        }
+        let co = RasterCreationOptions::from_iter(co);
+        let mut ds = driver.create_with_band_type_with_options::<f32, _>(&tmp, width, height, bands.len(), &co)?;
+        ds.set_geo_transform(&geotransform)?;
+        if !crs_wkt.is_empty() {
+            ds.set_projection(crs_wkt)?;
+        }
+        for (k, v) in metadata {
+            ds.set_metadata_item(k, v, "")?;
+        }
+        for (i, b) in bands.iter().enumerate() {
+            let mut band = ds.rasterband(i + 1)?;
+            band.set_no_data_value(Some(f64::NAN))?;
+            band.set_description(&b.description)?;
+            let mut buf = Buffer::new((width, height), b.pixels.to_vec());
+            band.write((0, 0), (width, height), &mut buf)?;
+        }
+        ds.close()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::fs::rename(&tmp, path).with_context(|| format!("cannot rename onto '{}'", path.display())),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.context(format!("cannot write '{}'", path.display())))
+        }
+    }
+}

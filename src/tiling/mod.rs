@@ -1,0 +1,358 @@
+//! The `tile` stage: multimodal rasters → pair-aware tiles on the reference grid + a manifest.
+//!
+//! Every modality is brought onto the reference grid (warped when its grid differs, rasterised
+//! when it is a vector map), then the same window is cut from all of them into one Float32
+//! GeoTIFF per tile (bands: reference, moving, map; NaN = nodata).
+pub mod manifest;
+pub mod plan;
+pub mod prepare;
+pub mod stats;
+
+use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::{one_line, Grid};
+use crate::util::{atomic, fingerprint};
+use anyhow::{bail, Context, Result};
+use gdal::Dataset;
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use manifest::*;
+use plan::{plan_windows, Placement, Window};
+use prepare::{prepare_modality, reference_grid, ModalityInput, PreparedModality};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One scene: a reference raster, a moving raster, optionally a map, all of the same ground.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneInput {
+    /// Names the scene's tiles; the first reference file's stem when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub reference: ModalityInput,
+    pub moving: ModalityInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<ModalityInput>,
+}
+
+impl SceneInput {
+    pub fn scene_name(&self) -> String {
+        let raw = self.name.clone().unwrap_or_else(|| {
+            self.reference.files.first().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scene".into())
+        });
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    }
+}
+
+/// What `simreg tile` reports (also `tiles/summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TileSummary {
+    pub out: PathBuf,
+    /// True when the output was already complete for these inputs and parameters.
+    pub up_to_date: bool,
+    pub n_scenes: usize,
+    pub n_windows: usize,
+    pub n_tiles: usize,
+    /// Windows below `min_valid` (jointly valid fraction).
+    pub n_rejected: usize,
+    /// Tiles found complete from an interrupted run and not written again.
+    pub n_reused: usize,
+    pub seconds: f64,
+    pub tiles_per_s: f64,
+    pub megapixels_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TileOptions {
+    pub quiet: bool,
+}
+
+/// Runs the stage; `out` is replaced as a whole when done, or left as it was on error.
+pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOptions) -> Result<TileSummary> {
+    let start = Instant::now();
+    check_params(params)?;
+    if scenes.is_empty() {
+        bail!("no scene to tile");
+    }
+    let mut names: Vec<String> = scenes.iter().map(SceneInput::scene_name).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("two scenes are named '{}'; give them distinct names", w[0]);
+    }
+    let hash = input_hash(scenes, params)?;
+
+    if let Ok(m) = Manifest::load(out) {
+        if m.input_hash == hash && m.tiles.iter().all(|t| out.join(&t.path).is_file()) {
+            let s = summary_of(&m, out, true, 0, start);
+            tracing::info!("tiles '{}' are up to date: nothing to do", out.display());
+            return Ok(s);
+        }
+    }
+    atomic::check_replaceable(out, MANIFEST_FILE)?;
+    let partial = atomic::partial_dir(out);
+    let hash_file = partial.join(".input_hash");
+    let resumable = std::fs::read_to_string(&hash_file).map(|h| h.trim() == hash).unwrap_or(false);
+    if partial.exists() && !resumable {
+        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
+    }
+    atomic::create_dir(&partial)?;
+    std::fs::write(&hash_file, &hash)?;
+
+    let result = tile_all(scenes, params, &partial, &hash, opts);
+    let (manifest, n_reused) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing half-written: an error discards the partial output (an interrupted run
+            // keeps it, and the next run with the same inputs picks up its finished tiles).
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    let summary = summary_of(&manifest, out, false, n_reused, start);
+    atomic::write_json(&partial.join("summary.json"), &summary)?;
+    atomic::write_json(&partial.join(MANIFEST_FILE), &manifest)?;
+    let _ = std::fs::remove_dir_all(partial.join(".work"));
+    let _ = std::fs::remove_file(&hash_file);
+    atomic::swap_into_place(&partial, out)?;
+    Ok(summary)
+}
+
+fn check_params(p: &TileParams) -> Result<()> {
+    if p.tile_size == 0 {
+        bail!("tile size must be at least 1 pixel");
+    }
+    if p.overlap >= p.tile_size {
+        bail!("overlap ({}) must be smaller than the tile size ({})", p.overlap, p.tile_size);
+    }
+    if !(0.0..=1.0).contains(&p.min_valid) {
+        bail!("min-valid must be within [0, 1], not {}", p.min_valid);
+    }
+    Ok(())
+}
+
+fn input_hash(scenes: &[SceneInput], params: &TileParams) -> Result<String> {
+    let mut files = Vec::new();
+    for s in scenes {
+        for m in [Some(&s.reference), Some(&s.moving), s.map.as_ref()].into_iter().flatten() {
+            for f in &m.files {
+                files.push(fingerprint::file_id(f).map_err(|_| anyhow::anyhow!("input '{}': cannot read: no such file", f.display()))?);
+            }
+        }
+    }
+    Ok(fingerprint::hash_json(&(MANIFEST_FORMAT, params, scenes, files)))
+}
+
+fn summary_of(m: &Manifest, out: &Path, up_to_date: bool, n_reused: usize, start: Instant) -> TileSummary {
+    let seconds = start.elapsed().as_secs_f64();
+    let n_windows: usize = m.scenes.iter().map(|s| s.n_windows).sum();
+    let px = (n_windows * m.params.tile_size * m.params.tile_size) as f64;
+    TileSummary {
+        out: out.to_path_buf(),
+        up_to_date,
+        n_scenes: m.scenes.len(),
+        n_windows,
+        n_tiles: m.tiles.len(),
+        n_rejected: m.scenes.iter().map(|s| s.n_rejected).sum(),
+        n_reused,
+        seconds,
+        tiles_per_s: m.tiles.len() as f64 / seconds.max(1e-9),
+        megapixels_per_s: if up_to_date { 0.0 } else { px / 1e6 / seconds.max(1e-9) },
+    }
+}
+
+fn tile_all(scenes: &[SceneInput], params: &TileParams, dir: &Path, hash: &str, opts: &TileOptions) -> Result<(Manifest, usize)> {
+    let mut entries = Vec::new();
+    let mut tiles = Vec::new();
+    let mut reused = 0;
+    for scene in scenes {
+        let (entry, mut t, r) = tile_scene(scene, params, dir, opts)?;
+        entries.push(entry);
+        tiles.append(&mut t);
+        reused += r;
+    }
+    if tiles.is_empty() {
+        bail!("no tile reached --min-valid {} (every window had too much nodata)", params.min_valid);
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        simreg_version: env!("CARGO_PKG_VERSION").into(),
+        input_hash: hash.into(),
+        params: params.clone(),
+        scenes: entries,
+        tiles,
+    };
+    Ok((manifest, reused))
+}
+
+/// What cutting one window produced.
+struct WindowOutcome {
+    tile: Option<TileEntry>,
+    reused: bool,
+    /// Per band, a sample of valid values (already on the statistics' scale).
+    samples: Vec<Vec<f32>>,
+    /// Per modality, pixels where all of its bands are valid.
+    valid_per_modality: Vec<usize>,
+}
+
+fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOptions) -> Result<(SceneEntry, Vec<TileEntry>, usize)> {
+    let name = scene.scene_name();
+    let grid = reference_grid(&scene.reference)?;
+    let windows = plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
+        .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
+    let work = dir.join(".work").join(&name);
+    atomic::create_dir(&work)?;
+    let mut mods = vec![
+        prepare_modality(Role::Reference, &scene.reference, &grid, &work)?,
+        prepare_modality(Role::Moving, &scene.moving, &grid, &work)?,
+    ];
+    if let Some(map) = &scene.map {
+        mods.push(prepare_modality(Role::Map, map, &grid, &work)?);
+    }
+    let scene_dir = dir.join(&name);
+    atomic::create_dir(&scene_dir)?;
+
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(windows.len() as u64) };
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
+    pb.set_message(format!("tiling {name}"));
+    let ctx = SceneCtx { name: &name, grid: &grid, mods: &mods, params, dir };
+    let outcomes: Vec<WindowOutcome> = windows
+        .par_iter()
+        .progress_with(pb.clone())
+        .map_init(HashMap::new, |open, (win, placement)| ctx.cut(open, *win, *placement))
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+
+    for (m, modality) in mods.iter().enumerate() {
+        if outcomes.iter().all(|o| o.valid_per_modality[m] == 0) {
+            bail!("{}: all pixels are nodata on the reference grid", modality.label());
+        }
+    }
+    let n_bands: usize = mods.iter().map(|m| m.bands.len()).sum();
+    let mut samples = vec![Vec::new(); n_bands];
+    for o in outcomes.iter().filter(|o| o.tile.is_some()) {
+        for (b, s) in o.samples.iter().enumerate() {
+            samples[b].extend_from_slice(s);
+        }
+    }
+    let mut modalities = Vec::new();
+    let mut tile_band = 0;
+    for m in &mods {
+        let bands = m
+            .bands
+            .iter()
+            .map(|b| {
+                tile_band += 1;
+                BandEntry {
+                    tile_band,
+                    description: b.description.clone(),
+                    source: b.source.clone(),
+                    source_band: b.source_band,
+                    stats: stats::summarise(std::mem::take(&mut samples[tile_band - 1]), m.kind.stat_scale()),
+                }
+            })
+            .collect();
+        modalities.push(ModalityEntry { role: m.role, kind: m.kind, sources: m.sources.clone(), bands });
+    }
+    let reused = outcomes.iter().filter(|o| o.reused).count();
+    let tiles: Vec<TileEntry> = outcomes.into_iter().filter_map(|o| o.tile).collect();
+    let entry = SceneEntry { name: name.clone(), grid, modalities, n_windows: windows.len(), n_tiles: tiles.len(), n_rejected: windows.len() - tiles.len() };
+    tracing::info!("scene {name}: {} tiles, {} rejected", entry.n_tiles, entry.n_rejected);
+    Ok((entry, tiles, reused))
+}
+
+struct SceneCtx<'a> {
+    name: &'a str,
+    grid: &'a Grid,
+    mods: &'a [PreparedModality],
+    params: &'a TileParams,
+    dir: &'a Path,
+}
+
+impl SceneCtx<'_> {
+    /// Reads one window from every band, measures joint validity, and writes the tile when
+    /// it is valid enough (unless an interrupted run already wrote it).
+    fn cut(&self, open: &mut HashMap<PathBuf, Dataset>, win: Window, placement: Placement) -> Result<WindowOutcome> {
+        let n_px = win.width * win.height;
+        let mut pixels: Vec<Vec<f32>> = Vec::new();
+        let mut valid_per_modality = Vec::with_capacity(self.mods.len());
+        let mut joint = vec![true; n_px];
+        for m in self.mods {
+            let mut mod_valid = vec![true; n_px];
+            for b in &m.bands {
+                let px = read_window(open, b, self.grid, win, m)?;
+                for (v, p) in mod_valid.iter_mut().zip(&px) {
+                    *v &= p.is_finite();
+                }
+                pixels.push(px);
+            }
+            valid_per_modality.push(mod_valid.iter().filter(|&&v| v).count());
+            for (j, v) in joint.iter_mut().zip(&mod_valid) {
+                *j &= *v;
+            }
+        }
+        let n_valid = joint.iter().filter(|&&v| v).count();
+        let valid_fraction = n_valid as f64 / n_px as f64;
+        if valid_fraction < self.params.min_valid || n_valid == 0 {
+            return Ok(WindowOutcome { tile: None, reused: false, samples: Vec::new(), valid_per_modality });
+        }
+        let mut samples = Vec::with_capacity(pixels.len());
+        let mut scales = self.mods.iter().flat_map(|m| m.bands.iter().map(move |_| m.kind.stat_scale()));
+        for px in &pixels {
+            let scale = scales.next().expect("one scale per band");
+            let valid = px.iter().zip(&joint).filter(|(_, &j)| j).filter_map(|(&v, _)| scale.apply(v));
+            samples.push(stats::strided_sample(valid, n_valid));
+        }
+        let id = format!("{}/x{:05}_y{:05}", self.name, win.col, win.row);
+        let rel = PathBuf::from(format!("{id}.tif"));
+        let path = self.dir.join(&rel);
+        let geotransform = self.grid.window_geotransform(win.col, win.row);
+        let reused = path.is_file();
+        if !reused {
+            let descs: Vec<String> = self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone())).collect();
+            let bands: Vec<BandData> = descs.into_iter().zip(&pixels).map(|(description, px)| BandData { description, pixels: px }).collect();
+            let meta = [("SIMREG_TILE_ID", id.clone()), ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase())];
+            write_f32_geotiff(&path, &self.grid.crs_wkt, geotransform, win.width, win.height, &bands, &meta, GeoTiffOptions { deflate: self.params.deflate })?;
+        }
+        let tile = TileEntry { id, scene: self.name.to_string(), path: rel, window: win, geotransform, valid_fraction, placement };
+        Ok(WindowOutcome { tile: Some(tile), reused, samples, valid_per_modality })
+    }
+}
+
+/// The window of one band as f32, NaN outside the raster and where the source has nodata.
+fn read_window(open: &mut HashMap<PathBuf, Dataset>, b: &prepare::BandSource, grid: &Grid, win: Window, m: &PreparedModality) -> Result<Vec<f32>> {
+    let shown = || format!("{} '{}'", m.role.name(), b.source.display());
+    if !open.contains_key(&b.read_from) {
+        let ds = Dataset::open(&b.read_from).map_err(|e| anyhow::anyhow!("{}: cannot open: {}", shown(), one_line(e)))?;
+        open.insert(b.read_from.clone(), ds);
+    }
+    let ds = &open[&b.read_from];
+    let mut out = vec![f32::NAN; win.width * win.height];
+    let x0 = win.col.max(0);
+    let y0 = win.row.max(0);
+    let x1 = (win.col + win.width as i64).min(grid.width as i64);
+    let y1 = (win.row + win.height as i64).min(grid.height as i64);
+    if x1 <= x0 || y1 <= y0 {
+        return Ok(out);
+    }
+    let (w, h) = ((x1 - x0) as usize, (y1 - y0) as usize);
+    let band = ds.rasterband(b.read_band)?;
+    let buf = band
+        .read_as::<f32>((x0 as isize, y0 as isize), (w, h), (w, h), None)
+        .map_err(|e| anyhow::anyhow!("{}: reading pixels ({x0},{y0})+{w}x{h} failed (truncated or corrupt file?): {}", shown(), one_line(e)))?;
+    let data = buf.data();
+    let nodata = b.nodata.map(|v| v as f32);
+    let (ox, oy) = ((x0 - win.col) as usize, (y0 - win.row) as usize);
+    for r in 0..h {
+        let dst = &mut out[(oy + r) * win.width + ox..][..w];
+        dst.copy_from_slice(&data[r * w..][..w]);
+        if let Some(nd) = nodata {
+            for v in dst.iter_mut() {
+                if *v == nd {
+                    *v = f32::NAN;
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,185 @@
+//! Bringing every modality of a scene onto the reference grid: open and check each input,
+//! warp the ones on another grid, rasterise vector maps, and list the bands a tile will hold.
+use super::manifest::{ModalityKind, Role, SourceEntry};
+use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid};
+use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::{open_raster, rasterize::rasterize_vector, Grid};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// One modality of a scene as the user gave it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModalityInput {
+    /// One or more files whose bands are stacked in order (e.g. one file per Sentinel-2 band).
+    pub files: Vec<PathBuf>,
+    /// 1-based selection from the stacked bands; all bands when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bands: Option<Vec<usize>>,
+    /// Decided from the data when absent (see `resolve_kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ModalityKind>,
+}
+
+/// A band as the tiler reads it: from the original file when it is on the reference grid,
+/// otherwise from a warped (or rasterised) work file on that grid.
+#[derive(Clone, Debug)]
+pub struct BandSource {
+    pub read_from: PathBuf,
+    pub read_band: usize,
+    /// Source nodata (already NaN in work files).
+    pub nodata: Option<f64>,
+    pub description: String,
+    pub source: PathBuf,
+    pub source_band: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct PreparedModality {
+    pub role: Role,
+    pub kind: ModalityKind,
+    pub bands: Vec<BandSource>,
+    pub sources: Vec<SourceEntry>,
+}
+
+impl PreparedModality {
+    /// "moving 'a.tif'" or "reference 'a.tif' (+3 files)", for error messages.
+    pub fn label(&self) -> String {
+        let first = self.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
+        let more = if self.sources.len() > 1 { format!(" (+{} files)", self.sources.len() - 1) } else { String::new() };
+        format!("{} '{first}'{more}", self.role.name())
+    }
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn is_vector_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("geojson" | "json" | "gpkg" | "shp" | "kml" | "gml" | "fgb")
+    )
+}
+
+/// Reads the reference grid (the first reference file's) and checks it can be tiled.
+pub fn reference_grid(input: &ModalityInput) -> Result<Grid> {
+    let Some(first) = input.files.first() else { bail!("no reference raster given") };
+    let info = open_raster(first, Role::Reference.name())?;
+    if !info.grid.is_north_up() {
+        bail!("reference '{}': rotated or south-up geotransform {:?}; only north-up grids can be tiled", first.display(), info.grid.geotransform);
+    }
+    Ok(info.grid)
+}
+
+/// Opens, checks and (where needed) warps the files of one modality onto `grid`.
+pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &Path) -> Result<PreparedModality> {
+    if input.files.is_empty() {
+        bail!("no {} file given", role.name());
+    }
+    let mut bands = Vec::new();
+    let mut sources = Vec::new();
+    let mut kind = input.kind;
+    for (i, file) in input.files.iter().enumerate() {
+        let shown = file.display();
+        if role == Role::Map && is_vector_file(file) {
+            let map = rasterize_vector(file, role.name(), grid)?;
+            let dst = work.join(format!("{}_{i}_rasterised.tif", role.name()));
+            let b = [
+                BandData { description: "fill".into(), pixels: &map.fill },
+                BandData { description: "edge".into(), pixels: &map.edge },
+            ];
+            write_f32_geotiff(&dst, &grid.crs_wkt, grid.geotransform, grid.width, grid.height, &b, &[], GeoTiffOptions { deflate: true })?;
+            for (k, name) in ["fill", "edge"].iter().enumerate() {
+                bands.push(BandSource {
+                    read_from: dst.clone(),
+                    read_band: k + 1,
+                    nodata: None,
+                    description: format!("{}:{}:{name}", role.name(), stem(file)),
+                    source: file.clone(),
+                    source_band: k + 1,
+                });
+            }
+            sources.push(SourceEntry { path: file.clone(), driver: "vector".into(), resampling: None, rasterised: true, coverage: 1.0 });
+            kind = Some(ModalityKind::Map);
+            continue;
+        }
+        let info = open_raster(file, role.name())?;
+        let coverage = check_placeable(&info.grid, grid, role.name(), file)?;
+        let k = match kind {
+            Some(k) => k,
+            None => {
+                let k = resolve_kind(role, file, &info)?;
+                kind = Some(k);
+                k
+            }
+        };
+        let on_grid = info.grid.same_geometry(grid) && same_crs(&info.grid.crs_wkt, &grid.crs_wkt);
+        let (read_from, resampling) = if on_grid {
+            (file.clone(), None)
+        } else {
+            let dst = work.join(format!("{}_{i}_warped.tif", role.name()));
+            if !dst.exists() {
+                tracing::info!("warping {} '{shown}' onto the reference grid ({:?})", role.name(), k.resampling());
+                warp_onto_grid(file, role.name(), grid, k.resampling(), &dst)?;
+            }
+            (dst, Some(k.resampling()))
+        };
+        for b in &info.bands {
+            let desc = if b.description.is_empty() { format!("b{}", b.index) } else { format!("b{}={}", b.index, b.description) };
+            bands.push(BandSource {
+                read_from: read_from.clone(),
+                read_band: b.index,
+                nodata: if on_grid { b.nodata } else { None },
+                description: format!("{}:{}:{desc}", role.name(), stem(file)),
+                source: file.clone(),
+                source_band: b.index,
+            });
+        }
+        sources.push(SourceEntry { path: file.clone(), driver: info.driver.clone(), resampling, rasterised: false, coverage });
+    }
+    if let Some(sel) = &input.bands {
+        let n = bands.len();
+        if sel.is_empty() {
+            bail!("{} band selection is empty", role.name());
+        }
+        let mut picked = Vec::with_capacity(sel.len());
+        for &b in sel {
+            if b == 0 || b > n {
+                bail!("{} '{}': band {b} out of range (the {} has {n} band{} in all)", role.name(), input.files[0].display(), role.name(), if n == 1 { "" } else { "s" });
+            }
+            picked.push(bands[b - 1].clone());
+        }
+        bands = picked;
+    }
+    Ok(PreparedModality { role, kind: kind.expect("set by the first file"), bands, sources })
+}
+
+/// The kind of a modality whose kind was not given: a map is a map; the reference is optical;
+/// a moving raster is optical when it holds integers, SAR in dB when its floats go negative,
+/// linear SAR otherwise. Elevation must be asked for (`dem`).
+fn resolve_kind(role: Role, file: &Path, info: &crate::raster::RasterInfo) -> Result<ModalityKind> {
+    Ok(match role {
+        Role::Map => ModalityKind::Map,
+        Role::Reference => ModalityKind::Optical,
+        Role::Moving => {
+            if info.bands.iter().all(|b| b.is_integer) {
+                ModalityKind::Optical
+            } else {
+                let ds = crate::raster::open::open_dataset(file, role.name())?;
+                let band = ds.rasterband(1)?;
+                let mm = band
+                    .compute_raster_min_max(true)
+                    .map_err(|e| {
+                        let msg = crate::raster::one_line(e);
+                        if msg.contains("no valid pixels") {
+                            anyhow::anyhow!("moving '{}': all pixels are nodata", file.display())
+                        } else {
+                            anyhow::anyhow!("moving '{}': cannot read: {msg}", file.display())
+                        }
+                    })?;
+                if mm.min < 0.0 { ModalityKind::SarDb } else { ModalityKind::SarLinear }
+            }
+        }
+    })
+}

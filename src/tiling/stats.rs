@@ -1,0 +1,85 @@
+//! Robust per-band normalisation statistics (percentiles over valid pixels of accepted tiles).
+use serde::{Deserialize, Serialize};
+
+/// Each tile contributes at most this many valid pixels per band (a strided sample).
+pub const SAMPLES_PER_TILE: usize = 4096;
+
+/// The scale statistics are taken in: SAR intensities are summarised in dB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatScale {
+    Linear,
+    Db,
+}
+
+impl StatScale {
+    /// Maps a (valid) pixel value to the statistics' scale; None when it has no value there
+    /// (non-positive intensity in dB).
+    pub fn apply(self, v: f32) -> Option<f32> {
+        match self {
+            StatScale::Linear => Some(v),
+            StatScale::Db => (v > 0.0).then(|| 10.0 * v.log10()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BandStats {
+    pub scale: StatScale,
+    /// Number of sampled values the statistics rest on.
+    pub n: usize,
+    pub p01: f32,
+    pub p02: f32,
+    pub p50: f32,
+    pub p98: f32,
+    pub p99: f32,
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// Every `step`-th element of `values` that passes `keep`, at most `SAMPLES_PER_TILE`.
+pub fn strided_sample(values: impl Iterator<Item = f32>, n_valid: usize) -> Vec<f32> {
+    let step = n_valid.div_ceil(SAMPLES_PER_TILE).max(1);
+    values.step_by(step).take(SAMPLES_PER_TILE).collect()
+}
+
+/// Percentiles by the nearest-rank method on the sorted sample; None for an empty sample.
+pub fn summarise(mut sample: Vec<f32>, scale: StatScale) -> Option<BandStats> {
+    sample.retain(|v| v.is_finite());
+    if sample.is_empty() {
+        return None;
+    }
+    sample.sort_by(|a, b| a.total_cmp(b));
+    let n = sample.len();
+    let pct = |p: f64| sample[((p / 100.0) * (n - 1) as f64).round() as usize];
+    let mean = sample.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+    let var = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    Some(BandStats { scale, n, p01: pct(1.0), p02: pct(2.0), p50: pct(50.0), p98: pct(98.0), p99: pct(99.0), mean, std: var.sqrt() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_ramp() {
+        let s = summarise((0..=100).map(|v| v as f32).collect(), StatScale::Linear).unwrap();
+        assert_eq!((s.p01, s.p02, s.p50, s.p98, s.p99), (1.0, 2.0, 50.0, 98.0, 99.0));
+        assert!((s.mean - 50.0).abs() < 1e-12);
+        assert!(summarise(vec![f32::NAN], StatScale::Linear).is_none());
+    }
+
+    #[test]
+    fn db_scale() {
+        assert_eq!(StatScale::Db.apply(100.0), Some(20.0));
+        assert_eq!(StatScale::Db.apply(0.0), None);
+        assert_eq!(StatScale::Linear.apply(-3.0), Some(-3.0));
+    }
+
+    #[test]
+    fn sample_is_bounded_and_strided() {
+        let s = strided_sample((0..10_000).map(|v| v as f32), 10_000);
+        assert!(s.len() <= SAMPLES_PER_TILE);
+        assert_eq!(s[1] - s[0], 3.0);
+    }
+}

@@ -1,0 +1,3 @@
+//! Small shared helpers: atomic files and directories, input fingerprints.
+pub mod atomic;
+pub mod fingerprint;
