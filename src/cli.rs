@@ -6,7 +6,7 @@ use simreg::tiling::plan::EdgePolicy;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "simreg", version, about = "Multimodal satellite image registration with a learned model, and what it learned from noisy labels")]
+#[command(name = "simreg", version, args_override_self = true, about = "Multimodal satellite image registration with a learned model, and what it learned from noisy labels")]
 pub struct Cli {
     /// Worker threads for GDAL I/O (rayon) and libtorch [default: all cores]
     #[arg(long, global = true)]

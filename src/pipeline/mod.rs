@@ -67,6 +67,11 @@ impl Pipeline {
             .map_err(|e| anyhow::anyhow!("pipeline '{}': {}", path.display(), crate::raster::one_line(e.message()) + &line_of(&text, e.span())))?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).with_context(|| format!("pipeline '{}': cannot resolve its directory", path.display()))?;
+        if let Some(out) = &mut p.run.out {
+            if out.is_relative() {
+                *out = normalise(&base.join(&*out));
+            }
+        }
         if let Some(tile) = &mut p.tile {
             if tile.scene.is_empty() {
                 bail!("pipeline '{}': [tile] has no [[tile.scene]]", path.display());
@@ -75,7 +80,7 @@ impl Pipeline {
                 for m in [Some(&mut s.reference), Some(&mut s.moving), s.map.as_mut()].into_iter().flatten() {
                     for f in &mut m.files {
                         if f.is_relative() {
-                            *f = base.join(&*f);
+                            *f = normalise(&base.join(&*f));
                         }
                     }
                 }
@@ -86,6 +91,23 @@ impl Pipeline {
         }
         Ok(p)
     }
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system (the path may not exist yet).
+fn normalise(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::RootDir)) => {}
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -110,4 +132,16 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
         summary.tile = Some(tiling::run(&t.scene, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_drops_dot_and_dotdot() {
+        assert_eq!(normalise(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(normalise(Path::new("/a/../../x")), PathBuf::from("/x"));
+        assert_eq!(normalise(Path::new("../x")), PathBuf::from("../x"));
+    }
 }

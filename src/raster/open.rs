@@ -80,7 +80,8 @@ pub fn open_dataset(path: &Path, role: &str) -> Result<Dataset> {
     super::init_gdal();
     Dataset::open(path).map_err(|e| {
         let msg = one_line(e);
-        let why = if msg.contains("not recognized as") || msg.contains("not a supported file format") {
+        let why = // GDALOpenEx says nothing (empty message) when no driver recognises the file.
+        if msg.contains("Error msg: ''") || msg.contains("not recognized as") || msg.contains("not a supported file format") {
             "not a raster format GDAL can read".to_string()
         } else {
             format!("cannot open: {msg}")

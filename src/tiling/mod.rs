@@ -13,15 +13,17 @@ use crate::raster::{one_line, Grid};
 use crate::util::{atomic, fingerprint};
 use anyhow::{bail, Context, Result};
 use gdal::Dataset;
-use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use manifest::*;
 use plan::{plan_windows, Placement, Window};
 use prepare::{prepare_modality, reference_grid, ModalityInput, PreparedModality};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// At most this many windows of a tile row are read as one strip.
+const STRIP_WINDOWS: usize = 32;
 
 /// One scene: a reference raster, a moving raster, optionally a map, all of the same ground.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,12 +217,22 @@ fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOp
     let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(windows.len() as u64) };
     pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
     pb.set_message(format!("tiling {name}"));
-    let ctx = SceneCtx { name: &name, grid: &grid, mods: &mods, params, dir };
-    let outcomes: Vec<WindowOutcome> = windows
+    let ctx = SceneCtx { name: &name, grid: &grid, mods: &mods, params, dir, samples_per_tile: stats::samples_per_tile(windows.len()) };
+    // Windows of one tile row, in runs of at most STRIP_WINDOWS: each run is read once per
+    // band as a strip (a few large reads instead of many small ones; memory bounded).
+    let runs: Vec<&[(Window, Placement)]> = windows.chunk_by(|a, b| a.0.row == b.0.row).flat_map(|row| row.chunks(STRIP_WINDOWS)).collect();
+    let outcomes: Vec<WindowOutcome> = runs
         .par_iter()
-        .progress_with(pb.clone())
-        .map_init(HashMap::new, |open, (win, placement)| ctx.cut(open, *win, *placement))
-        .collect::<Result<_>>()?;
+        .map(|run| {
+            let strip = ctx.read_strip(run)?;
+            let out = run.iter().map(|(win, placement)| ctx.cut(&strip, *win, *placement)).collect::<Result<Vec<_>>>();
+            pb.inc(run.len() as u64);
+            out
+        })
+        .collect::<Result<Vec<Vec<_>>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     pb.finish_and_clear();
 
     for (m, modality) in mods.iter().enumerate() {
@@ -267,25 +279,63 @@ struct SceneCtx<'a> {
     mods: &'a [PreparedModality],
     params: &'a TileParams,
     dir: &'a Path,
+    samples_per_tile: usize,
+}
+
+/// All bands over the bounding box of a run of windows in one tile row (NaN outside the raster
+/// and where the source has nodata).
+struct Strip {
+    col: i64,
+    row: i64,
+    width: usize,
+    height: usize,
+    bands: Vec<Vec<f32>>,
 }
 
 impl SceneCtx<'_> {
-    /// Reads one window from every band, measures joint validity, and writes the tile when
-    /// it is valid enough (unless an interrupted run already wrote it).
-    fn cut(&self, open: &mut HashMap<PathBuf, Dataset>, win: Window, placement: Placement) -> Result<WindowOutcome> {
+    fn read_strip(&self, run: &[(Window, Placement)]) -> Result<Strip> {
+        let col = run.iter().map(|(w, _)| w.col).min().expect("non-empty run");
+        let end = run.iter().map(|(w, _)| w.col + w.width as i64).max().expect("non-empty run");
+        let (row, height) = (run[0].0.row, run[0].0.height);
+        let area = Window { col, row, width: (end - col) as usize, height };
+        let mut open: Vec<(PathBuf, Dataset)> = Vec::new();
+        let mut bands = Vec::new();
+        for m in self.mods {
+            for b in &m.bands {
+                bands.push(read_window(&mut open, b, self.grid, area, m)?);
+            }
+        }
+        Ok(Strip { col, row, width: area.width, height, bands })
+    }
+
+    /// Cuts one window from its strip, measures joint validity, and writes the tile when it
+    /// is valid enough (unless an interrupted run already wrote it).
+    fn cut(&self, strip: &Strip, win: Window, placement: Placement) -> Result<WindowOutcome> {
+        debug_assert!(win.row == strip.row && win.height == strip.height);
         let n_px = win.width * win.height;
-        let mut pixels: Vec<Vec<f32>> = Vec::new();
+        let ox = (win.col - strip.col) as usize;
+        let pixels: Vec<Vec<f32>> = strip
+            .bands
+            .iter()
+            .map(|band| {
+                let mut px = Vec::with_capacity(n_px);
+                for r in 0..win.height {
+                    px.extend_from_slice(&band[r * strip.width + ox..][..win.width]);
+                }
+                px
+            })
+            .collect();
         let mut valid_per_modality = Vec::with_capacity(self.mods.len());
         let mut joint = vec![true; n_px];
+        let mut next = 0;
         for m in self.mods {
             let mut mod_valid = vec![true; n_px];
-            for b in &m.bands {
-                let px = read_window(open, b, self.grid, win, m)?;
-                for (v, p) in mod_valid.iter_mut().zip(&px) {
+            for px in &pixels[next..next + m.bands.len()] {
+                for (v, p) in mod_valid.iter_mut().zip(px) {
                     *v &= p.is_finite();
                 }
-                pixels.push(px);
             }
+            next += m.bands.len();
             valid_per_modality.push(mod_valid.iter().filter(|&&v| v).count());
             for (j, v) in joint.iter_mut().zip(&mod_valid) {
                 *j &= *v;
@@ -301,7 +351,7 @@ impl SceneCtx<'_> {
         for px in &pixels {
             let scale = scales.next().expect("one scale per band");
             let valid = px.iter().zip(&joint).filter(|(_, &j)| j).filter_map(|(&v, _)| scale.apply(v));
-            samples.push(stats::strided_sample(valid, n_valid));
+            samples.push(stats::strided_sample(valid, n_valid, self.samples_per_tile));
         }
         let id = format!("{}/x{:05}_y{:05}", self.name, win.col, win.row);
         let rel = PathBuf::from(format!("{id}.tif"));
@@ -309,10 +359,10 @@ impl SceneCtx<'_> {
         let geotransform = self.grid.window_geotransform(win.col, win.row);
         let reused = path.is_file();
         if !reused {
-            let descs: Vec<String> = self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone())).collect();
-            let bands: Vec<BandData> = descs.into_iter().zip(&pixels).map(|(description, px)| BandData { description, pixels: px }).collect();
+            let descs = self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone()));
+            let bands: Vec<BandData> = descs.zip(pixels).map(|(description, pixels)| BandData { description, pixels }).collect();
             let meta = [("SIMREG_TILE_ID", id.clone()), ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase())];
-            write_f32_geotiff(&path, &self.grid.crs_wkt, geotransform, win.width, win.height, &bands, &meta, GeoTiffOptions { deflate: self.params.deflate })?;
+            write_f32_geotiff(&path, &self.grid.crs_wkt, geotransform, win.width, win.height, bands, &meta, GeoTiffOptions { deflate: self.params.deflate })?;
         }
         let tile = TileEntry { id, scene: self.name.to_string(), path: rel, window: win, geotransform, valid_fraction, placement };
         Ok(WindowOutcome { tile: Some(tile), reused, samples, valid_per_modality })
@@ -320,13 +370,17 @@ impl SceneCtx<'_> {
 }
 
 /// The window of one band as f32, NaN outside the raster and where the source has nodata.
-fn read_window(open: &mut HashMap<PathBuf, Dataset>, b: &prepare::BandSource, grid: &Grid, win: Window, m: &PreparedModality) -> Result<Vec<f32>> {
+/// `open` keeps the datasets opened so far (one per file).
+fn read_window(open: &mut Vec<(PathBuf, Dataset)>, b: &prepare::BandSource, grid: &Grid, win: Window, m: &PreparedModality) -> Result<Vec<f32>> {
     let shown = || format!("{} '{}'", m.role.name(), b.source.display());
-    if !open.contains_key(&b.read_from) {
-        let ds = Dataset::open(&b.read_from).map_err(|e| anyhow::anyhow!("{}: cannot open: {}", shown(), one_line(e)))?;
-        open.insert(b.read_from.clone(), ds);
-    }
-    let ds = &open[&b.read_from];
+    let ds = match open.iter().position(|(p, _)| *p == b.read_from) {
+        Some(i) => &open[i].1,
+        None => {
+            let ds = Dataset::open(&b.read_from).map_err(|e| anyhow::anyhow!("{}: cannot open: {}", shown(), one_line(e)))?;
+            open.push((b.read_from.clone(), ds));
+            &open.last().expect("just pushed").1
+        }
+    };
     let mut out = vec![f32::NAN; win.width * win.height];
     let x0 = win.col.max(0);
     let y0 = win.row.max(0);

@@ -85,11 +85,11 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
         if role == Role::Map && is_vector_file(file) {
             let map = rasterize_vector(file, role.name(), grid)?;
             let dst = work.join(format!("{}_{i}_rasterised.tif", role.name()));
-            let b = [
-                BandData { description: "fill".into(), pixels: &map.fill },
-                BandData { description: "edge".into(), pixels: &map.edge },
+            let b = vec![
+                BandData { description: "fill".into(), pixels: map.fill },
+                BandData { description: "edge".into(), pixels: map.edge },
             ];
-            write_f32_geotiff(&dst, &grid.crs_wkt, grid.geotransform, grid.width, grid.height, &b, &[], GeoTiffOptions { deflate: true })?;
+            write_f32_geotiff(&dst, &grid.crs_wkt, grid.geotransform, grid.width, grid.height, b, &[], GeoTiffOptions { deflate: true })?;
             for (k, name) in ["fill", "edge"].iter().enumerate() {
                 bands.push(BandSource {
                     read_from: dst.clone(),

@@ -1,8 +1,15 @@
 //! Robust per-band normalisation statistics (percentiles over valid pixels of accepted tiles).
 use serde::{Deserialize, Serialize};
 
-/// Each tile contributes at most this many valid pixels per band (a strided sample).
+/// Each tile contributes at most this many valid pixels per band (a strided sample)...
 pub const SAMPLES_PER_TILE: usize = 4096;
+/// ...and a scene about this many in all, so the percentiles cost O(1) in the scene size.
+pub const SAMPLES_PER_SCENE: usize = 1 << 20;
+
+/// How many samples each of `n_windows` tiles contributes per band.
+pub fn samples_per_tile(n_windows: usize) -> usize {
+    (SAMPLES_PER_SCENE / n_windows.max(1)).clamp(256, SAMPLES_PER_TILE)
+}
 
 /// The scale statistics are taken in: SAR intensities are summarised in dB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +44,10 @@ pub struct BandStats {
     pub std: f64,
 }
 
-/// Every `step`-th element of `values` that passes `keep`, at most `SAMPLES_PER_TILE`.
-pub fn strided_sample(values: impl Iterator<Item = f32>, n_valid: usize) -> Vec<f32> {
-    let step = n_valid.div_ceil(SAMPLES_PER_TILE).max(1);
-    values.step_by(step).take(SAMPLES_PER_TILE).collect()
+/// Every `step`-th of the `n_valid` `values`, at most `max` of them.
+pub fn strided_sample(values: impl Iterator<Item = f32>, n_valid: usize, max: usize) -> Vec<f32> {
+    let step = n_valid.div_ceil(max).max(1);
+    values.step_by(step).take(max).collect()
 }
 
 /// Percentiles by the nearest-rank method on the sorted sample; None for an empty sample.
@@ -49,11 +56,11 @@ pub fn summarise(mut sample: Vec<f32>, scale: StatScale) -> Option<BandStats> {
     if sample.is_empty() {
         return None;
     }
-    sample.sort_by(|a, b| a.total_cmp(b));
     let n = sample.len();
-    let pct = |p: f64| sample[((p / 100.0) * (n - 1) as f64).round() as usize];
     let mean = sample.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let var = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    // Selection instead of a full sort: O(n) per percentile.
+    let mut pct = |p: f64| *sample.select_nth_unstable_by(((p / 100.0) * (n - 1) as f64).round() as usize, f32::total_cmp).1;
     Some(BandStats { scale, n, p01: pct(1.0), p02: pct(2.0), p50: pct(50.0), p98: pct(98.0), p99: pct(99.0), mean, std: var.sqrt() })
 }
 
@@ -63,7 +70,9 @@ mod tests {
 
     #[test]
     fn percentiles_of_a_ramp() {
-        let s = summarise((0..=100).map(|v| v as f32).collect(), StatScale::Linear).unwrap();
+        let mut shuffled: Vec<f32> = (0..=100).map(|v| ((v * 37) % 101) as f32).collect();
+        shuffled.push(f32::NAN);
+        let s = summarise(shuffled, StatScale::Linear).unwrap();
         assert_eq!((s.p01, s.p02, s.p50, s.p98, s.p99), (1.0, 2.0, 50.0, 98.0, 99.0));
         assert!((s.mean - 50.0).abs() < 1e-12);
         assert!(summarise(vec![f32::NAN], StatScale::Linear).is_none());
@@ -78,8 +87,10 @@ mod tests {
 
     #[test]
     fn sample_is_bounded_and_strided() {
-        let s = strided_sample((0..10_000).map(|v| v as f32), 10_000);
+        let s = strided_sample((0..10_000).map(|v| v as f32), 10_000, SAMPLES_PER_TILE);
         assert!(s.len() <= SAMPLES_PER_TILE);
         assert_eq!(s[1] - s[0], 3.0);
+        assert_eq!(samples_per_tile(10), SAMPLES_PER_TILE);
+        assert_eq!(samples_per_tile(1_000_000), 256);
     }
 }

@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`. Both install what is missing.
+# GPU=1 switches to the CUDA build of libtorch (SIMREG_TORCH=full) and the `cuda` feature.
+SHELL := /bin/bash
+CARGO ?= cargo
+ifeq ($(GPU),1)
+export SIMREG_TORCH := full
+FEATURES := --features cuda
+endif
+# OpenMP threads per test process: test binaries run in parallel (../shared/docs/stack.md).
+TEST_ENV := OMP_NUM_THREADS=1
+
+.PHONY: setup build demo test bench-tile clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked $(FEATURES)
+
+demo: build
+	./target/release/simreg run pipelines/demo.toml
+
+test: setup
+	$(TEST_ENV) $(CARGO) test --release --locked $(FEATURES)
+
+bench-tile: build
+	bash scripts/bench_tile.sh
+
+clean-runs:
+	rm -rf runs bench-out
