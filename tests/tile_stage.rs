@@ -300,3 +300,39 @@ moving = { files = ["sar.tif"], bands = [2] }
     let eff = std::fs::read_to_string(run.join("pipeline.toml")).unwrap();
     assert!(eff.contains("min_valid = 0.9") && eff.contains(&t.path().join("opt.tif").to_string_lossy().into_owned()), "{eff}");
 }
+
+#[test]
+fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
+    use simreg::tiling::{manifest::{Manifest, Role}, plan::Window, read::{read_modality, OpenFiles}};
+    let t = tempfile::tempdir().unwrap();
+    let r = t.path().join("opt.tif");
+    Fixture::utm(64, 64, 2, |b, c, r| noise(b, c, r)).write_f32(&r);
+    // Moving on a grid offset by half a pixel: warped, and its copy kept with the tiles.
+    let m = t.path().join("sar.tif");
+    let mut f = Fixture::utm(64, 64, 1, |_, c, r| (c + r) as f64);
+    f.geotransform[0] += 5.0;
+    f.write_f32(&m);
+    let out = t.path().join("tiles");
+    tile(&["--reference", r.to_str().unwrap(), "--moving", m.to_str().unwrap(), "--tile-size", "32", "--overlap", "0", "--min-valid", "0.5", "--out", out.to_str().unwrap()]);
+    let man = Manifest::load(&out).unwrap();
+    let scene = &man.scenes[0];
+    assert!(scene.modalities[1].bands[0].grid_file.is_relative(), "warped copy lives with the tiles");
+    let tile = man.tiles.iter().find(|t| t.window.col == 32 && t.window.row == 0).unwrap();
+    let margin = 4;
+    let around = Window { col: 32 - margin, row: -margin, width: 32 + 2 * margin as usize, height: 32 + 2 * margin as usize };
+    let mut open = OpenFiles::default();
+    let mv = read_modality(&mut open, &out, scene, Role::Moving, around).unwrap();
+    let rf = read_modality(&mut open, &out, scene, Role::Reference, around).unwrap();
+    let (bands, ..) = read_all(&out.join(&tile.path));
+    let w = around.width;
+    for y in 0..32 {
+        for x in 0..32 {
+            let i = (y + margin as usize) * w + x + margin as usize;
+            assert_eq!(rf[1][i], bands[1][y * 32 + x]);
+            assert!(mv[0][i] == bands[2][y * 32 + x] || (mv[0][i].is_nan() && bands[2][y * 32 + x].is_nan()));
+        }
+    }
+    assert!(rf[0][0].is_nan(), "above the raster is nodata");
+    // Left margin of the tile at column 32 lies inside the raster: real data, not NaN.
+    assert!(rf[0][(margin as usize + 3) * w].is_finite());
+}

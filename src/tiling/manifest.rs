@@ -114,6 +114,14 @@ pub struct BandEntry {
     pub source: PathBuf,
     /// 1-based band of `source` (for rasterised maps: 1 = fill, 2 = edge).
     pub source_band: usize,
+    /// The band on the reference grid, for reading around a tile (later stages): the source
+    /// itself when it was on the grid, else the warped or rasterised copy kept with the tiles
+    /// (a relative path is relative to the tiles directory).
+    pub grid_file: PathBuf,
+    pub grid_band: usize,
+    /// Value of `grid_file` that means nodata (besides NaN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodata: Option<f64>,
     pub stats: Option<BandStats>,
 }
 

@@ -6,13 +6,13 @@
 pub mod manifest;
 pub mod plan;
 pub mod prepare;
+pub mod read;
 pub mod stats;
 
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use crate::raster::{one_line, Grid};
+use crate::raster::Grid;
 use crate::util::{atomic, fingerprint};
 use anyhow::{bail, Context, Result};
-use gdal::Dataset;
 use indicatif::{ProgressBar, ProgressStyle};
 use manifest::*;
 use plan::{plan_windows, Placement, Window};
@@ -114,7 +114,6 @@ pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOp
     let summary = summary_of(&manifest, out, false, n_reused, start);
     atomic::write_json(&partial.join("summary.json"), &summary)?;
     atomic::write_json(&partial.join(MANIFEST_FILE), &manifest)?;
-    let _ = std::fs::remove_dir_all(partial.join(".work"));
     let _ = std::fs::remove_file(&hash_file);
     atomic::swap_into_place(&partial, out)?;
     Ok(summary)
@@ -202,7 +201,9 @@ fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOp
     let grid = reference_grid(&scene.reference)?;
     let windows = plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
         .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
-    let work = dir.join(".work").join(&name);
+    // Warped and rasterised copies on the reference grid stay with the tiles (later stages
+    // read around tiles from them).
+    let work = dir.join(&name).join("grid");
     atomic::create_dir(&work)?;
     let mut mods = vec![
         prepare_modality(Role::Reference, &scene.reference, &grid, &work)?,
@@ -260,6 +261,9 @@ fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOp
                     description: b.description.clone(),
                     source: b.source.clone(),
                     source_band: b.source_band,
+                    grid_file: b.read_from.strip_prefix(dir).map_or_else(|_| b.read_from.clone(), Path::to_path_buf),
+                    grid_band: b.read_band,
+                    nodata: b.nodata,
                     stats: stats::summarise(std::mem::take(&mut samples[tile_band - 1]), m.kind.stat_scale()),
                 }
             })
@@ -298,11 +302,12 @@ impl SceneCtx<'_> {
         let end = run.iter().map(|(w, _)| w.col + w.width as i64).max().expect("non-empty run");
         let (row, height) = (run[0].0.row, run[0].0.height);
         let area = Window { col, row, width: (end - col) as usize, height };
-        let mut open: Vec<(PathBuf, Dataset)> = Vec::new();
+        let mut open = read::OpenFiles::default();
         let mut bands = Vec::new();
         for m in self.mods {
             for b in &m.bands {
-                bands.push(read_window(&mut open, b, self.grid, area, m)?);
+                let what = || format!("{} '{}'", m.role.name(), b.source.display());
+                bands.push(read::read_window(&mut open, &b.read_from, b.read_band, b.nodata, self.grid, area, what)?);
             }
         }
         Ok(Strip { col, row, width: area.width, height, bands })
@@ -369,44 +374,3 @@ impl SceneCtx<'_> {
     }
 }
 
-/// The window of one band as f32, NaN outside the raster and where the source has nodata.
-/// `open` keeps the datasets opened so far (one per file).
-fn read_window(open: &mut Vec<(PathBuf, Dataset)>, b: &prepare::BandSource, grid: &Grid, win: Window, m: &PreparedModality) -> Result<Vec<f32>> {
-    let shown = || format!("{} '{}'", m.role.name(), b.source.display());
-    let ds = match open.iter().position(|(p, _)| *p == b.read_from) {
-        Some(i) => &open[i].1,
-        None => {
-            let ds = Dataset::open(&b.read_from).map_err(|e| anyhow::anyhow!("{}: cannot open: {}", shown(), one_line(e)))?;
-            open.push((b.read_from.clone(), ds));
-            &open.last().expect("just pushed").1
-        }
-    };
-    let mut out = vec![f32::NAN; win.width * win.height];
-    let x0 = win.col.max(0);
-    let y0 = win.row.max(0);
-    let x1 = (win.col + win.width as i64).min(grid.width as i64);
-    let y1 = (win.row + win.height as i64).min(grid.height as i64);
-    if x1 <= x0 || y1 <= y0 {
-        return Ok(out);
-    }
-    let (w, h) = ((x1 - x0) as usize, (y1 - y0) as usize);
-    let band = ds.rasterband(b.read_band)?;
-    let buf = band
-        .read_as::<f32>((x0 as isize, y0 as isize), (w, h), (w, h), None)
-        .map_err(|e| anyhow::anyhow!("{}: reading pixels ({x0},{y0})+{w}x{h} failed (truncated or corrupt file?): {}", shown(), one_line(e)))?;
-    let data = buf.data();
-    let nodata = b.nodata.map(|v| v as f32);
-    let (ox, oy) = ((x0 - win.col) as usize, (y0 - win.row) as usize);
-    for r in 0..h {
-        let dst = &mut out[(oy + r) * win.width + ox..][..w];
-        dst.copy_from_slice(&data[r * w..][..w]);
-        if let Some(nd) = nodata {
-            for v in dst.iter_mut() {
-                if *v == nd {
-                    *v = f32::NAN;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
