@@ -1,6 +1,7 @@
 //! Command-line definitions only (clap); `main.rs` wires them to the library.
 use clap::{Args, Parser, Subcommand};
 use simreg::device::DeviceChoice;
+use simreg::labels::{noise::NoiseModel, warp::Interp};
 use simreg::tiling::manifest::ModalityKind;
 use simreg::tiling::plan::EdgePolicy;
 use std::path::PathBuf;
@@ -25,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Cut co-registered multimodal rasters into pair-aware tiles on the reference grid
     Tile(TileArgs),
+    /// Generate a synthetic multimodal scene (optical, SAR-like, map) with known geometry
+    Synth(SynthArgs),
+    /// Displace the moving modality of every tile by a known field and record noisy labels
+    Labels(LabelsArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -94,6 +99,93 @@ pub struct RunArgs {
     /// Run directory [default: the pipeline's run.out, else runs/<pipeline name>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output directory (optical.tif, sar.tif, map.tif, map.geojson, scene.json)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Width and height in pixels
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Ground sampling distance in metres
+    #[arg(long, default_value_t = 2.0)]
+    pub pixel_size: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Equivalent number of looks of the SAR speckle
+    #[arg(long, default_value_t = 4.0)]
+    pub looks: f64,
+    /// Buildings per km²
+    #[arg(long, default_value_t = 300.0)]
+    pub building_density: f64,
+    /// Mean road spacing in metres (0: no roads)
+    #[arg(long, default_value_t = 250.0)]
+    pub road_spacing: f64,
+    /// Field/forest parcels per km²
+    #[arg(long, default_value_t = 60.0)]
+    pub parcel_density: f64,
+    /// Approximate fraction of water
+    #[arg(long, default_value_t = 0.06)]
+    pub water_fraction: f64,
+    /// Haze strength (reflectance added in blue)
+    #[arg(long, default_value_t = 0.03)]
+    pub haze: f64,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LabelsArgs {
+    /// Tiles directory written by `simreg tile`
+    #[arg(long, value_name = "DIR")]
+    pub tiles: PathBuf,
+    /// Output directory (labels.json, truth.json, target.json, summary.json, tiles)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Global translation amplitude A: uniform in [-A, A] px per axis
+    #[arg(long)]
+    pub amplitude: f64,
+    /// Amplitude of the optional smooth field (sum of Gaussian bumps), px
+    #[arg(long, default_value_t = 0.0)]
+    pub field_amplitude: f64,
+    /// Number of signed Gaussian bumps per field component
+    #[arg(long, default_value_t = 30)]
+    pub bumps: usize,
+    /// Bump standard deviation, as a fraction of the tile side
+    #[arg(long, default_value_t = 0.3)]
+    pub bump_scale: f64,
+    /// Side of the centre window the label averages over [default: half the tile]
+    #[arg(long)]
+    pub centre: Option<usize>,
+    /// Resampling of the moving modality (SAR in dB is resampled as linear power)
+    #[arg(long, value_enum, default_value_t = Interp::Bilinear)]
+    pub interp: Interp,
+    /// Base label-noise model
+    #[arg(long, value_enum, default_value_t = NoiseModel::None)]
+    pub noise: NoiseModel,
+    /// Noise standard deviation per axis, px (iid, correlated)
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub sigma: f64,
+    /// Correlation length of the correlated model, px
+    #[arg(long, default_value_t = 0.0)]
+    pub corr_length: f64,
+    /// Fraction of tiles with a gross label error
+    #[arg(long, default_value_t = 0.0)]
+    pub outliers: f64,
+    /// Magnitude of the gross errors, px
+    #[arg(long, default_value_t = 0.0)]
+    pub outlier_magnitude: f64,
+    /// Constant label offset DX,DY px
+    #[arg(long, value_delimiter = ',', num_args = 2, allow_negative_numbers = true, value_name = "DX,DY")]
+    pub bias: Option<Vec<f64>>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

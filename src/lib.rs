@@ -3,7 +3,9 @@
 //!
 //! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
 pub mod device;
+pub mod labels;
 pub mod pipeline;
 pub mod raster;
+pub mod synth;
 pub mod tiling;
 pub mod util;

@@ -7,7 +7,17 @@ use simreg::tiling::{self, prepare::ModalityInput, manifest::TileParams, SceneIn
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other error: clap's first line, without its usage tips.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("simreg: error: {first}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.verbose, cli.quiet);
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     simreg::device::set_threads(threads);
@@ -35,6 +45,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let s = tiling::run(&[scene], &params, &out, &TileOptions { quiet: cli.quiet })?;
             print_tile_summary(&s, json, cli.quiet)
         }
+        Command::Synth(a) => {
+            let params = simreg::synth::SynthParams {
+                size: a.size,
+                pixel_size: a.pixel_size,
+                seed: a.seed,
+                looks: a.looks,
+                building_density: a.building_density,
+                road_spacing: a.road_spacing,
+                parcel_density: a.parcel_density,
+                water_fraction: a.water_fraction,
+                haze: a.haze,
+                ..Default::default()
+            };
+            let s = simreg::synth::run(&params, &a.out)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if !cli.quiet {
+                println!("synthetic scene in {}: {}x{} px at {} m, {} buildings, {} roads, {} parcels", s.out.display(), a.size, a.size, a.pixel_size, s.n_buildings, s.n_roads, s.n_parcels);
+            }
+            Ok(())
+        }
+        Command::Labels(a) => {
+            let params = simreg::labels::LabelParams {
+                amplitude: a.amplitude,
+                field_amplitude: a.field_amplitude,
+                bumps: a.bumps,
+                bump_scale: a.bump_scale,
+                centre: a.centre,
+                interp: a.interp,
+                seed: a.seed,
+                noise: simreg::labels::noise::NoiseParams {
+                    model: a.noise,
+                    sigma: a.sigma,
+                    corr_length: a.corr_length,
+                    outliers: a.outliers,
+                    outlier_magnitude: a.outlier_magnitude,
+                    bias: a.bias.map_or([0.0, 0.0], |b| [b[0], b[1]]),
+                },
+            };
+            let s = simreg::labels::run(&a.tiles, &a.out, &params, &simreg::labels::LabelOptions { quiet: cli.quiet })?;
+            // The noise parameters are recorded only in the run's effective pipeline file.
+            pipeline::record_stage(&a.out, "labels", &params)?;
+            print_labels_summary(&s, a.json, cli.quiet)
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
@@ -44,8 +98,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let s = pipeline::run(&p, &out, cli.quiet)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
-            } else if let Some(t) = &s.tile {
-                print_tile_summary(t, false, cli.quiet)?;
+            } else {
+                if let Some(t) = &s.tile {
+                    print_tile_summary(t, false, cli.quiet)?;
+                }
+                if let Some(l) = &s.labels {
+                    print_labels_summary(l, false, cli.quiet)?;
+                }
             }
             if !args.json && !cli.quiet {
                 println!("run directory: {}", s.run_dir.display());
@@ -93,6 +152,19 @@ fn print_tile_summary(s: &TileSummary, json: bool, quiet: bool) -> anyhow::Resul
                 s.n_scenes, s.n_tiles, s.out.display(), s.n_windows, s.n_rejected, s.n_reused, s.seconds, s.tiles_per_s, s.megapixels_per_s
             );
         }
+    }
+    Ok(())
+}
+
+fn print_labels_summary(s: &simreg::labels::LabelSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        let state = if s.up_to_date { "up to date" } else { "written" };
+        println!(
+            "labels {state} in {}: {} tiles, noise model {}, label noise RMSE {:.3}/{:.3} px (x/y)",
+            s.out.display(), s.n_tiles, s.noise_model, s.label_noise_rmse_px[0], s.label_noise_rmse_px[1]
+        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! Relative paths inside a pipeline file are relative to the file's own directory, so a
 //! pipeline runs the same from any working directory.
 use crate::tiling::{self, manifest::TileParams, plan::EdgePolicy, SceneInput, TileOptions, TileSummary};
+use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
 use crate::util::atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ pub struct Pipeline {
     #[serde(default)]
     pub run: RunSection,
     pub tile: Option<TileSection>,
+    /// `[labels]`: displacement fields and label noise (reads the run's tiles).
+    pub labels: Option<LabelParams>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -86,8 +89,8 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() {
-            bail!("pipeline '{}': has no stage to run (no [tile] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() {
+            bail!("pipeline '{}': has no stage to run (no [tile] or [labels] table)", path.display());
         }
         Ok(p)
     }
@@ -119,6 +122,7 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub tile: Option<TileSummary>,
+    pub labels: Option<LabelSummary>,
 }
 
 /// Runs every stage the pipeline has, in order, into `run_dir`.
@@ -127,11 +131,27 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), tile: None };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), tile: None, labels: None };
     if let Some(t) = &p.tile {
         summary.tile = Some(tiling::run(&t.scene, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
     }
+    if let Some(l) = &p.labels {
+        summary.labels = Some(labels::run(&run_dir.join("tiles"), &run_dir.join("labels"), l, &LabelOptions { quiet })?);
+    }
     Ok(summary)
+}
+
+/// Records a stage run from the command line in the run's effective pipeline file
+/// (`<stage output>/../pipeline.toml`), as the `[stage]` table.
+pub fn record_stage(stage_out: &Path, stage: &str, params: &impl Serialize) -> Result<()> {
+    let run_dir = stage_out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let path = run_dir.join("pipeline.toml");
+    let mut table: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("pipeline '{}': not valid TOML", path.display()))?,
+        Err(_) => toml::Table::new(),
+    };
+    table.insert(stage.to_string(), toml::Value::try_from(params).context("cannot record the stage's parameters")?);
+    atomic::write_bytes(&path, toml::to_string_pretty(&table)?.as_bytes())
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! The `labels` stage: turns aligned tiles into a registration problem with noisy labels.
+//!
+//! For each tile: draw a displacement field D, warp the moving modality by it (read from the
+//! on-grid copy with a margin, so no missing pixels enter), and record the noisy label
+//! L = mean over the centre window of (D + ε). Truth (D and ε) goes to `truth.json` and
+//! `truth/`, which no training stage reads.
+//!
+//! Convention: D is in pixels of the reference grid, x to the east and y to the south. The
+//! moving content that belongs at reference position p appears at p + D(p) in the displaced
+//! moving tile (out(q) = moving(q − D(q))); registering means moving it back by −D.
+pub mod field;
+pub mod noise;
+pub mod warp;
+
+use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::tiling::manifest::{Manifest, ModalityKind, Role, TileEntry};
+use crate::tiling::plan::Window;
+use crate::tiling::read::{read_modality, OpenFiles};
+use crate::util::{atomic, fingerprint};
+use anyhow::{bail, Context, Result};
+use field::{Field, FieldParams};
+use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
+use noise::{NoiseModel, NoiseParams, SmoothNoise};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use warp::{Interp, Source};
+
+/// `[labels]` of a pipeline, or the `simreg labels` options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelParams {
+    /// Global translation amplitude A: uniform in [−A, A] px per axis.
+    pub amplitude: f64,
+    /// Smooth-field amplitude (0: translation only), bumps and bump scale (× tile side).
+    #[serde(default)]
+    pub field_amplitude: f64,
+    #[serde(default = "d_bumps")]
+    pub bumps: usize,
+    #[serde(default = "d_scale")]
+    pub bump_scale: f64,
+    /// Side of the centre window the label averages over [default: half the tile].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centre: Option<usize>,
+    #[serde(default = "d_interp")]
+    pub interp: Interp,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_noise")]
+    pub noise: NoiseParams,
+}
+
+fn d_bumps() -> usize {
+    30
+}
+fn d_scale() -> f64 {
+    0.3
+}
+fn d_interp() -> Interp {
+    Interp::Bilinear
+}
+fn d_noise() -> NoiseParams {
+    NoiseParams { model: NoiseModel::None, sigma: 0.0, corr_length: 0.0, outliers: 0.0, outlier_magnitude: 0.0, bias: [0.0, 0.0] }
+}
+
+impl LabelParams {
+    pub fn field(&self) -> FieldParams {
+        FieldParams { amplitude: self.amplitude, field_amplitude: self.field_amplitude, bumps: self.bumps, bump_scale: self.bump_scale }
+    }
+}
+
+/// `labels.json`: per tile id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelEntry {
+    /// Noisy label: mean displacement over the centre window, [dx, dy] px.
+    pub label: [f64; 2],
+    /// The displaced moving tile (relative to the labels directory).
+    pub moving: PathBuf,
+    /// Dense noisy label field (bands dx, dy over the whole tile).
+    pub label_field: PathBuf,
+}
+
+/// `truth.json`: per tile id. Never read by training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TruthEntry {
+    /// True mean displacement over the centre window, [dx, dy] px.
+    pub displacement: [f64; 2],
+    /// label − displacement.
+    pub noise: [f64; 2],
+    /// Dense true field (bands dx, dy), relative to the labels directory.
+    pub field: PathBuf,
+}
+
+/// `target.json`: what the network learns, and where the tiles are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub definition: String,
+    pub units: String,
+    pub axes: String,
+    pub tile_size: usize,
+    /// The centre window: `offset` pixels from the tile's top-left, `size` wide.
+    pub centre_offset: usize,
+    pub centre_size: usize,
+    pub tiles_dir: PathBuf,
+    /// The tiles manifest's input hash: later stages check labels and tiles belong together.
+    pub tiles_input_hash: String,
+    /// Descriptions of the bands of the displaced moving tiles.
+    pub moving_bands: Vec<String>,
+}
+
+pub const TARGET_DEFINITION: &str = "mean over the tile's centre window of the displacement field D of the moving modality; the moving content belonging at reference pixel p appears at p + D(p)";
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelSummary {
+    pub out: PathBuf,
+    pub up_to_date: bool,
+    pub n_tiles: usize,
+    pub noise_model: String,
+    /// Empirical RMSE of label − true displacement, per axis, px.
+    pub label_noise_rmse_px: [f64; 2],
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LabelOptions {
+    pub quiet: bool,
+}
+
+/// Runs the stage on the tiles in `tiles_dir`, writing `out` (replaced as a whole when done).
+pub fn run(tiles_dir: &Path, out: &Path, p: &LabelParams, opts: &LabelOptions) -> Result<LabelSummary> {
+    let start = Instant::now();
+    let manifest = Manifest::load(tiles_dir)?;
+    for t in &manifest.tiles {
+        if !tiles_dir.join(&t.path).is_file() {
+            bail!("tiles manifest '{}': tile '{}' is missing ({})", tiles_dir.join("manifest.json").display(), t.id, tiles_dir.join(&t.path).display());
+        }
+    }
+    let size = manifest.params.tile_size;
+    let centre = p.centre.unwrap_or(size / 2);
+    check(p, size, centre)?;
+    let hash = fingerprint::hash_json(&(&manifest.input_hash, p));
+    if let (Ok(h), Ok(s)) = (std::fs::read_to_string(out.join(".input_hash")), std::fs::read_to_string(out.join("summary.json"))) {
+        if h.trim() == hash {
+            let mut s: LabelSummary = serde_json::from_str(&s).context("labels summary.json unreadable")?;
+            s.up_to_date = true;
+            s.seconds = start.elapsed().as_secs_f64();
+            return Ok(s);
+        }
+    }
+    atomic::check_replaceable(out, "labels.json")?;
+    let partial = atomic::partial_dir(out);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
+    }
+    atomic::create_dir(&partial)?;
+    let result = label_all(&manifest, tiles_dir, &partial, out, p, centre, &hash, opts);
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    atomic::swap_into_place(&partial, out)?;
+    Ok(LabelSummary { out: out.to_path_buf(), seconds: start.elapsed().as_secs_f64(), ..summary })
+}
+
+fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {
+    p.noise.check()?;
+    for (name, v) in [("amplitude", p.amplitude), ("field amplitude", p.field_amplitude), ("bump scale", p.bump_scale)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("{name} must be a non-negative number, not {v}");
+        }
+    }
+    if centre == 0 || centre > size || (size - centre) % 2 != 0 {
+        bail!("centre window {centre} must be within 1..={size} and leave an even margin in a {size}-pixel tile");
+    }
+    let margin = (size - centre) / 2;
+    let reach = p.field().max_abs();
+    if reach > margin as f64 {
+        bail!("amplitude {reach} px (translation {} + field {}) exceeds the tile's margin of {margin} px around its {centre}-pixel centre window", p.amplitude, p.field_amplitude);
+    }
+    Ok(())
+}
+
+struct Labelled {
+    id: String,
+    label: LabelEntry,
+    truth: TruthEntry,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn label_all(m: &Manifest, tiles_dir: &Path, dir: &Path, out: &Path, p: &LabelParams, centre: usize, hash: &str, opts: &LabelOptions) -> Result<LabelSummary> {
+    let size = m.params.tile_size;
+    let tiles_abs = std::fs::canonicalize(tiles_dir)?;
+    // One correlated-noise field per scene (two components), shared by its tiles.
+    let scene_noise: BTreeMap<&str, [SmoothNoise; 2]> = m
+        .scenes
+        .iter()
+        .enumerate()
+        .filter(|_| p.noise.model == NoiseModel::Correlated)
+        .map(|(i, s)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+            rng.set_stream((1 << 40) + i as u64);
+            (s.name.as_str(), [SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng), SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng)])
+        })
+        .collect();
+    let moving_kind = |scene: &str| -> ModalityKind {
+        m.scene(scene).and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving)).map_or(ModalityKind::Optical, |md| md.kind)
+    };
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(m.tiles.len() as u64) };
+    pb.set_style(ProgressStyle::with_template("labels [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
+    let done: Vec<Labelled> = m
+        .tiles
+        .par_iter()
+        .enumerate()
+        .progress_with(pb.clone())
+        .map_init(OpenFiles::default, |open, (i, t)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+            rng.set_stream(i as u64);
+            label_tile(open, m, tiles_dir, dir, t, p, size, centre, &mut rng, scene_noise.get(t.scene.as_str()), moving_kind(&t.scene))
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+
+    let mut labels = BTreeMap::new();
+    let mut truth = BTreeMap::new();
+    let (mut sx, mut sy) = (0.0, 0.0);
+    for l in done {
+        sx += l.truth.noise[0].powi(2);
+        sy += l.truth.noise[1].powi(2);
+        labels.insert(l.id.clone(), l.label);
+        truth.insert(l.id, l.truth);
+    }
+    let n = labels.len();
+    atomic::write_json(&dir.join("labels.json"), &labels)?;
+    atomic::write_json(&dir.join("truth.json"), &truth)?;
+    let moving_bands = m.scenes.first().and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving)).map(|md| md.bands.iter().map(|b| b.description.clone()).collect()).unwrap_or_default();
+    let target = Target {
+        definition: TARGET_DEFINITION.into(),
+        units: "pixels of the reference grid".into(),
+        axes: "x to the east (columns), y to the south (rows)".into(),
+        tile_size: size,
+        centre_offset: (size - centre) / 2,
+        centre_size: centre,
+        tiles_dir: tiles_abs,
+        tiles_input_hash: m.input_hash.clone(),
+        moving_bands,
+    };
+    atomic::write_json(&dir.join("target.json"), &target)?;
+    let summary = LabelSummary {
+        out: out.to_path_buf(),
+        up_to_date: false,
+        n_tiles: n,
+        noise_model: p.noise.model_name(),
+        label_noise_rmse_px: [(sx / n as f64).sqrt(), (sy / n as f64).sqrt()],
+        seconds: 0.0,
+    };
+    atomic::write_json(&dir.join("summary.json"), &summary)?;
+    std::fs::write(dir.join(".input_hash"), hash)?;
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn label_tile(
+    open: &mut OpenFiles,
+    m: &Manifest,
+    tiles_dir: &Path,
+    dir: &Path,
+    t: &TileEntry,
+    p: &LabelParams,
+    size: usize,
+    centre: usize,
+    rng: &mut ChaCha8Rng,
+    scene_noise: Option<&[SmoothNoise; 2]>,
+    kind: ModalityKind,
+) -> Result<Labelled> {
+    let scene = m.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
+    let d = Field::draw(size, &p.field(), rng);
+    let noise_offset = noise::tile_offset(&p.noise, rng);
+    // Dense noise over the tile: per-tile constant part + the scene's smooth field.
+    let mut ex = vec![noise_offset[0]; size * size];
+    let mut ey = vec![noise_offset[1]; size * size];
+    if let Some([fx, fy]) = scene_noise {
+        for i in 0..size * size {
+            let (x, y) = (t.window.col as f64 + (i % size) as f64 + 0.5, t.window.row as f64 + (i / size) as f64 + 0.5);
+            ex[i] += fx.at(x, y);
+            ey[i] += fy.at(x, y);
+        }
+    }
+    let lx: Vec<f64> = d.dx.iter().zip(&ex).map(|(a, b)| a + b).collect();
+    let ly: Vec<f64> = d.dy.iter().zip(&ey).map(|(a, b)| a + b).collect();
+    let truth_mean = d.centre_mean(centre);
+    let label = field::centre_mean(&lx, &ly, size, centre);
+
+    // The moving modality around the tile, with room for the largest displacement.
+    let margin = d.max_abs().ceil() as usize + 3;
+    let around = Window { col: t.window.col - margin as i64, row: t.window.row - margin as i64, width: size + 2 * margin, height: size + 2 * margin };
+    let bands = read_modality(open, tiles_dir, scene, Role::Moving, around)?;
+    let descs: Vec<String> = scene.modalities.iter().find(|md| md.role == Role::Moving).map(|md| md.bands.iter().map(|b| b.description.clone()).collect()).unwrap_or_default();
+    let warped: Vec<BandData> = bands
+        .into_iter()
+        .zip(descs)
+        .map(|(mut px, description)| {
+            // SAR in dB is resampled as linear power, then brought back to dB.
+            if kind == ModalityKind::SarDb {
+                px.iter_mut().for_each(|v| *v = 10f32.powf(*v / 10.0));
+            }
+            let src = Source { pixels: &px, width: around.width, height: around.height, margin };
+            let out = warp::warp(&src, &d.dx, &d.dy, size, p.interp);
+            let pixels = out.iter().map(|&v| if kind == ModalityKind::SarDb { (10.0 * v.log10()) as f32 } else { v as f32 }).collect();
+            BandData { description, pixels }
+        })
+        .collect();
+
+    let stem = t.id.clone();
+    let moving = PathBuf::from(format!("{stem}.moving.tif"));
+    let label_field = PathBuf::from(format!("{stem}.label.tif"));
+    let truth_field = PathBuf::from(format!("truth/{stem}.field.tif"));
+    for f in [&moving, &truth_field] {
+        if let Some(parent) = dir.join(f).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let opts = GeoTiffOptions { deflate: false };
+    let crs = &scene.grid.crs_wkt;
+    write_f32_geotiff(&dir.join(&moving), crs, t.geotransform, size, size, warped, &[("SIMREG_TILE_ID", t.id.clone())], opts)?;
+    let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let two = |a: &[f64], b: &[f64]| vec![BandData { description: "dx".into(), pixels: as_f32(a) }, BandData { description: "dy".into(), pixels: as_f32(b) }];
+    write_f32_geotiff(&dir.join(&label_field), crs, t.geotransform, size, size, two(&lx, &ly), &[("SIMREG_UNITS", "px, x east, y south".into())], opts)?;
+    write_f32_geotiff(&dir.join(&truth_field), crs, t.geotransform, size, size, two(&d.dx, &d.dy), &[("SIMREG_UNITS", "px, x east, y south".into())], opts)?;
+    Ok(Labelled {
+        id: t.id.clone(),
+        label: LabelEntry { label, moving, label_field },
+        truth: TruthEntry { displacement: truth_mean, noise: [label[0] - truth_mean[0], label[1] - truth_mean[1]], field: truth_field },
+    })
+}
