@@ -99,6 +99,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
+                for sy in &s.synth {
+                    if !cli.quiet {
+                        println!("synthetic scene {}: {} buildings, {} roads, {} parcels", sy.out.display(), sy.n_buildings, sy.n_roads, sy.n_parcels);
+                    }
+                }
                 if let Some(t) = &s.tile {
                     print_tile_summary(t, false, cli.quiet)?;
                 }
@@ -135,6 +140,7 @@ fn tile_inputs(a: TileArgs) -> (SceneInput, TileParams, std::path::PathBuf) {
         reference: ModalityInput { files: a.reference, bands: a.reference_bands, kind: a.reference_kind },
         moving: ModalityInput { files: a.moving, bands: a.moving_bands, kind: a.moving_kind },
         map: a.map.map(|f| ModalityInput { files: vec![f], bands: None, kind: None }),
+        synth: None,
     };
     let params = TileParams { tile_size: a.tile_size, overlap: a.overlap, min_valid: a.min_valid, edge: a.edge, deflate: a.deflate };
     (scene, params, a.out)

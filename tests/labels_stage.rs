@@ -208,3 +208,39 @@ fn synth_scene_feeds_tile_and_labels_and_is_reproducible() {
     assert_eq!(ls["n_tiles"], 9);
     assert_eq!(ls["noise_model"], "iid");
 }
+
+#[test]
+fn a_pipeline_chains_synth_tile_and_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let toml = r#"
+[synth.city]
+size = 128
+seed = 3
+[tile]
+tile_size = 64
+overlap = 0
+[[tile.scene]]
+synth = "city"
+[labels]
+amplitude = 3.0
+seed = 2
+noise = { model = "correlated", sigma = 1.0, corr_length = 100.0 }
+"#;
+    std::fs::write(t.path().join("p.toml"), toml).unwrap();
+    let run = t.path().join("run");
+    let s = json_of(&simreg(&["run", t.path().join("p.toml").to_str().unwrap(), "--out", run.to_str().unwrap(), "--json"]));
+    assert_eq!(s["tile"]["n_tiles"], 4);
+    assert_eq!(s["labels"]["noise_model"], "correlated");
+    let man = read_json(&run.join("tiles/manifest.json"));
+    assert_eq!(man["scenes"][0]["name"], "city");
+    assert_eq!(man["scenes"][0]["modalities"].as_array().unwrap().len(), 3);
+    // Correlated noise over a 100 px length: neighbouring tiles' label noise is similar.
+    let truth = read_json(&run.join("labels/truth.json"));
+    let e: Vec<f64> = truth.as_object().unwrap().values().map(|v| v["noise"][0].as_f64().unwrap()).collect();
+    let spread = e.iter().cloned().fold(f64::MIN, f64::max) - e.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread < 2.0, "noise across 4 adjacent tiles {e:?}");
+
+    std::fs::write(t.path().join("bad.toml"), "[tile]\n[[tile.scene]]\nsynth = \"nope\"\n").unwrap();
+    let o = simreg(&["run", t.path().join("bad.toml").to_str().unwrap(), "--out", t.path().join("run2").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("no [synth.nope]"), "{}", stderr(&o));
+}

@@ -112,3 +112,32 @@ fn shared_landsat_with_dem_in_a_crs_without_epsg_code() {
     assert!(sum["n_tiles"].as_u64().unwrap() >= 25, "{sum}");
     assert_eq!(read_all(&out.join(man["tiles"][0]["path"].as_str().unwrap())).0.len(), 7);
 }
+
+#[test]
+fn shared_bigearthnet_labels_with_zero_displacement_reproduce_the_sar_tiles() {
+    let Some(rd) = shared_dir("shared_bigearthnet_labels_with_zero_displacement_reproduce_the_sar_tiles") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let s2 = rd.join("bigearthnet_mm/s2-tiny/S2A_MSIL2A_20171221T112501_56_35/S2A_MSIL2A_20171221T112501_56_35");
+    let s1 = rd.join("bigearthnet_mm/s1-tiny/S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35/S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35");
+    let tiles = t.path().join("run/tiles");
+    tile_json(&["--reference".into(), format!("{}_B04.tif", s(&s2)), "--moving".into(), format!("{}_VV.tif", s(&s1)), format!("{}_VH.tif", s(&s1)), "--tile-size".into(), "64".into(), "--overlap".into(), "16".into(), "--out".into(), s(&tiles)]);
+    let labels = t.path().join("run/labels");
+    // Zero displacement: the displaced SAR tiles (resampled as linear power, back to dB) must
+    // equal the tiles' SAR bands.
+    let o = simreg(&["labels", "--tiles", &s(&tiles), "--out", &s(&labels), "--amplitude", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let man = manifest(&tiles);
+    let lab: Value = serde_json::from_str(&std::fs::read_to_string(labels.join("labels.json")).unwrap()).unwrap();
+    for tile in man["tiles"].as_array().unwrap() {
+        let (tile_px, ..) = read_all(&tiles.join(tile["path"].as_str().unwrap()));
+        let (mv, ..) = read_all(&labels.join(lab[tile["id"].as_str().unwrap()]["moving"].as_str().unwrap()));
+        for b in 0..2 {
+            for (a, c) in tile_px[1 + b].iter().zip(&mv[b]) {
+                assert!((a - c).abs() < 1e-3, "{a} dB vs {c} dB");
+            }
+        }
+    }
+    // With a 3 px translation the SAR really moves (and stays finite in dB).
+    let o = simreg(&["labels", "--tiles", &s(&tiles), "--out", &s(t.path().join("run/l3")), "--amplitude", "3", "--seed", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -33,26 +33,24 @@ impl Source<'_> {
         let v = y - 0.5 + self.margin as f64;
         let (c0, r0) = (u.floor() as i64, v.floor() as i64);
         let (fx, fy) = (u - c0 as f64, v - r0 as f64);
-        match interp {
-            Interp::Bilinear => {
-                let a = self.at(c0, r0) * (1.0 - fx) + self.at(c0 + 1, r0) * fx;
-                let b = self.at(c0, r0 + 1) * (1.0 - fx) + self.at(c0 + 1, r0 + 1) * fx;
-                a * (1.0 - fy) + b * fy
-            }
-            Interp::Bicubic => {
-                let wx = cubic_weights(fx);
-                let wy = cubic_weights(fy);
-                let mut acc = 0.0;
-                for (j, wyj) in wy.iter().enumerate() {
-                    let mut row = 0.0;
-                    for (i, wxi) in wx.iter().enumerate() {
-                        row += wxi * self.at(c0 - 1 + i as i64, r0 - 1 + j as i64);
-                    }
-                    acc += wyj * row;
+        let (wx, wy) = match interp {
+            Interp::Bilinear => (vec![1.0 - fx, fx], vec![1.0 - fy, fy]),
+            Interp::Bicubic => (cubic_weights(fx).to_vec(), cubic_weights(fy).to_vec()),
+        };
+        let first = if interp == Interp::Bilinear { 0 } else { -1 };
+        let mut acc = 0.0;
+        for (j, wyj) in wy.iter().enumerate() {
+            for (i, wxi) in wx.iter().enumerate() {
+                // Zero-weight taps are skipped: a nodata neighbour that does not contribute
+                // (e.g. an exact pixel-centre sample next to the raster edge) must not turn
+                // the result into NaN.
+                let w = wxi * wyj;
+                if w != 0.0 {
+                    acc += w * self.at(c0 + first + i as i64, r0 + first + j as i64);
                 }
-                acc
             }
         }
+        acc
     }
 }
 
@@ -149,5 +147,18 @@ mod tests {
             }
         }
         assert!(first_order < 0.05, "the field is smooth: first-order term {first_order}");
+    }
+
+    #[test]
+    fn nodata_neighbours_with_zero_weight_do_not_spread() {
+        // 2×2 source whose right column is nodata: sampling the left pixel centres exactly
+        // gives their values; a sample that mixes in nodata is nodata.
+        let px = [1.0, f32::NAN, 2.0, f32::NAN];
+        let src = Source { pixels: &px, width: 2, height: 2, margin: 0 };
+        for interp in [Interp::Bilinear, Interp::Bicubic] {
+            assert_eq!(src.sample(0.5, 0.5, interp), 1.0, "{interp:?}");
+            assert_eq!(src.sample(0.5, 1.5, interp), 2.0, "{interp:?}");
+            assert!(src.sample(0.9, 0.5, interp).is_nan(), "{interp:?}");
+        }
     }
 }

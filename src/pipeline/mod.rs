@@ -4,7 +4,11 @@
 //! pipeline runs the same from any working directory.
 use crate::tiling::{self, manifest::TileParams, plan::EdgePolicy, SceneInput, TileOptions, TileSummary};
 use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
+use crate::synth::{self, SynthParams, SynthSummary};
+use crate::tiling::prepare::ModalityInput;
+use crate::tiling::manifest::ModalityKind;
 use crate::util::atomic;
+use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -14,6 +18,9 @@ use std::path::{Path, PathBuf};
 pub struct Pipeline {
     #[serde(default)]
     pub run: RunSection,
+    /// `[synth.<name>]`: synthetic scenes generated into `RUN/synth/<name>/`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synth: BTreeMap<String, SynthParams>,
     pub tile: Option<TileSection>,
     /// `[labels]`: displacement fields and label noise (reads the run's tiles).
     pub labels: Option<LabelParams>,
@@ -89,8 +96,21 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() {
-            bail!("pipeline '{}': has no stage to run (no [tile] or [labels] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() && p.synth.is_empty() {
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile] or [labels] table)", path.display());
+        }
+        for (name, s) in &p.synth {
+            s.check().with_context(|| format!("pipeline '{}': [synth.{name}]", path.display()))?;
+        }
+        if let Some(tile) = &p.tile {
+            for s in &tile.scene {
+                match &s.synth {
+                    Some(name) if !p.synth.contains_key(name) => bail!("pipeline '{}': a [[tile.scene]] names synth = \"{name}\" but there is no [synth.{name}]", path.display()),
+                    Some(_) if !s.reference.files.is_empty() || !s.moving.files.is_empty() => bail!("pipeline '{}': a [[tile.scene]] has both synth and reference/moving files", path.display()),
+                    None if s.reference.files.is_empty() || s.moving.files.is_empty() => bail!("pipeline '{}': every [[tile.scene]] needs reference and moving files (or synth = \"name\")", path.display()),
+                    _ => {}
+                }
+            }
         }
         Ok(p)
     }
@@ -121,6 +141,8 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synth: Vec<SynthSummary>,
     pub tile: Option<TileSummary>,
     pub labels: Option<LabelSummary>,
 }
@@ -131,14 +153,39 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), tile: None, labels: None };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None };
+    for (name, params) in &p.synth {
+        let dir = run_dir.join("synth").join(name);
+        // Deterministic from its parameters: an existing scene with the same ones is kept.
+        let existing = std::fs::read_to_string(dir.join("scene.json")).ok().and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
+        let s = match existing {
+            Some(s) if s.params == *params => SynthSummary { out: dir.clone(), optical: dir.join(&s.optical), sar: dir.join(&s.sar), map_raster: dir.join(&s.map_raster), map_vector: dir.join(&s.map_vector), ..s },
+            _ => synth::run(params, &dir)?,
+        };
+        summary.synth.push(s);
+    }
     if let Some(t) = &p.tile {
-        summary.tile = Some(tiling::run(&t.scene, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
+        let scenes: Vec<SceneInput> = t.scene.iter().map(|s| resolve_synth(s, run_dir)).collect();
+        summary.tile = Some(tiling::run(&scenes, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
     }
     if let Some(l) = &p.labels {
         summary.labels = Some(labels::run(&run_dir.join("tiles"), &run_dir.join("labels"), l, &LabelOptions { quiet })?);
     }
     Ok(summary)
+}
+
+/// A `[[tile.scene]]` with `synth = "name"` becomes the files of `RUN/synth/name/`.
+fn resolve_synth(s: &SceneInput, run_dir: &Path) -> SceneInput {
+    let Some(name) = &s.synth else { return s.clone() };
+    let dir = run_dir.join("synth").join(name);
+    let one = |f: &str, kind| ModalityInput { files: vec![dir.join(f)], bands: None, kind: Some(kind) };
+    SceneInput {
+        name: Some(s.name.clone().unwrap_or_else(|| name.clone())),
+        reference: one("optical.tif", ModalityKind::Optical),
+        moving: one("sar.tif", ModalityKind::SarDb),
+        map: Some(one("map.geojson", ModalityKind::Map)),
+        synth: None,
+    }
 }
 
 /// Records a stage run from the command line in the run's effective pipeline file

@@ -96,7 +96,8 @@ impl SynthParams {
     }
 }
 
-/// What `simreg synth` writes and reports.
+/// What `simreg synth` writes and reports (`scene.json`: file names relative to the scene's
+/// directory; the returned summary has full paths).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SynthSummary {
     pub out: PathBuf,
@@ -113,7 +114,29 @@ pub struct SynthSummary {
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     params.check()?;
-    atomic::create_dir(out)?;
+    atomic::check_replaceable(out, "scene.json")?;
+    let partial = atomic::partial_dir(out);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    atomic::create_dir(&partial)?;
+    match write_scene(params, &partial) {
+        Ok(mut s) => {
+            atomic::swap_into_place(&partial, out)?;
+            s.out = out.to_path_buf();
+            for p in [&mut s.optical, &mut s.sar, &mut s.map_raster, &mut s.map_vector] {
+                *p = out.join(&*p);
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     let geo = geometry::Scene::generate(params);
     let img = render::render(&geo, params);
     let wkt = gdal::spatial_ref::SpatialRef::from_epsg(params.epsg)?.to_wkt()?;
@@ -132,12 +155,13 @@ pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     write_f32_geotiff(&map_raster, &wkt, gt, n, n, vec![band("building_fill", fill), band("building_edge", edge), band("road_centreline", roads)], &[], opts)?;
     let map_vector = out.join("map.geojson");
     atomic::write_bytes(&map_vector, geo.to_geojson(params).as_bytes())?;
+    let rel = |p: &Path| PathBuf::from(p.file_name().expect("a file"));
     let summary = SynthSummary {
-        out: out.to_path_buf(),
-        optical,
-        sar,
-        map_raster,
-        map_vector,
+        out: PathBuf::new(),
+        optical: rel(&optical),
+        sar: rel(&sar),
+        map_raster: rel(&map_raster),
+        map_vector: rel(&map_vector),
         n_buildings: geo.buildings.len(),
         n_roads: geo.roads.len(),
         n_parcels: geo.parcels.len(),
