@@ -30,6 +30,8 @@ pub enum Command {
     Synth(SynthArgs),
     /// Displace the moving modality of every tile by a known field and record noisy labels
     Labels(LabelsArgs),
+    /// Train the displacement-regression network on the noisy labels
+    Train(TrainArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -186,6 +188,50 @@ pub struct LabelsArgs {
     pub bias: Option<Vec<f64>>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Labels directory written by `simreg labels`
+    #[arg(long, value_name = "DIR")]
+    pub labels: PathBuf,
+    /// Output directory (model.safetensors, model.json, log.jsonl, summary.json)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Adam learning rate (cosine decay to lr/20)
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Feature maps at the first level of each encoder (doubling per level)
+    #[arg(long, default_value_t = 16)]
+    pub width: i64,
+    /// Resolution levels of the U-Net
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Correlation-volume radius between the encoders, feature pixels at every level (0: none)
+    #[arg(long, default_value_t = 3)]
+    pub corr_radius: i64,
+    /// Fraction of tiles held out for validation
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Early stop after this many epochs without improvement on the validation labels
+    #[arg(long, default_value_t = 10)]
+    pub patience: usize,
+    /// Turn off the rotation/flip augmentation
+    #[arg(long)]
+    pub no_augment: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

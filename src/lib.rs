@@ -4,8 +4,10 @@
 //! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
 pub mod device;
 pub mod labels;
+pub mod model;
 pub mod pipeline;
 pub mod raster;
 pub mod synth;
 pub mod tiling;
+pub mod train;
 pub mod util;

@@ -89,6 +89,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pipeline::record_stage(&a.out, "labels", &params)?;
             print_labels_summary(&s, a.json, cli.quiet)
         }
+        Command::Train(a) => {
+            let params = simreg::train::TrainParams {
+                epochs: a.epochs,
+                batch: a.batch,
+                lr: a.lr,
+                weight_decay: a.weight_decay,
+                width: a.width,
+                depth: a.depth,
+                corr_radius: a.corr_radius,
+                val_fraction: a.val_fraction,
+                patience: a.patience,
+                augment: !a.no_augment,
+                seed: a.seed,
+                device: a.device,
+            };
+            let s = simreg::train::run(&a.labels, &a.out, &params, &simreg::train::TrainOptions { quiet: cli.quiet })?;
+            pipeline::record_stage(&a.out, "train", &params)?;
+            print_train_summary(&s, a.json, cli.quiet)
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
@@ -109,6 +128,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let Some(l) = &s.labels {
                     print_labels_summary(l, false, cli.quiet)?;
+                }
+                if let Some(t) = &s.train {
+                    print_train_summary(t, false, cli.quiet)?;
+                }
+                if !s.sweep.is_empty() && !cli.quiet {
+                    println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");
+                    for t in &s.sweep {
+                        let (l, n) = (t.label_rmse_truth_px.unwrap_or(f64::NAN), t.net_rmse_truth_px.unwrap_or(f64::NAN));
+                        println!("  {:>4} | {l:>6.3} | {n:>6.3} | {:>5.2}", t.sigma_px.unwrap_or(f64::NAN), n / l);
+                    }
                 }
             }
             if !args.json && !cli.quiet {
@@ -170,6 +199,19 @@ fn print_labels_summary(s: &simreg::labels::LabelSummary, json: bool, quiet: boo
         println!(
             "labels {state} in {}: {} tiles, noise model {}, label noise RMSE {:.3}/{:.3} px (x/y)",
             s.out.display(), s.n_tiles, s.noise_model, s.label_noise_rmse_px[0], s.label_noise_rmse_px[1]
+        );
+    }
+    Ok(())
+}
+
+fn print_train_summary(s: &simreg::train::TrainSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3} px"));
+        println!(
+            "trained {} parameters on {} tiles ({} held out) on {}, {:.0} samples/s; held-out RMSE per axis: labels vs truth {}, network vs truth {}, network vs labels {:.3} px; model in {}",
+            s.params, s.n_train, s.n_val, s.device, s.samples_per_s, f(s.label_rmse_truth_px), f(s.net_rmse_truth_px), s.net_rmse_labels_px, s.out.display()
         );
     }
     Ok(())

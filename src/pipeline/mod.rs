@@ -7,6 +7,7 @@ use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
 use crate::synth::{self, SynthParams, SynthSummary};
 use crate::tiling::prepare::ModalityInput;
 use crate::tiling::manifest::ModalityKind;
+use crate::train::{self, TrainOptions, TrainParams, TrainSummary};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,17 @@ pub struct Pipeline {
     pub tile: Option<TileSection>,
     /// `[labels]`: displacement fields and label noise (reads the run's tiles).
     pub labels: Option<LabelParams>,
+    /// `[train]`: the network trained on the run's labels.
+    pub train: Option<TrainParams>,
+    /// `[sweep]`: run `[labels]` and `[train]` once per label-noise σ (same tiles, same
+    /// network) into `RUN/sweep/sigma_<σ>/`, and gather `RUN/noise_sweep.json`.
+    pub sweep: Option<SweepSection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSection {
+    pub sigma: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,11 +108,14 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.synth.is_empty() {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile] or [labels] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.synth.is_empty() {
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels] or [train] table)", path.display());
         }
         for (name, s) in &p.synth {
             s.check().with_context(|| format!("pipeline '{}': [synth.{name}]", path.display()))?;
+        }
+        if p.sweep.is_some() && (p.labels.is_none() || p.train.is_none()) {
+            bail!("pipeline '{}': [sweep] needs [labels] and [train] tables (the per-σ template)", path.display());
         }
         if let Some(tile) = &p.tile {
             for s in &tile.scene {
@@ -145,6 +160,9 @@ pub struct RunSummary {
     pub synth: Vec<SynthSummary>,
     pub tile: Option<TileSummary>,
     pub labels: Option<LabelSummary>,
+    pub train: Option<TrainSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<TrainSummary>,
 }
 
 /// Runs every stage the pipeline has, in order, into `run_dir`.
@@ -153,7 +171,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, sweep: Vec::new() };
     for (name, params) in &p.synth {
         let dir = run_dir.join("synth").join(name);
         // Deterministic from its parameters: an existing scene with the same ones is kept.
@@ -168,8 +186,30 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
         let scenes: Vec<SceneInput> = t.scene.iter().map(|s| resolve_synth(s, run_dir)).collect();
         summary.tile = Some(tiling::run(&scenes, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
     }
+    if let (Some(sweep), Some(l), Some(t)) = (&p.sweep, &p.labels, &p.train) {
+        for &sigma in &sweep.sigma {
+            let dir = run_dir.join("sweep").join(format!("sigma_{sigma}"));
+            let mut lp = l.clone();
+            lp.noise.sigma = sigma;
+            if lp.noise.model == crate::labels::noise::NoiseModel::None && sigma > 0.0 {
+                lp.noise.model = crate::labels::noise::NoiseModel::Iid;
+            }
+            if !quiet {
+                eprintln!("noise sweep: σ = {sigma} px");
+            }
+            atomic::create_dir(&dir)?;
+            labels::run(&run_dir.join("tiles"), &dir.join("labels"), &lp, &LabelOptions { quiet })?;
+            record_stage(&dir.join("labels"), "labels", &lp)?;
+            summary.sweep.push(train::run(&dir.join("labels"), &dir.join("train"), t, &TrainOptions { quiet })?);
+        }
+        atomic::write_json(&run_dir.join("noise_sweep.json"), &summary.sweep)?;
+        return Ok(summary);
+    }
     if let Some(l) = &p.labels {
         summary.labels = Some(labels::run(&run_dir.join("tiles"), &run_dir.join("labels"), l, &LabelOptions { quiet })?);
+    }
+    if let Some(t) = &p.train {
+        summary.train = Some(train::run(&run_dir.join("labels"), &run_dir.join("train"), t, &TrainOptions { quiet })?);
     }
     Ok(summary)
 }

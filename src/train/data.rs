@@ -1,0 +1,138 @@
+//! Training data: tiles (reference bands) + displaced moving tiles + noisy labels, normalised
+//! with each scene's robust statistics. Truth is loaded apart, for reporting only.
+use crate::labels::{LabelEntry, Target, TruthEntry};
+use crate::tiling::manifest::{Manifest, Role, SceneEntry};
+use crate::tiling::stats::StatScale;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// All samples of a labelled run, in memory (row-major, band-major per sample).
+pub struct Dataset {
+    pub ids: Vec<String>,
+    pub reference: Vec<f32>,
+    pub moving: Vec<f32>,
+    /// Dense noisy label over the centre window: (2, C, C) per sample, px.
+    pub label_field: Vec<f32>,
+    /// Noisy centre-window mean, px.
+    pub label: Vec<[f32; 2]>,
+    pub reference_bands: usize,
+    pub moving_bands: usize,
+    pub target: Target,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{what} '{}': cannot read (run `simreg labels` first)", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{what} '{}': not valid", path.display()))
+}
+
+/// Robust normalisation of one band: (v − median) / half the 2–98 % range; NaN → 0.
+fn normaliser(scene: &SceneEntry, role: Role, band: usize) -> Result<(f32, f32, StatScale)> {
+    let m = scene.modalities.iter().find(|m| m.role == role).with_context(|| format!("scene '{}' has no {} modality", scene.name, role.name()))?;
+    let b = &m.bands[band];
+    let s = b.stats.as_ref().with_context(|| format!("scene '{}': band '{}' has no statistics", scene.name, b.description))?;
+    let half = ((s.p98 - s.p02) / 2.0).max(1e-6);
+    Ok((s.p50, half, s.scale))
+}
+
+fn normalise(px: &[f32], (mid, half, scale): (f32, f32, StatScale)) -> impl Iterator<Item = f32> + '_ {
+    px.iter().map(move |&v| {
+        let v = scale.apply(v).unwrap_or(f32::NAN);
+        let z = (v - mid) / half;
+        if z.is_finite() { z.clamp(-8.0, 8.0) } else { 0.0 }
+    })
+}
+
+/// Loads a labelled run. Errors name what is wrong: labels made from other tiles, tiles
+/// missing, band layouts that differ between scenes, an empty set.
+pub fn load(labels_dir: &Path) -> Result<Dataset> {
+    let target: Target = read_json(&labels_dir.join("target.json"), "labels")?;
+    let labels: BTreeMap<String, LabelEntry> = read_json(&labels_dir.join("labels.json"), "labels")?;
+    let manifest = Manifest::load(&target.tiles_dir)?;
+    if manifest.input_hash != target.tiles_input_hash {
+        bail!("labels '{}' were made from other tiles than those now in '{}' (the tiles were re-cut): rerun `simreg labels`", labels_dir.display(), target.tiles_dir.display());
+    }
+    if labels.is_empty() {
+        bail!("labels '{}': empty training set (no labelled tile)", labels_dir.display());
+    }
+    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    let (t, c, o) = (target.tile_size, target.centre_size, target.centre_offset);
+    let layout = |s: &SceneEntry, role: Role| s.modalities.iter().find(|m| m.role == role).map_or(0, |m| m.bands.len());
+    let first = manifest.scenes.first().context("tiles manifest has no scene")?;
+    let (cr, cm) = (layout(first, Role::Reference), layout(first, Role::Moving));
+    for s in &manifest.scenes {
+        if (layout(s, Role::Reference), layout(s, Role::Moving)) != (cr, cm) {
+            bail!("tiles '{}': scene '{}' has {}+{} reference+moving bands but '{}' has {cr}+{cm}; train on scenes with one band layout", target.tiles_dir.display(), s.name, layout(s, Role::Reference), layout(s, Role::Moving), first.name);
+        }
+    }
+    let entries: Vec<(&String, &LabelEntry)> = labels.iter().collect();
+    type One = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let loaded: Vec<One> = entries
+        .par_iter()
+        .map(|(id, e)| -> Result<One> {
+            let tile = by_id.get(id.as_str()).with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))?;
+            let scene = manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
+            let ref_m = scene.modalities.iter().find(|m| m.role == Role::Reference).context("no reference modality")?;
+            let tile_path = target.tiles_dir.join(&tile.path);
+            let ds = gdal::Dataset::open(&tile_path).with_context(|| format!("tile '{}': cannot open", tile_path.display()))?;
+            let mut reference = Vec::with_capacity(cr * t * t);
+            for (k, b) in ref_m.bands.iter().enumerate() {
+                let px = ds.rasterband(b.tile_band)?.read_band_as::<f32>().with_context(|| format!("tile '{}': unreadable", tile_path.display()))?;
+                reference.extend(normalise(px.data(), normaliser(scene, Role::Reference, k)?));
+            }
+            let mv_path = labels_dir.join(&e.moving);
+            let mv = gdal::Dataset::open(&mv_path).with_context(|| format!("moving tile '{}': cannot open", mv_path.display()))?;
+            let mut moving = Vec::with_capacity(cm * t * t);
+            for k in 0..cm {
+                let px = mv.rasterband(k + 1)?.read_band_as::<f32>().with_context(|| format!("moving tile '{}': unreadable", mv_path.display()))?;
+                moving.extend(normalise(px.data(), normaliser(scene, Role::Moving, k)?));
+            }
+            let lf_path = labels_dir.join(&e.label_field);
+            let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
+            let mut field = Vec::with_capacity(2 * c * c);
+            for k in 0..2 {
+                let px = lf.rasterband(k + 1)?.read_band_as::<f32>()?;
+                for r in o..o + c {
+                    field.extend_from_slice(&px.data()[r * t + o..][..c]);
+                }
+            }
+            Ok((reference, moving, field))
+        })
+        .collect::<Result<_>>()?;
+    let mut d = Dataset {
+        ids: labels.keys().cloned().collect(),
+        reference: Vec::with_capacity(loaded.len() * cr * t * t),
+        moving: Vec::with_capacity(loaded.len() * cm * t * t),
+        label_field: Vec::with_capacity(loaded.len() * 2 * c * c),
+        label: labels.values().map(|e| [e.label[0] as f32, e.label[1] as f32]).collect(),
+        reference_bands: cr,
+        moving_bands: cm,
+        target,
+    };
+    for (r, m, f) in loaded {
+        d.reference.extend(r);
+        d.moving.extend(m);
+        d.label_field.extend(f);
+    }
+    Ok(d)
+}
+
+/// True centre-window means by tile id, for evaluation only (None when the run has no truth).
+pub fn load_truth(labels_dir: &Path) -> Result<Option<BTreeMap<String, [f64; 2]>>> {
+    let path = labels_dir.join("truth.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let t: BTreeMap<String, TruthEntry> = read_json(&path, "truth")?;
+    Ok(Some(t.into_iter().map(|(k, v)| (k, v.displacement)).collect()))
+}

@@ -1,0 +1,351 @@
+//! The `train` stage: the displacement-regression network trained on the **noisy** labels.
+//! Validation each epoch against the labels and, for reporting only, against the truth.
+pub mod augment;
+pub mod data;
+
+use crate::device::DeviceChoice;
+use crate::model::{mean_of, param_count, Net, NetConfig};
+use crate::util::atomic;
+use anyhow::{bail, Context, Result};
+use augment::Symmetry;
+use data::Dataset;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch: usize,
+    /// Adam learning rate at the start; cosine decay to lr/20 over `epochs`.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_width")]
+    pub width: i64,
+    #[serde(default = "d_depth")]
+    pub depth: usize,
+    /// Correlation-volume radius in feature pixels at every level (0: none).
+    #[serde(default = "d_corr")]
+    pub corr_radius: i64,
+    /// Fraction of tiles held out for validation (a seeded random split).
+    #[serde(default = "d_val")]
+    pub val_fraction: f64,
+    /// Stop when the validation loss against the labels has not improved for this many epochs.
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+    #[serde(default = "d_true")]
+    pub augment: bool,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_device")]
+    pub device: DeviceChoice,
+}
+
+fn d_epochs() -> usize { 40 }
+fn d_batch() -> usize { 16 }
+fn d_lr() -> f64 { 2e-3 }
+fn d_wd() -> f64 { 1e-4 }
+fn d_width() -> i64 { 16 }
+fn d_depth() -> usize { 3 }
+fn d_corr() -> i64 { 3 }
+fn d_val() -> f64 { 0.2 }
+fn d_patience() -> usize { 10 }
+fn d_true() -> bool { true }
+fn d_device() -> DeviceChoice { DeviceChoice::Auto }
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// `train/summary.json`. RMSEs are per axis, pooled over x and y and over held-out tiles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    /// σ of the run's label noise, from its effective pipeline file (null when unknown).
+    pub sigma_px: Option<f64>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub params: i64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    /// Labels of the held-out tiles against the truth.
+    pub label_rmse_truth_px: Option<f64>,
+    /// The network on held-out tiles, against the truth and against their labels.
+    pub net_rmse_truth_px: Option<f64>,
+    pub net_rmse_labels_px: f64,
+    pub samples_per_s: f64,
+    pub device: String,
+    pub seconds: f64,
+}
+
+/// What is stored beside the weights (`model.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub net: NetConfig,
+    /// The tiles the model was trained on (their manifest hash).
+    pub tiles_input_hash: String,
+    pub moving_bands: Vec<String>,
+}
+
+/// One line of `train/log.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogLine {
+    pub epoch: usize,
+    pub step: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_rmse_labels_px: f64,
+    pub val_rmse_truth_px: Option<f64>,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResumeState {
+    epoch: usize,
+    step: usize,
+    best_epoch: usize,
+    best_val: f64,
+    bad_epochs: usize,
+    train_seconds: f64,
+    trained_samples: usize,
+    key: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub quiet: bool,
+}
+
+struct Split {
+    train: Vec<usize>,
+    val: Vec<usize>,
+}
+
+fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5911_7000);
+    idx.shuffle(&mut rng);
+    let n_val = if n >= 2 { ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let mut val = idx[..n_val].to_vec();
+    let mut train = idx[n_val..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    Split { train, val }
+}
+
+/// Tensors of the whole data set on the device.
+struct Tensors {
+    reference: Tensor,
+    moving: Tensor,
+    field: Tensor,
+    label: Tensor,
+}
+
+fn tensors(d: &Dataset, scale: f64, device: Device) -> Tensors {
+    let (n, t, c) = (d.len() as i64, d.target.tile_size as i64, d.target.centre_size as i64);
+    let label: Vec<f32> = d.label.iter().flat_map(|l| [l[0], l[1]]).collect();
+    Tensors {
+        reference: Tensor::from_slice(&d.reference).view([n, d.reference_bands as i64, t, t]).to(device),
+        moving: Tensor::from_slice(&d.moving).view([n, d.moving_bands as i64, t, t]).to(device),
+        field: (Tensor::from_slice(&d.label_field).view([n, 2, c, c]) / scale).to(device),
+        label: (Tensor::from_slice(&label).view([n, 2]) / scale).to(device),
+    }
+}
+
+/// Predictions (px) for the samples `idx`, in batches, without gradients.
+pub fn predict(net: &Net, reference: &Tensor, moving: &Tensor, idx: &[usize], batch: usize) -> Vec<[f64; 2]> {
+    let mut out = Vec::with_capacity(idx.len());
+    tch::no_grad(|| {
+        for chunk in idx.chunks(batch.max(1)) {
+            let i = Tensor::from_slice(&chunk.iter().map(|&v| v as i64).collect::<Vec<_>>()).to(reference.device());
+            let m = mean_of(&net.forward(&reference.index_select(0, &i), &moving.index_select(0, &i))).to(Device::Cpu).to_kind(Kind::Double);
+            for k in 0..chunk.len() as i64 {
+                out.push([m.double_value(&[k, 0]) * net.config.scale_px, m.double_value(&[k, 1]) * net.config.scale_px]);
+            }
+        }
+    });
+    out
+}
+
+/// Per-axis RMSE pooled over both axes.
+pub fn rmse(pred: &[[f64; 2]], target: &[[f64; 2]]) -> f64 {
+    let s: f64 = pred.iter().zip(target).map(|(p, t)| (p[0] - t[0]).powi(2) + (p[1] - t[1]).powi(2)).sum();
+    (s / (2 * pred.len().max(1)) as f64).sqrt()
+}
+
+/// σ of the label noise from the run's effective pipeline file (`<labels>/../pipeline.toml`).
+fn sigma_from_pipeline(labels_dir: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(labels_dir.parent()?.join("pipeline.toml")).ok()?;
+    let t: toml::Table = toml::from_str(&text).ok()?;
+    t.get("labels")?.get("noise")?.get("sigma")?.as_float()
+}
+
+pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) -> Result<TrainSummary> {
+    let start = Instant::now();
+    if p.epochs == 0 || p.batch == 0 || !(p.lr > 0.0) || !(0.0..1.0).contains(&p.val_fraction) {
+        bail!("training parameters: epochs and batch must be ≥ 1, lr > 0, val-fraction within [0, 1)");
+    }
+    let device = crate::device::resolve(p.device)?;
+    let data = data::load(labels_dir)?;
+    let truth = data::load_truth(labels_dir)?;
+    let sp = split(data.len(), p.val_fraction, p.seed);
+    if sp.train.is_empty() {
+        bail!("labels '{}': empty training set after holding out validation tiles", labels_dir.display());
+    }
+    // Output unit: the RMS of the training labels (data-derived; at least 0.5 px).
+    let ms: f64 = sp.train.iter().map(|&i| (data.label[i][0] as f64).powi(2) + (data.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * sp.train.len()) as f64;
+    let scale = ms.sqrt().max(0.5);
+    let config = NetConfig {
+        reference_bands: data.reference_bands,
+        moving_bands: data.moving_bands,
+        tile_size: data.target.tile_size,
+        centre_offset: data.target.centre_offset,
+        centre_size: data.target.centre_size,
+        width: p.width,
+        depth: p.depth,
+        scale_px: scale,
+        corr_radius: p.corr_radius,
+    };
+    config.check()?;
+    let info = ModelInfo { net: config.clone(), tiles_input_hash: data.target.tiles_input_hash.clone(), moving_bands: data.target.moving_bands.clone() };
+    atomic::create_dir(out)?;
+    let key = crate::util::fingerprint::hash_json(&(&info, p, &data.ids));
+
+    tch::manual_seed(p.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), config.clone());
+    let n_params = param_count(&vs);
+    let mut opt = nn::Adam { wd: p.weight_decay, ..Default::default() }.build(&vs, p.lr)?;
+    let tens = tensors(&data, scale, device);
+
+    // Resume from the last checkpoint of the same training (same data, parameters, network).
+    let ckpt = out.join("checkpoint.safetensors");
+    let state_path = out.join("state.json");
+    let mut st = ResumeState { epoch: 0, step: 0, best_epoch: 0, best_val: f64::INFINITY, bad_epochs: 0, train_seconds: 0.0, trained_samples: 0, key: key.clone() };
+    if let Ok(text) = std::fs::read_to_string(&state_path) {
+        let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
+        if s.key == key && ckpt.exists() {
+            check_architecture(out, &info)?;
+            vs.load(&ckpt).with_context(|| format!("checkpoint '{}': cannot load", ckpt.display()))?;
+            st = s;
+            tracing::info!("resuming training after epoch {}", st.epoch);
+        }
+    }
+    if st.epoch == 0 {
+        let _ = std::fs::remove_file(out.join("log.jsonl"));
+    }
+    atomic::write_json(&out.join("model.json"), &info)?;
+    let val_labels: Vec<[f64; 2]> = sp.val.iter().map(|&i| [data.label[i][0] as f64, data.label[i][1] as f64]).collect();
+    let val_truth: Option<Vec<[f64; 2]>> = truth.as_ref().map(|t| sp.val.iter().map(|&i| t.get(&data.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect());
+
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(out.join("log.jsonl"))?;
+    let idx_tensor = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to(device);
+    let mut epoch = st.epoch;
+    while epoch < p.epochs && st.bad_epochs < p.patience {
+        let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        rng.set_stream(epoch as u64 + 1);
+        let lr = p.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / p.epochs as f64).cos()));
+        opt.set_lr(lr);
+        let mut order = sp.train.clone();
+        order.shuffle(&mut rng);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut batches) = (0.0, 0usize);
+        for chunk in order.chunks(p.batch) {
+            let i = idx_tensor(chunk);
+            let sym = if p.augment { Symmetry::from_index(rng.gen_range(0..8)) } else { Symmetry::IDENTITY };
+            let r = sym.image(&tens.reference.index_select(0, &i));
+            let m = sym.image(&tens.moving.index_select(0, &i));
+            let f = sym.field(&tens.field.index_select(0, &i));
+            let l = sym.vectors(&tens.label.index_select(0, &i));
+            let dense = net.forward(&r, &m);
+            let loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+            let v = loss.double_value(&[]);
+            if !v.is_finite() {
+                bail!("training diverged at epoch {} step {} (loss {v}); the last good checkpoint is kept in '{}'", epoch + 1, st.step, out.display());
+            }
+            opt.backward_step(&loss);
+            loss_sum += v;
+            batches += 1;
+            st.step += 1;
+        }
+        st.train_seconds += t0.elapsed().as_secs_f64();
+        st.trained_samples += order.len();
+        let pred = predict(&net, &tens.reference, &tens.moving, &sp.val, 64);
+        let val_labels_rmse = if sp.val.is_empty() { loss_sum / batches as f64 } else { rmse(&pred, &val_labels) };
+        let val_truth_rmse = val_truth.as_ref().filter(|_| !sp.val.is_empty()).map(|t| rmse(&pred, t));
+        epoch += 1;
+        st.epoch = epoch;
+        if val_labels_rmse < st.best_val {
+            st.best_val = val_labels_rmse;
+            st.best_epoch = epoch;
+            st.bad_epochs = 0;
+            save(&vs, &out.join("model.safetensors"))?;
+        } else {
+            st.bad_epochs += 1;
+        }
+        save(&vs, &ckpt)?;
+        atomic::write_json(&state_path, &st)?;
+        let line = LogLine { epoch, step: st.step, lr, train_loss: loss_sum / batches as f64 * scale * scale, val_rmse_labels_px: val_labels_rmse, val_rmse_truth_px: val_truth_rmse, seconds: start.elapsed().as_secs_f64() };
+        writeln!(log, "{}", serde_json::to_string(&line)?)?;
+        if !opts.quiet {
+            eprintln!(
+                "epoch {epoch:3}/{}  loss {:.4}  val rmse vs labels {:.3} px{}",
+                p.epochs,
+                line.train_loss,
+                val_labels_rmse,
+                val_truth_rmse.map_or(String::new(), |v| format!("  vs truth {v:.3} px"))
+            );
+        }
+    }
+
+    // Report with the best weights.
+    vs.load(out.join("model.safetensors"))?;
+    let pred = predict(&net, &tens.reference, &tens.moving, &sp.val, 64);
+    let summary = TrainSummary {
+        out: out.to_path_buf(),
+        sigma_px: sigma_from_pipeline(labels_dir),
+        n_train: sp.train.len(),
+        n_val: sp.val.len(),
+        params: n_params,
+        epochs_run: st.epoch,
+        best_epoch: st.best_epoch,
+        label_rmse_truth_px: val_truth.as_ref().map(|t| rmse(&val_labels, t)),
+        net_rmse_truth_px: val_truth.as_ref().map(|t| rmse(&pred, t)),
+        net_rmse_labels_px: rmse(&pred, &val_labels),
+        samples_per_s: st.trained_samples as f64 / st.train_seconds.max(1e-9),
+        device: format!("{device:?}").to_lowercase(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    atomic::write_json(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    let tmp = crate::raster::write::temp_path(path).with_extension("tmp.safetensors");
+    vs.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Refuses to resume from (or predict with) weights made for another network.
+pub fn check_architecture(dir: &Path, info: &ModelInfo) -> Result<()> {
+    let path = dir.join("model.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let old: ModelInfo = serde_json::from_str(&text).with_context(|| format!("'{}': not a simreg model description", path.display()))?;
+    if old.net != info.net {
+        bail!("checkpoint in '{}' is for another architecture ({:?}) than this training ({:?})", dir.display(), old.net, info.net);
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `simreg train` through the CLI on a tiny synthetic run (fast on CPU).
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn ok(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let o = simreg(&a);
+    assert!(o.status.success(), "simreg {args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("--json prints JSON")
+}
+
+/// synth 128 px → 49 tiles of 32 px → labels (σ = 1 px, A = 3 px).
+fn labelled_run(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let d = |p: &str| run.join(p).to_string_lossy().into_owned();
+    ok(&["synth", "--out", &d("synth"), "--size", "128", "--seed", "5"]);
+    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "16", "--out", &d("tiles")]);
+    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3", "--noise", "iid", "--sigma", "1", "--seed", "2"]);
+    run
+}
+
+const SMALL: [&str; 8] = ["--width", "4", "--depth", "2", "--corr-radius", "1", "--batch", "8"];
+
+fn train(run: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let labels = run.join("labels").to_string_lossy().into_owned();
+    let out = run.join(out).to_string_lossy().into_owned();
+    let mut a = vec!["train", "--labels", &labels, "--out", &out, "--json"];
+    a.extend_from_slice(&SMALL);
+    a.extend_from_slice(extra);
+    simreg(&a)
+}
+
+#[test]
+fn training_writes_a_model_a_log_and_a_summary_and_is_deterministic() {
+    let t = tempfile::tempdir().unwrap();
+    let run = labelled_run(t.path());
+    let o = train(&run, "train", &["--epochs", "3", "--seed", "9", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((s["n_train"].as_u64(), s["n_val"].as_u64()), (Some(39), Some(10)));
+    assert_eq!(s["sigma_px"].as_f64(), Some(1.0), "σ comes from the run's pipeline file");
+    assert_eq!(s["device"], "cpu");
+    assert!(s["params"].as_i64().unwrap() > 1000 && s["samples_per_s"].as_f64().unwrap() > 0.0);
+    for k in ["label_rmse_truth_px", "net_rmse_truth_px", "net_rmse_labels_px"] {
+        assert!(s[k].as_f64().unwrap().is_finite(), "{k}");
+    }
+    // Held-out labels vs truth: σ = 1 px per axis, 10 tiles.
+    assert!((0.3..2.0).contains(&s["label_rmse_truth_px"].as_f64().unwrap()));
+    let log = std::fs::read_to_string(run.join("train/log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["epoch"], 3);
+    assert!(last["val_rmse_truth_px"].as_f64().is_some());
+    let model = std::fs::read(run.join("train/model.safetensors")).unwrap();
+    assert!(model.len() > 4 * 1000);
+    // Same seed on CPU: the same weights, byte for byte; another seed: others.
+    let o = train(&run, "train_again", &["--epochs", "3", "--seed", "9", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(model, std::fs::read(run.join("train_again/model.safetensors")).unwrap());
+    let o = train(&run, "train_other", &["--epochs", "3", "--seed", "10", "--device", "cpu"]);
+    assert!(o.status.success());
+    assert_ne!(model, std::fs::read(run.join("train_other/model.safetensors")).unwrap());
+    // Rerunning a finished training resumes after its last epoch: nothing more to do.
+    let o = train(&run, "train", &["--epochs", "3", "--seed", "9", "--device", "cpu"]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(run.join("train/log.jsonl")).unwrap().lines().count(), 3);
+    // Asking for more epochs continues from the checkpoint.
+    let o = train(&run, "train", &["--epochs", "4", "--seed", "9", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(run.join("train/log.jsonl")).unwrap();
+    assert!(log.lines().count() >= 4, "{log}");
+}
+
+#[test]
+fn training_fits_the_labels_it_is_given() {
+    // Without held-out tiles and augmentation, 25 epochs on 49 tiles must bring the training
+    // loss well below its first epoch.
+    let t = tempfile::tempdir().unwrap();
+    let run = labelled_run(t.path());
+    let o = train(&run, "train", &["--epochs", "25", "--patience", "25", "--no-augment", "--val-fraction", "0", "--lr", "3e-3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = std::fs::read_to_string(run.join("train/log.jsonl")).unwrap();
+    let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+    assert!(losses.last().unwrap() < &(0.6 * losses[0]), "{losses:?}");
+}
+
+#[test]
+fn bad_training_inputs_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let run = labelled_run(t.path());
+    let expect_err = |o: std::process::Output, what: &str| {
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{what}: should fail");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(what), "expected '{what}' in: {err}");
+    };
+    // A device that is not there.
+    if !tch::Cuda::is_available() {
+        expect_err(train(&run, "t_cuda", &["--epochs", "1", "--device", "cuda"]), "--device cuda");
+    }
+    // Diverging training stops with a clear message.
+    expect_err(train(&run, "t_nan", &["--epochs", "5", "--lr", "1e15", "--no-augment"]), "diverged");
+    // Labels without a target file / not a labels directory.
+    expect_err(simreg(&["train", "--labels", run.join("tiles").to_str().unwrap(), "--out", run.join("t2").to_str().unwrap()]), "run `simreg labels` first");
+    // Labels and tiles from different runs: the tiles were cut again with other parameters.
+    let d = |p: &str| run.join(p).to_string_lossy().into_owned();
+    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "8", "--out", &d("tiles")]);
+    expect_err(train(&run, "t3", &["--epochs", "1"]), "made from other tiles");
+    // An empty training set.
+    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3"]);
+    std::fs::write(run.join("labels/labels.json"), "{}").unwrap();
+    expect_err(train(&run, "t4", &["--epochs", "1"]), "empty training set");
+}
