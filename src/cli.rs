@@ -32,6 +32,8 @@ pub enum Command {
     Labels(LabelsArgs),
     /// Train the displacement-regression network on the noisy labels
     Train(TrainArgs),
+    /// Predict displacements for tiles with a trained model (JSON + dense GeoTIFFs)
+    Predict(PredictArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -230,6 +232,27 @@ pub struct TrainArgs {
     pub no_augment: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Model directory written by `simreg train` (model.json, model.safetensors)
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Tiles to predict for (their own moving bands)
+    #[arg(long, value_name = "DIR", required_unless_present = "labels")]
+    pub tiles: Option<PathBuf>,
+    /// Or: labelled tiles (their displaced moving tiles); reports the RMSE against the labels
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Output directory (predictions.json, summary.json, dense fields)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Print a machine-readable summary on stdout

@@ -108,6 +108,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pipeline::record_stage(&a.out, "train", &params)?;
             print_train_summary(&s, a.json, cli.quiet)
         }
+        Command::Predict(a) => {
+            let device = simreg::device::resolve(a.device)?;
+            let s = simreg::train::predict::run(&a.model, a.tiles.as_deref(), a.labels.as_deref(), &a.out, device)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if !cli.quiet {
+                let r = s.rmse_labels_px.map_or(String::new(), |v| format!("; RMSE vs labels {v:.3} px per axis"));
+                println!("predicted {} tiles into {}{r}", s.n_tiles, s.out.display());
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {

@@ -244,3 +244,18 @@ noise = { model = "correlated", sigma = 1.0, corr_length = 100.0 }
     let o = simreg(&["run", t.path().join("bad.toml").to_str().unwrap(), "--out", t.path().join("run2").to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("no [synth.nope]"), "{}", stderr(&o));
 }
+
+#[test]
+fn relative_input_paths_still_resolve_in_later_stages() {
+    let t = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin()).args(args).current_dir(t.path()).env("OMP_NUM_THREADS", "1").output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    run(&["synth", "--out", "s", "--size", "64", "--seed", "1"]);
+    run(&["tile", "--reference", "s/optical.tif", "--moving", "s/sar.tif", "--tile-size", "32", "--overlap", "0", "--out", "r/tiles"]);
+    run(&["labels", "--tiles", "r/tiles", "--out", "r/labels", "--amplitude", "2"]);
+    let man = read_json(&t.path().join("r/tiles/manifest.json"));
+    let src = man["scenes"][0]["modalities"][1]["sources"][0]["path"].as_str().unwrap().to_string();
+    assert!(Path::new(&src).is_absolute(), "{src}");
+}

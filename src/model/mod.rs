@@ -4,7 +4,7 @@
 //! window. f(x), the quantity the similarity analysis differentiates, is its mean (`mean_of`).
 //!
 //! At each level the fusion also sees a local correlation (cost) volume between the two
-//! encoders' features over offsets within ±`corr_radius` feature pixels, as in optical-flow
+//! encoders' features over offsets within ±`corr_radius` feature pixels (levels ≥ 1), as in optical-flow
 //! networks: a plain U-Net over concatenated features learned translations far more slowly
 //! (measured: 1.8 px RMSE on 4 px shifts after 20 epochs, same-modality).
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ impl Net {
             enc_ref.push(Block::new(&(vs / "enc_ref" / l), ri, w(l)));
             enc_mov.push(Block::new(&(vs / "enc_mov" / l), mi, w(l)));
             let k = 2 * config.corr_radius + 1;
-            let corr = if config.corr_radius > 0 { k * k } else { 0 };
+            let corr = if config.corr_radius > 0 && l > 0 { k * k } else { 0 };
             fuse.push(nn::conv2d(vs / "fuse" / l, 2 * w(l) + corr, w(l), 3, same));
         }
         let mut up = Vec::new();
@@ -107,7 +107,9 @@ impl Net {
             }
             r = self.enc_ref[l].forward(&r);
             m = self.enc_mov[l].forward(&m);
-            let x = if self.config.corr_radius > 0 { Tensor::cat(&[&r, &m, &correlation(&r, &m, self.config.corr_radius)], 1) } else { Tensor::cat(&[&r, &m], 1) };
+            // Not at full resolution: the volume would cost more than the encoders there, and
+            // the coarser levels already span the displacements (radius × 2^level px).
+            let x = if self.config.corr_radius > 0 && l > 0 { Tensor::cat(&[&r, &m, &correlation(&r, &m, self.config.corr_radius)], 1) } else { Tensor::cat(&[&r, &m], 1) };
             fused.push(self.fuse[l].forward(&x).elu());
         }
         let mut x = fused.pop().expect("depth ≥ 1");

@@ -79,6 +79,9 @@ pub struct TileOptions {
 /// Runs the stage; `out` is replaced as a whole when done, or left as it was on error.
 pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOptions) -> Result<TileSummary> {
     let start = Instant::now();
+    // Absolute input paths: the manifest is read later from other working directories.
+    let scenes: Vec<SceneInput> = scenes.iter().map(absolute_paths).collect::<Result<_>>()?;
+    let scenes = scenes.as_slice();
     check_params(params)?;
     if scenes.is_empty() {
         bail!("no scene to tile");
@@ -126,6 +129,16 @@ pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOp
     let _ = std::fs::remove_file(&hash_file);
     atomic::swap_into_place(&partial, out)?;
     Ok(summary)
+}
+
+fn absolute_paths(s: &SceneInput) -> Result<SceneInput> {
+    let mut s = s.clone();
+    for m in [Some(&mut s.reference), Some(&mut s.moving), s.map.as_mut()].into_iter().flatten() {
+        for f in &mut m.files {
+            *f = std::path::absolute(&*f).with_context(|| format!("input '{}': cannot resolve path", f.display()))?;
+        }
+    }
+    Ok(s)
 }
 
 fn check_params(p: &TileParams) -> Result<()> {

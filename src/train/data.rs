@@ -53,6 +53,46 @@ fn normalise(px: &[f32], (mid, half, scale): (f32, f32, StatScale)) -> impl Iter
     })
 }
 
+/// Reads `bands` (1-based) of the raster at `path`, normalised as band k of `role` in `scene`.
+fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role, what: &str) -> Result<Vec<f32>> {
+    let ds = gdal::Dataset::open(path).with_context(|| format!("{what} '{}': cannot open", path.display()))?;
+    let mut out = Vec::new();
+    for (k, &b) in bands.iter().enumerate() {
+        let px = ds.rasterband(b)?.read_band_as::<f32>().with_context(|| format!("{what} '{}': unreadable", path.display()))?;
+        out.extend(normalise(px.data(), normaliser(scene, role, k)?));
+    }
+    Ok(out)
+}
+
+/// Network inputs of tiles as cut (reference and moving bands from the tile files), for
+/// predicting on data without labels: (ids, reference, moving, reference bands, moving bands).
+pub fn load_tiles(tiles_dir: &Path) -> Result<(Manifest, Vec<String>, Vec<f32>, Vec<f32>, usize, usize)> {
+    let manifest = Manifest::load(tiles_dir)?;
+    let bands = |s: &SceneEntry, role: Role| -> Vec<usize> { s.modalities.iter().find(|m| m.role == role).map(|m| m.bands.iter().map(|b| b.tile_band).collect()).unwrap_or_default() };
+    let first = manifest.scenes.first().context("tiles manifest has no scene")?;
+    let (cr, cm) = (bands(first, Role::Reference).len(), bands(first, Role::Moving).len());
+    let loaded: Vec<(Vec<f32>, Vec<f32>)> = manifest
+        .tiles
+        .par_iter()
+        .map(|t| {
+            let scene = manifest.scene(&t.scene).with_context(|| format!("tile '{}': unknown scene", t.id))?;
+            let (rb, mb) = (bands(scene, Role::Reference), bands(scene, Role::Moving));
+            if (rb.len(), mb.len()) != (cr, cm) {
+                bail!("tiles '{}': scene '{}' has another band layout than '{}'", tiles_dir.display(), scene.name, first.name);
+            }
+            let path = tiles_dir.join(&t.path);
+            Ok((read_normalised(&path, &rb, scene, Role::Reference, "tile")?, read_normalised(&path, &mb, scene, Role::Moving, "tile")?))
+        })
+        .collect::<Result<_>>()?;
+    let ids = manifest.tiles.iter().map(|t| t.id.clone()).collect();
+    let (mut r, mut m) = (Vec::new(), Vec::new());
+    for (a, b) in loaded {
+        r.extend(a);
+        m.extend(b);
+    }
+    Ok((manifest, ids, r, m, cr, cm))
+}
+
 /// Loads a labelled run. Errors name what is wrong: labels made from other tiles, tiles
 /// missing, band layouts that differ between scenes, an empty set.
 pub fn load(labels_dir: &Path) -> Result<Dataset> {
@@ -83,20 +123,9 @@ pub fn load(labels_dir: &Path) -> Result<Dataset> {
             let tile = by_id.get(id.as_str()).with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))?;
             let scene = manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
             let ref_m = scene.modalities.iter().find(|m| m.role == Role::Reference).context("no reference modality")?;
-            let tile_path = target.tiles_dir.join(&tile.path);
-            let ds = gdal::Dataset::open(&tile_path).with_context(|| format!("tile '{}': cannot open", tile_path.display()))?;
-            let mut reference = Vec::with_capacity(cr * t * t);
-            for (k, b) in ref_m.bands.iter().enumerate() {
-                let px = ds.rasterband(b.tile_band)?.read_band_as::<f32>().with_context(|| format!("tile '{}': unreadable", tile_path.display()))?;
-                reference.extend(normalise(px.data(), normaliser(scene, Role::Reference, k)?));
-            }
-            let mv_path = labels_dir.join(&e.moving);
-            let mv = gdal::Dataset::open(&mv_path).with_context(|| format!("moving tile '{}': cannot open", mv_path.display()))?;
-            let mut moving = Vec::with_capacity(cm * t * t);
-            for k in 0..cm {
-                let px = mv.rasterband(k + 1)?.read_band_as::<f32>().with_context(|| format!("moving tile '{}': unreadable", mv_path.display()))?;
-                moving.extend(normalise(px.data(), normaliser(scene, Role::Moving, k)?));
-            }
+            let ref_bands: Vec<usize> = ref_m.bands.iter().map(|b| b.tile_band).collect();
+            let reference = read_normalised(&target.tiles_dir.join(&tile.path), &ref_bands, scene, Role::Reference, "tile")?;
+            let moving = read_normalised(&labels_dir.join(&e.moving), &(1..=cm).collect::<Vec<_>>(), scene, Role::Moving, "moving tile")?;
             let lf_path = labels_dir.join(&e.label_field);
             let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
             let mut field = Vec::with_capacity(2 * c * c);

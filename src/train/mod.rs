@@ -2,6 +2,7 @@
 //! Validation each epoch against the labels and, for reporting only, against the truth.
 pub mod augment;
 pub mod data;
+pub mod predict;
 
 use crate::device::DeviceChoice;
 use crate::model::{mean_of, param_count, Net, NetConfig};
@@ -90,9 +91,13 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
+/// Names the network's code: bumped whenever `model::Net` changes shape for the same config.
+pub const ARCH: &str = "two-encoder-unet-corr/1";
+
 /// What is stored beside the weights (`model.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
+    pub arch: String,
     pub net: NetConfig,
     /// The tiles the model was trained on (their manifest hash).
     pub tiles_input_hash: String,
@@ -219,7 +224,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         corr_radius: p.corr_radius,
     };
     config.check()?;
-    let info = ModelInfo { net: config.clone(), tiles_input_hash: data.target.tiles_input_hash.clone(), moving_bands: data.target.moving_bands.clone() };
+    let info = ModelInfo { arch: ARCH.into(), net: config.clone(), tiles_input_hash: data.target.tiles_input_hash.clone(), moving_bands: data.target.moving_bands.clone() };
     atomic::create_dir(out)?;
     let key = crate::util::fingerprint::hash_json(&(&info, p, &data.ids));
 
@@ -238,7 +243,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
         if s.key == key && ckpt.exists() {
             check_architecture(out, &info)?;
-            vs.load(&ckpt).with_context(|| format!("checkpoint '{}': cannot load", ckpt.display()))?;
+            vs.load(&ckpt).map_err(|e| anyhow::anyhow!("checkpoint '{}': cannot load: {}", ckpt.display(), crate::raster::torch_message(e)))?;
             st = s;
             tracing::info!("resuming training after epoch {}", st.epoch);
         }
@@ -344,7 +349,7 @@ pub fn check_architecture(dir: &Path, info: &ModelInfo) -> Result<()> {
     let path = dir.join("model.json");
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let old: ModelInfo = serde_json::from_str(&text).with_context(|| format!("'{}': not a simreg model description", path.display()))?;
-    if old.net != info.net {
+    if old.net != info.net || old.arch != info.arch {
         bail!("checkpoint in '{}' is for another architecture ({:?}) than this training ({:?})", dir.display(), old.net, info.net);
     }
     Ok(())
