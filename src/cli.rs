@@ -186,7 +186,7 @@ pub struct LabelsArgs {
     #[arg(long, default_value_t = 0.0)]
     pub outlier_magnitude: f64,
     /// Constant label offset DX,DY px
-    #[arg(long, value_delimiter = ',', num_args = 2, allow_negative_numbers = true, value_name = "DX,DY")]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_name = "DX,DY")]
     pub bias: Option<Vec<f64>>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -67,6 +67,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Labels(a) => {
+            let bias = match a.bias.as_deref() {
+                None => [0.0, 0.0],
+                Some([dx, dy]) => [*dx, *dy],
+                Some(other) => anyhow::bail!("--bias takes two values DX,DY, not {}", other.len()),
+            };
             let params = simreg::labels::LabelParams {
                 amplitude: a.amplitude,
                 field_amplitude: a.field_amplitude,
@@ -81,7 +86,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     corr_length: a.corr_length,
                     outliers: a.outliers,
                     outlier_magnitude: a.outlier_magnitude,
-                    bias: a.bias.map_or([0.0, 0.0], |b| [b[0], b[1]]),
+                    bias,
                 },
             };
             let s = simreg::labels::run(&a.tiles, &a.out, &params, &simreg::labels::LabelOptions { quiet: cli.quiet })?;
@@ -147,7 +152,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");
                     for t in &s.sweep {
                         let (l, n) = (t.label_rmse_truth_px.unwrap_or(f64::NAN), t.net_rmse_truth_px.unwrap_or(f64::NAN));
-                        println!("  {:>4} | {l:>6.3} | {n:>6.3} | {:>5.2}", t.sigma_px.unwrap_or(f64::NAN), n / l);
+                        let ratio = if l > 0.0 { format!("{:>5.2}", n / l) } else { "    -".into() };
+                        println!("  {:>4} | {l:>6.3} | {n:>6.3} | {ratio}", t.sigma_px.unwrap_or(f64::NAN));
                     }
                 }
             }

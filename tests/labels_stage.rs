@@ -151,6 +151,15 @@ fn bad_label_inputs_fail_cleanly() {
         assert!(!out.exists() && !t.path().join("run/labels.partial").exists());
         assert!(!t.path().join("run/pipeline.toml").exists(), "nothing recorded for a failed run");
     }
+    // A bias is added to every label: "--bias DX,DY".
+    let biased = t.path().join("run/biased");
+    json_of(&labels(&tiles, &biased, &["--amplitude", "2", "--bias", "1.5,-2"]));
+    let truth = read_json(&biased.join("truth.json"));
+    for v in truth.as_object().unwrap().values() {
+        assert!((v["noise"][0].as_f64().unwrap() - 1.5).abs() < 1e-9 && (v["noise"][1].as_f64().unwrap() + 2.0).abs() < 1e-9, "{v}");
+    }
+    let o = labels(&tiles, &t.path().join("run/b3"), &["--amplitude", "2", "--bias", "1,2,3"]);
+    assert!(!o.status.success() && stderr(&o).contains("two values"), "{}", stderr(&o));
     // A tiles directory without a manifest; a manifest pointing at a missing tile.
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();

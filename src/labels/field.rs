@@ -1,7 +1,6 @@
 //! Displacement fields: a global translation plus an optional smooth field of Gaussian bumps
 //! (the reference code's `create_displacement_field_maps`, drawn per tile).
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 /// A dense displacement field over a `size`×`size` tile: dx (east) and dy (south) in pixels of
 /// the reference grid, row-major. The moving content at reference position p is found at
@@ -13,28 +12,17 @@ pub struct Field {
     pub dy: Vec<f64>,
 }
 
-/// How fields are drawn.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How fields are drawn (configured through `LabelParams`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct FieldParams {
     /// Global translation, uniform in [−amplitude, amplitude] px on each axis.
     pub amplitude: f64,
     /// Smooth part: each component is a sum of `bumps` signed Gaussian bumps, stretched to
     /// [−field_amplitude, field_amplitude] px (0 = translation only).
-    #[serde(default)]
     pub field_amplitude: f64,
-    #[serde(default = "d_bumps")]
     pub bumps: usize,
     /// Bump standard deviation as a fraction of the tile side.
-    #[serde(default = "d_scale")]
     pub bump_scale: f64,
-}
-
-fn d_bumps() -> usize {
-    30
-}
-fn d_scale() -> f64 {
-    0.3
 }
 
 impl FieldParams {
