@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ifeq ($(GPU),1)
 export SIMREG_TORCH := full
-FEATURES := --features cuda
+FEATURES := --features simreg-learn/cuda
 endif
 # OpenMP threads per test process: test binaries run in parallel (../shared/docs/stack.md).
 TEST_ENV := OMP_NUM_THREADS=1

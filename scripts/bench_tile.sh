@@ -4,7 +4,7 @@
 # Input: the AROSICS Sentinel-2 pair from ../shared/realdata (2400×3200), the target warped onto
 # the reference grid beforehand so both tools cut the same two co-registered rasters (simreg
 # reads the two files; gdal_retile.py a VRT stacking them). The same pair resampled to 2×
-# (4800×6400) shows throughput once fixed start-up costs (libtorch for simreg, Python for
+# (4800×6400) shows throughput once fixed start-up costs (GDAL for simreg, Python and GDAL for
 # gdal_retile.py) are amortised.
 # Usage: scripts/bench_tile.sh [TILE_SIZE] [OVERLAP]   (writes under bench-out/; needs gdal-bin)
 set -euo pipefail
@@ -69,6 +69,6 @@ PY
 }
 
 t0=$(now); "$SIMREG" --version >/dev/null; STARTUP=$(since "$t0")
-echo "simreg start-up (loads libtorch and GDAL): $(python3 -c "print(round($STARTUP, 3))") s"
+echo "simreg start-up (loads GDAL): $(python3 -c "print(round($STARTUP, 3))") s"
 bench ref.tif mov.tif stack.vrt
 bench ref2.tif mov2.tif stack2.vrt

@@ -1,6 +1,6 @@
 //! Command-line definitions only (clap); `main.rs` wires them to the library.
 use clap::{Args, Parser, Subcommand};
-use simreg::device::DeviceChoice;
+use simreg::learn::DeviceChoice;
 use simreg::labels::{noise::NoiseModel, warp::Interp};
 use simreg::tiling::manifest::ModalityKind;
 use simreg::tiling::plan::EdgePolicy;

@@ -2,12 +2,10 @@
 //! learned from noisy labels. One module per stage; typed artefacts on disk between stages.
 //!
 //! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
-pub mod device;
 pub mod labels;
-pub mod model;
+pub mod learn;
 pub mod pipeline;
 pub mod raster;
 pub mod synth;
 pub mod tiling;
-pub mod train;
 pub mod util;

@@ -20,9 +20,13 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    simreg::device::set_threads(threads);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // simreg-learn failed and said why in its own line.
+        Err(e) if e.downcast_ref::<simreg::learn::ChildFailed>().is_some() => {
+            ExitCode::from(e.downcast_ref::<simreg::learn::ChildFailed>().map_or(1, |c| c.0.clamp(1, 255) as u8))
+        }
         Err(e) => {
             // One line: the error and its causes, joined.
             eprintln!("simreg: error: {}", simreg::raster::one_line(format!("{e:#}")));
@@ -95,7 +99,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print_labels_summary(&s, a.json, cli.quiet)
         }
         Command::Train(a) => {
-            let params = simreg::train::TrainParams {
+            let params = simreg::learn::TrainParams {
                 epochs: a.epochs,
                 batch: a.batch,
                 lr: a.lr,
@@ -109,13 +113,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 seed: a.seed,
                 device: a.device,
             };
-            let s = simreg::train::run(&a.labels, &a.out, &params, &simreg::train::TrainOptions { quiet: cli.quiet })?;
+            let s = simreg::learn::run_train(&a.labels, &a.out, &params, cli.quiet || a.json, cli.threads)?;
             pipeline::record_stage(&a.out, "train", &params)?;
             print_train_summary(&s, a.json, cli.quiet)
         }
         Command::Predict(a) => {
-            let device = simreg::device::resolve(a.device)?;
-            let s = simreg::train::predict::run(&a.model, a.tiles.as_deref(), a.labels.as_deref(), &a.out, device)?;
+            let s = simreg::learn::run_predict(&a.model, a.tiles.as_deref(), a.labels.as_deref(), &a.out, a.device, cli.threads)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !cli.quiet {
@@ -163,19 +166,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Info { json, device } => {
+            // GDAL here; libtorch in simreg-learn (loading it is what simreg avoids).
+            let mut cmd = simreg::learn::command(false, cli.threads)?;
+            cmd.arg("info");
             if let Some(d) = device {
-                let dev = simreg::device::resolve(d)?;
-                if !json {
-                    println!("device: {dev:?}");
-                }
+                cmd.arg("--device").arg(d.name());
             }
-            let info = simreg::device::info();
+            let gdal = gdal::version::version_info("RELEASE_NAME");
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                let out = cmd.arg("--json").output()?;
+                if !out.status.success() {
+                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                    return Err(simreg::learn::ChildFailed(out.status.code().unwrap_or(1)).into());
+                }
+                let torch: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                let v = serde_json::json!({"simreg": env!("CARGO_PKG_VERSION"), "gdal": gdal, "libtorch": torch});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
             } else {
-                println!("simreg {} | GDAL {} | libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}", info.simreg, info.gdal, info.libtorch_cuda_built, info.cuda_devices, info.threads);
+                println!("simreg {} | GDAL {gdal}", env!("CARGO_PKG_VERSION"));
+                simreg::learn::run_child(cmd)
             }
-            Ok(())
         }
     }
 }
@@ -221,7 +232,7 @@ fn print_labels_summary(s: &simreg::labels::LabelSummary, json: bool, quiet: boo
     Ok(())
 }
 
-fn print_train_summary(s: &simreg::train::TrainSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+fn print_train_summary(s: &simreg::learn::TrainSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {

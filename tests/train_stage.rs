@@ -127,7 +127,8 @@ fn bad_training_inputs_are_named() {
         assert!(err.contains(what), "expected '{what}' in: {err}");
     };
     // A device that is not there.
-    if !tch::Cuda::is_available() {
+    let info: Value = serde_json::from_str(&stdout(&simreg(&["info", "--json"]))).expect("simreg info --json");
+    if info["libtorch"]["cuda_available"] == false {
         expect_err(train(&run, "t_cuda", &["--epochs", "1", "--device", "cuda"]), "--device cuda");
     }
     // Diverging training stops with a clear message.

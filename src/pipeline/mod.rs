@@ -7,7 +7,7 @@ use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
 use crate::synth::{self, SynthParams, SynthSummary};
 use crate::tiling::prepare::ModalityInput;
 use crate::tiling::manifest::ModalityKind;
-use crate::train::{self, TrainOptions, TrainParams, TrainSummary};
+use crate::learn::{self, TrainParams, TrainSummary};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
@@ -200,7 +200,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
             atomic::create_dir(&dir)?;
             labels::run(&run_dir.join("tiles"), &dir.join("labels"), &lp, &LabelOptions { quiet })?;
             record_stage(&dir.join("labels"), "labels", &lp)?;
-            summary.sweep.push(train::run(&dir.join("labels"), &dir.join("train"), t, &TrainOptions { quiet })?);
+            summary.sweep.push(learn::run_train(&dir.join("labels"), &dir.join("train"), t, quiet, None)?);
         }
         atomic::write_json(&run_dir.join("noise_sweep.json"), &summary.sweep)?;
         return Ok(summary);
@@ -209,7 +209,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
         summary.labels = Some(labels::run(&run_dir.join("tiles"), &run_dir.join("labels"), l, &LabelOptions { quiet })?);
     }
     if let Some(t) = &p.train {
-        summary.train = Some(train::run(&run_dir.join("labels"), &run_dir.join("train"), t, &TrainOptions { quiet })?);
+        summary.train = Some(learn::run_train(&run_dir.join("labels"), &run_dir.join("train"), t, quiet, None)?);
     }
     Ok(summary)
 }

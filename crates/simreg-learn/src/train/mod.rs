@@ -4,9 +4,9 @@ pub mod augment;
 pub mod data;
 pub mod predict;
 
-use crate::device::DeviceChoice;
+use simreg::learn::{TrainParams, TrainSummary};
 use crate::model::{mean_of, param_count, Net, NetConfig};
-use crate::util::atomic;
+use simreg::util::atomic;
 use anyhow::{bail, Context, Result};
 use augment::Symmetry;
 use data::Dataset;
@@ -15,81 +15,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainParams {
-    #[serde(default = "d_epochs")]
-    pub epochs: usize,
-    #[serde(default = "d_batch")]
-    pub batch: usize,
-    /// Adam learning rate at the start; cosine decay to lr/20 over `epochs`.
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
-    #[serde(default = "d_width")]
-    pub width: i64,
-    #[serde(default = "d_depth")]
-    pub depth: usize,
-    /// Correlation-volume radius in feature pixels at every level (0: none).
-    #[serde(default = "d_corr")]
-    pub corr_radius: i64,
-    /// Fraction of tiles held out for validation (a seeded random split).
-    #[serde(default = "d_val")]
-    pub val_fraction: f64,
-    /// Stop when the validation loss against the labels has not improved for this many epochs.
-    #[serde(default = "d_patience")]
-    pub patience: usize,
-    #[serde(default = "d_true")]
-    pub augment: bool,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "d_device")]
-    pub device: DeviceChoice,
-}
-
-fn d_epochs() -> usize { 40 }
-fn d_batch() -> usize { 16 }
-fn d_lr() -> f64 { 2e-3 }
-fn d_wd() -> f64 { 1e-4 }
-fn d_width() -> i64 { 16 }
-fn d_depth() -> usize { 3 }
-fn d_corr() -> i64 { 3 }
-fn d_val() -> f64 { 0.2 }
-fn d_patience() -> usize { 10 }
-fn d_true() -> bool { true }
-fn d_device() -> DeviceChoice { DeviceChoice::Auto }
-
-impl Default for TrainParams {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-/// `train/summary.json`. RMSEs are per axis, pooled over x and y and over held-out tiles.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainSummary {
-    pub out: PathBuf,
-    /// σ of the run's label noise, from its effective pipeline file (null when unknown).
-    pub sigma_px: Option<f64>,
-    pub n_train: usize,
-    pub n_val: usize,
-    pub params: i64,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    /// Labels of the held-out tiles against the truth.
-    pub label_rmse_truth_px: Option<f64>,
-    /// The network on held-out tiles, against the truth and against their labels.
-    pub net_rmse_truth_px: Option<f64>,
-    pub net_rmse_labels_px: f64,
-    pub samples_per_s: f64,
-    pub device: String,
-    pub seconds: f64,
-}
 
 /// Names the network's code: bumped whenever `model::Net` changes shape for the same config.
 pub const ARCH: &str = "two-encoder-unet-corr/1";
@@ -226,7 +154,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
     config.check()?;
     let info = ModelInfo { arch: ARCH.into(), net: config.clone(), tiles_input_hash: data.target.tiles_input_hash.clone(), moving_bands: data.target.moving_bands.clone() };
     atomic::create_dir(out)?;
-    let key = crate::util::fingerprint::hash_json(&(&info, p, &data.ids));
+    let key = simreg::util::fingerprint::hash_json(&(&info, p, &data.ids));
 
     tch::manual_seed(p.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -243,7 +171,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
         if s.key == key && ckpt.exists() {
             check_architecture(out, &info)?;
-            vs.load(&ckpt).map_err(|e| anyhow::anyhow!("checkpoint '{}': cannot load: {}", ckpt.display(), crate::raster::torch_message(e)))?;
+            vs.load(&ckpt).map_err(|e| anyhow::anyhow!("checkpoint '{}': cannot load: {}", ckpt.display(), simreg::raster::torch_message(e)))?;
             st = s;
             tracing::info!("resuming training after epoch {}", st.epoch);
         }
@@ -338,7 +266,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
 }
 
 fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let tmp = crate::raster::write::temp_path(path).with_extension("tmp.safetensors");
+    let tmp = simreg::raster::write::temp_path(path).with_extension("tmp.safetensors");
     vs.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
     Ok(())

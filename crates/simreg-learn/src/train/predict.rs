@@ -2,9 +2,10 @@
 //! means and dense fields as GeoTIFFs on each tile's grid.
 use super::{data, ModelInfo};
 use crate::model::Net;
-use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use crate::tiling::manifest::Manifest;
-use crate::util::atomic;
+use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use simreg::tiling::manifest::Manifest;
+use simreg::learn::PredictSummary;
+use simreg::util::atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,15 +20,6 @@ pub struct Prediction {
     pub field: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PredictSummary {
-    pub out: PathBuf,
-    pub n_tiles: usize,
-    /// With labels: per-axis RMSE of the predictions against them.
-    pub rmse_labels_px: Option<f64>,
-    pub device: String,
-}
-
 /// Loads a model directory written by `simreg train` (model.json + model.safetensors).
 pub fn load_model(dir: &Path, device: Device) -> Result<(nn::VarStore, Net, ModelInfo)> {
     let info_path = dir.join("model.json");
@@ -40,7 +32,7 @@ pub fn load_model(dir: &Path, device: Device) -> Result<(nn::VarStore, Net, Mode
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), info.net.clone());
     let weights = dir.join("model.safetensors");
-    vs.load(&weights).map_err(|e| anyhow::anyhow!("model '{}': weights do not fit the architecture in model.json: {}", weights.display(), crate::raster::torch_message(e)))?;
+    vs.load(&weights).map_err(|e| anyhow::anyhow!("model '{}': weights do not fit the architecture in model.json: {}", weights.display(), simreg::raster::torch_message(e)))?;
     Ok((vs, net, info))
 }
 
@@ -72,7 +64,7 @@ pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>
     let (n, t) = (ids.len() as i64, cfg.tile_size as i64);
     let r = Tensor::from_slice(&reference).view([n, cr as i64, t, t]).to(device);
     let m = Tensor::from_slice(&moving).view([n, cm as i64, t, t]).to(device);
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     atomic::check_replaceable(out, "predictions.json")?;
     let partial = atomic::partial_dir(out);
     if partial.exists() {

@@ -1,8 +1,8 @@
 //! Training data: tiles (reference bands) + displaced moving tiles + noisy labels, normalised
 //! with each scene's robust statistics. Truth is loaded apart, for reporting only.
-use crate::labels::{LabelEntry, Target, TruthEntry};
-use crate::tiling::manifest::{Manifest, Role, SceneEntry};
-use crate::tiling::stats::StatScale;
+use simreg::labels::{LabelEntry, Target, TruthEntry};
+use simreg::tiling::manifest::{Manifest, Role, SceneEntry};
+use simreg::tiling::stats::StatScale;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ pub fn load(labels_dir: &Path) -> Result<Dataset> {
     if labels.is_empty() {
         bail!("labels '{}': empty training set (no labelled tile)", labels_dir.display());
     }
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     let (t, c, o) = (target.tile_size, target.centre_size, target.centre_offset);
     let layout = |s: &SceneEntry, role: Role| s.modalities.iter().find(|m| m.role == role).map_or(0, |m| m.bands.len());
     let first = manifest.scenes.first().context("tiles manifest has no scene")?;

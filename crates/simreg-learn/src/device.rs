@@ -1,15 +1,7 @@
 //! Compute device and thread settings for libtorch (used by the learning stages).
 use anyhow::{bail, Result};
 use serde::Serialize;
-
-/// `--device`: auto picks CUDA when libtorch sees a GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda,
-}
+pub use simreg::learn::DeviceChoice;
 
 pub fn resolve(choice: DeviceChoice) -> Result<tch::Device> {
     match choice {
@@ -19,7 +11,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<tch::Device> {
             if tch::Cuda::is_available() {
                 Ok(tch::Device::Cuda(0))
             } else if !tch::utils::has_cuda() {
-                bail!("--device cuda: this build's libtorch has no CUDA (install with SIMREG_TORCH=full and build with --features cuda)")
+                bail!("--device cuda: this build's libtorch has no CUDA (build with `make build GPU=1`: CUDA libtorch and the cuda feature)")
             } else {
                 bail!("--device cuda: libtorch sees no GPU on this machine")
             }
@@ -36,11 +28,10 @@ pub fn set_threads(threads: usize) {
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
 }
 
-/// What `simreg info` prints.
+/// The libtorch part of what `simreg info` prints.
 #[derive(Serialize)]
 pub struct Info {
-    pub simreg: &'static str,
-    pub gdal: String,
+    pub simreg_learn: &'static str,
     pub libtorch_cuda_built: bool,
     pub cuda_available: bool,
     pub cuda_devices: i64,
@@ -49,8 +40,7 @@ pub struct Info {
 
 pub fn info() -> Info {
     Info {
-        simreg: env!("CARGO_PKG_VERSION"),
-        gdal: gdal::version::version_info("RELEASE_NAME"),
+        simreg_learn: env!("CARGO_PKG_VERSION"),
         libtorch_cuda_built: tch::utils::has_cuda(),
         cuda_available: tch::Cuda::is_available(),
         cuda_devices: tch::Cuda::device_count(),

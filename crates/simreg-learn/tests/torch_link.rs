@@ -61,8 +61,8 @@ fn conv_net_gradient_matches_finite_differences() {
 
 #[test]
 fn device_choice_cpu_always_works_and_cuda_is_refused_without_a_gpu() {
-    assert_eq!(simreg::device::resolve(simreg::device::DeviceChoice::Cpu).unwrap(), Device::Cpu);
-    let cuda = simreg::device::resolve(simreg::device::DeviceChoice::Cuda);
+    assert_eq!(simreg_learn::device::resolve(simreg_learn::device::DeviceChoice::Cpu).unwrap(), Device::Cpu);
+    let cuda = simreg_learn::device::resolve(simreg_learn::device::DeviceChoice::Cuda);
     assert_eq!(cuda.is_ok(), tch::Cuda::is_available());
     if let Err(e) = cuda {
         assert!(e.to_string().starts_with("--device cuda:"), "{e}");

@@ -1,0 +1,5 @@
+//! simreg's network stages, linked with libtorch: the displacement-regression network, its
+//! training and prediction. Reads the artefacts of the GDAL-side stages (`simreg` crate).
+pub mod device;
+pub mod model;
+pub mod train;

@@ -1,0 +1,93 @@
+//! `simreg-learn`: the network stages, started by `simreg` (users run `simreg train`,
+//! `simreg predict`, `simreg info`). Its options mirror simreg's; training parameters arrive as
+//! JSON (`--params-json`), already checked by simreg's command line or pipeline file.
+use clap::{Parser, Subcommand};
+use simreg::learn::{DeviceChoice, TrainParams};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "simreg-learn", version, about = "simreg's network stages (run through `simreg`)")]
+struct Cli {
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Train {
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// TrainParams as JSON (defaults for absent fields)
+        #[arg(long, default_value = "{}")]
+        params_json: String,
+    },
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        tiles: Option<PathBuf>,
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    Info {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    simreg_learn::device::set_threads(threads);
+    match dispatch(cli.command, cli.quiet) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("simreg: error: {}", simreg::raster::torch_message(format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
+    match c {
+        Command::Train { labels, out, params_json } => {
+            let p: TrainParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("training parameters: {e}"))?;
+            simreg_learn::train::run(&labels, &out, &p, &simreg_learn::train::TrainOptions { quiet })?;
+        }
+        Command::Predict { model, tiles, labels, out, device } => {
+            let device = simreg_learn::device::resolve(device)?;
+            simreg_learn::train::predict::run(&model, tiles.as_deref(), labels.as_deref(), &out, device)?;
+        }
+        Command::Info { json, device } => {
+            if let Some(d) = device {
+                let dev = simreg_learn::device::resolve(d)?;
+                if !json {
+                    println!("device: {dev:?}");
+                }
+            }
+            let info = simreg_learn::device::info();
+            if json {
+                println!("{}", serde_json::to_string(&info)?);
+            } else {
+                println!("libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}", info.libtorch_cuda_built, info.cuda_devices, info.threads);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The learning stages' shared types, and running them: they live in the `simreg-learn`
+//! program (linked with libtorch), which `simreg` starts, so the GDAL-side commands do not pay
+//! for loading libtorch (~0.3 s).
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `--device`: auto picks CUDA when libtorch sees a GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch: usize,
+    /// Adam learning rate at the start; cosine decay to lr/20 over `epochs`.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_width")]
+    pub width: i64,
+    #[serde(default = "d_depth")]
+    pub depth: usize,
+    /// Correlation-volume radius in feature pixels at every level (0: none).
+    #[serde(default = "d_corr")]
+    pub corr_radius: i64,
+    /// Fraction of tiles held out for validation (a seeded random split).
+    #[serde(default = "d_val")]
+    pub val_fraction: f64,
+    /// Stop when the validation loss against the labels has not improved for this many epochs.
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+    #[serde(default = "d_true")]
+    pub augment: bool,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_device")]
+    pub device: DeviceChoice,
+}
+
+fn d_epochs() -> usize { 40 }
+fn d_batch() -> usize { 16 }
+fn d_lr() -> f64 { 2e-3 }
+fn d_wd() -> f64 { 1e-4 }
+fn d_width() -> i64 { 16 }
+fn d_depth() -> usize { 3 }
+fn d_corr() -> i64 { 3 }
+fn d_val() -> f64 { 0.2 }
+fn d_patience() -> usize { 10 }
+fn d_true() -> bool { true }
+fn d_device() -> DeviceChoice { DeviceChoice::Auto }
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// `train/summary.json`. RMSEs are per axis, pooled over x and y and over held-out tiles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    /// σ of the run's label noise, from its effective pipeline file (null when unknown).
+    pub sigma_px: Option<f64>,
+    pub n_train: usize,
+    pub n_val: usize,
+    pub params: i64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    /// Labels of the held-out tiles against the truth.
+    pub label_rmse_truth_px: Option<f64>,
+    /// The network on held-out tiles, against the truth and against their labels.
+    pub net_rmse_truth_px: Option<f64>,
+    pub net_rmse_labels_px: f64,
+    pub samples_per_s: f64,
+    pub device: String,
+    pub seconds: f64,
+}
+
+/// `simreg-learn`, next to the running `simreg` (as cargo and `make build` place them).
+pub fn learn_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the simreg executable")?;
+    let path = exe.with_file_name("simreg-learn");
+    if !path.is_file() {
+        bail!("'{}' not found: the learning stages need it beside simreg (build the workspace: make build)", path.display());
+    }
+    Ok(path)
+}
+
+/// A `simreg-learn` command with the global options.
+pub fn command(quiet: bool, threads: Option<usize>) -> Result<std::process::Command> {
+    let mut cmd = std::process::Command::new(learn_binary()?);
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    if let Some(t) = threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    Ok(cmd)
+}
+
+/// Predicts through `simreg-learn predict` and returns its summary.
+pub fn run_predict(model: &Path, tiles: Option<&Path>, labels: Option<&Path>, out: &Path, device: DeviceChoice, threads: Option<usize>) -> Result<PredictSummary> {
+    let mut cmd = command(true, threads)?;
+    cmd.arg("predict").arg("--model").arg(model).arg("--out").arg(out).arg("--device").arg(device.name());
+    if let Some(t) = tiles {
+        cmd.arg("--tiles").arg(t);
+    }
+    if let Some(l) = labels {
+        cmd.arg("--labels").arg(l);
+    }
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no prediction summary", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `predict/summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PredictSummary {
+    pub out: PathBuf,
+    pub n_tiles: usize,
+    /// With labels: per-axis RMSE of the predictions against them.
+    pub rmse_labels_px: Option<f64>,
+    pub device: String,
+}
+
+/// A learning program that failed and has printed its own one-line error: `simreg` exits with
+/// its status without adding a second line.
+#[derive(Debug, thiserror::Error)]
+#[error("simreg-learn failed with status {0}")]
+pub struct ChildFailed(pub i32);
+
+/// Runs `cmd` (a `simreg-learn` command) to completion.
+pub fn run_child(mut cmd: std::process::Command) -> Result<()> {
+    let status = cmd.status().context("cannot start simreg-learn")?;
+    if !status.success() {
+        return Err(ChildFailed(status.code().unwrap_or(1)).into());
+    }
+    Ok(())
+}
+
+/// Trains through `simreg-learn train` and returns its summary.
+pub fn run_train(labels: &Path, out: &Path, p: &TrainParams, quiet: bool, threads: Option<usize>) -> Result<TrainSummary> {
+    let mut cmd = command(quiet, threads)?;
+    cmd.arg("train").arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no training summary", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
