@@ -40,6 +40,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+    /// Training throughput on random inputs (benchmarks: scripts/bench_train.sh)
+    BenchTrain {
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, default_value_t = 64)]
+        tile: i64,
+        #[arg(long, default_value_t = 4)]
+        reference_bands: usize,
+        #[arg(long, default_value_t = 2)]
+        moving_bands: usize,
+        #[arg(long, default_value_t = 8)]
+        width: i64,
+        #[arg(long, default_value_t = 3)]
+        depth: usize,
+        #[arg(long, default_value_t = 3)]
+        corr_radius: i64,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+    },
     Info {
         #[arg(long)]
         json: bool,
@@ -73,6 +94,21 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Predict { model, tiles, labels, out, device } => {
             let device = simreg_learn::device::resolve(device)?;
             simreg_learn::train::predict::run(&model, tiles.as_deref(), labels.as_deref(), &out, device)?;
+        }
+        Command::BenchTrain { batch, tile, reference_bands, moving_bands, width, depth, corr_radius, warmup, steps } => {
+            let cfg = simreg_learn::model::NetConfig {
+                reference_bands,
+                moving_bands,
+                tile_size: tile as usize,
+                centre_offset: tile as usize / 4,
+                centre_size: tile as usize / 2,
+                width,
+                depth,
+                scale_px: 1.0,
+                corr_radius,
+            };
+            let r = simreg_learn::train::bench_steps(&cfg, batch, warmup, steps)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::Info { json, device } => {
             if let Some(d) = device {

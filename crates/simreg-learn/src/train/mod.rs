@@ -282,3 +282,45 @@ pub fn check_architecture(dir: &Path, info: &ModelInfo) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `simreg-learn bench-train` measures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub samples_per_s: f64,
+    pub batch: i64,
+    pub steps: usize,
+    pub threads: i32,
+    pub params: i64,
+}
+
+/// Training steps (forward, the training loss, backward, Adam) on random inputs of the
+/// network's shape, on CPU: the throughput compared with PyTorch eager in
+/// scripts/bench_train.sh (which builds the same network and loss in Python).
+pub fn bench_steps(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> Result<BenchResult> {
+    cfg.check()?;
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Net::new(&vs.root(), cfg.clone());
+    let mut opt = nn::Adam { wd: 1e-4, ..Default::default() }.build(&vs, 1e-3)?;
+    let t = cfg.tile_size as i64;
+    let c = cfg.centre_size as i64;
+    let opts = (Kind::Float, Device::Cpu);
+    let r = Tensor::randn([batch, cfg.reference_bands as i64, t, t], opts);
+    let m = Tensor::randn([batch, cfg.moving_bands as i64, t, t], opts);
+    let f = Tensor::randn([batch, 2, c, c], opts);
+    let l = Tensor::randn([batch, 2], opts);
+    let step = |opt: &mut nn::Optimizer| {
+        let dense = net.forward(&r, &m);
+        let loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+        opt.backward_step(&loss);
+    };
+    for _ in 0..warmup {
+        step(&mut opt);
+    }
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step(&mut opt);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(BenchResult { samples_per_s: (batch as f64 * steps as f64) / secs, batch, steps, threads: tch::get_num_threads(), params: param_count(&vs) })
+}
