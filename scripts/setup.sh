@@ -21,6 +21,8 @@ need_pkgs=()
 for p in libgdal-dev gdal-bin python3-gdal pkg-config g++ make; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
+# Debian's own python3 needs python3-venv for `python3 -m venv` (pyenv builds have it).
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
