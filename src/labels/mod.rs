@@ -152,22 +152,8 @@ pub fn run(tiles_dir: &Path, out: &Path, p: &LabelParams, opts: &LabelOptions) -
             return Ok(s);
         }
     }
-    atomic::check_replaceable(out, "labels.json")?;
-    let partial = atomic::partial_dir(out);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
-    }
-    atomic::create_dir(&partial)?;
-    let result = label_all(&manifest, tiles_dir, &partial, out, p, centre, &hash, opts);
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
-        }
-    };
-    atomic::swap_into_place(&partial, out)?;
-    Ok(LabelSummary { out: out.to_path_buf(), seconds: start.elapsed().as_secs_f64(), ..summary })
+    let summary = atomic::build_dir(out, "labels.json", |_| false, |partial| label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts))?;
+    Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
 }
 
 fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {

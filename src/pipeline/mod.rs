@@ -173,13 +173,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
     let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, sweep: Vec::new() };
     for (name, params) in &p.synth {
-        let dir = run_dir.join("synth").join(name);
-        // Deterministic from its parameters: an existing scene with the same ones is kept.
-        let existing = std::fs::read_to_string(dir.join("scene.json")).ok().and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
-        let s = match existing {
-            Some(s) if s.params == *params => SynthSummary { out: dir.clone(), optical: dir.join(&s.optical), sar: dir.join(&s.sar), map_raster: dir.join(&s.map_raster), map_vector: dir.join(&s.map_vector), ..s },
-            _ => synth::run(params, &dir)?,
-        };
+        let s = synth::ensure(params, &run_dir.join("synth").join(name))?;
         summary.synth.push(s);
     }
     if let Some(t) = &p.tile {

@@ -114,26 +114,27 @@ pub struct SynthSummary {
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     params.check()?;
-    atomic::check_replaceable(out, "scene.json")?;
-    let partial = atomic::partial_dir(out);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)?;
+    let s = atomic::build_dir(out, "scene.json", |_| false, |partial| write_scene(params, partial))?;
+    Ok(with_paths_in(s, out))
+}
+
+/// The scene already in `out` when it was made with `params` (generation is deterministic, so
+/// it need not be made again), else a new one.
+pub fn ensure(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
+    let existing = std::fs::read_to_string(out.join("scene.json")).ok().and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
+    match existing {
+        Some(s) if s.params == *params => Ok(with_paths_in(s, out)),
+        _ => run(params, out),
     }
-    atomic::create_dir(&partial)?;
-    match write_scene(params, &partial) {
-        Ok(mut s) => {
-            atomic::swap_into_place(&partial, out)?;
-            s.out = out.to_path_buf();
-            for p in [&mut s.optical, &mut s.sar, &mut s.map_raster, &mut s.map_vector] {
-                *p = out.join(&*p);
-            }
-            Ok(s)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            Err(e)
-        }
+}
+
+/// `scene.json` holds file names; the summary returned to callers holds paths under `out`.
+fn with_paths_in(mut s: SynthSummary, out: &Path) -> SynthSummary {
+    s.out = out.to_path_buf();
+    for p in [&mut s.optical, &mut s.sar, &mut s.map_raster, &mut s.map_vector] {
+        *p = out.join(&*p);
     }
+    s
 }
 
 fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {

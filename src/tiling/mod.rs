@@ -103,33 +103,22 @@ pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOp
             return Ok(s);
         }
     }
-    atomic::check_replaceable(out, MANIFEST_FILE)?;
-    let partial = atomic::partial_dir(out);
-    let hash_file = partial.join(".input_hash");
-    let resumable = std::fs::read_to_string(&hash_file).map(|h| h.trim() == hash).unwrap_or(false);
-    if partial.exists() && !resumable {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
-    }
-    atomic::create_dir(&partial)?;
-    std::fs::write(&hash_file, &hash)?;
-
-    let result = tile_all(scenes, params, &partial, &hash, opts);
-    let (manifest, n_reused) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            // Nothing half-written: an error discards the partial output (an interrupted run
-            // keeps it, and the next run with the same inputs picks up its finished tiles).
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
-        }
-    };
-    let summary = summary_of(&manifest, out, false, n_reused, start);
-    atomic::write_json(&partial.join("summary.json"), &summary)?;
-    atomic::write_json(&partial.join(MANIFEST_FILE), &manifest)?;
-    let _ = std::fs::remove_file(&hash_file);
-    atomic::swap_into_place(&partial, out)?;
-    Ok(summary)
+    // An interrupted run with the same inputs keeps its partial output: its finished tiles
+    // are reused. An error discards it (nothing half-written).
+    let resume = |partial: &Path| std::fs::read_to_string(partial.join(HASH_FILE)).is_ok_and(|h| h.trim() == hash);
+    atomic::build_dir(out, MANIFEST_FILE, resume, |partial| {
+        std::fs::write(partial.join(HASH_FILE), &hash)?;
+        let (manifest, n_reused) = tile_all(scenes, params, partial, &hash, opts)?;
+        let summary = summary_of(&manifest, out, false, n_reused, start);
+        atomic::write_json(&partial.join("summary.json"), &summary)?;
+        atomic::write_json(&partial.join(MANIFEST_FILE), &manifest)?;
+        std::fs::remove_file(partial.join(HASH_FILE))?;
+        Ok(summary)
+    })
 }
+
+/// In a partial tiles directory: the input hash of the run building it.
+const HASH_FILE: &str = ".input_hash";
 
 fn absolute_paths(s: &SceneInput) -> Result<SceneInput> {
     let mut s = s.clone();

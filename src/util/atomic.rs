@@ -48,6 +48,30 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Builds a stage's output directory: refuses to replace a directory the stage did not write
+/// (no `marker` in it), builds in `<out>.partial` with `build`, and swaps that onto `out` when
+/// `build` succeeds. On error the partial directory is removed and `out` is left as it was. A
+/// partial directory left by a killed run is cleared first, unless `resume(partial)` says the
+/// stage can continue it.
+pub fn build_dir<T>(out: &Path, marker: &str, resume: impl FnOnce(&Path) -> bool, build: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    check_replaceable(out, marker)?;
+    let partial = partial_dir(out);
+    if partial.exists() && !resume(&partial) {
+        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
+    }
+    create_dir(&partial)?;
+    match build(&partial) {
+        Ok(v) => {
+            swap_into_place(&partial, out)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
 /// Moves the finished `partial` directory onto `out`, replacing a previous output.
 pub fn swap_into_place(partial: &Path, out: &Path) -> Result<()> {
     if out.exists() {

@@ -53,6 +53,11 @@ fn normalise(px: &[f32], (mid, half, scale): (f32, f32, StatScale)) -> impl Iter
     })
 }
 
+/// The 1-based bands of modality `role` in the scene's tile files.
+fn tile_bands(scene: &SceneEntry, role: Role) -> Vec<usize> {
+    scene.modalities.iter().find(|m| m.role == role).map(|m| m.bands.iter().map(|b| b.tile_band).collect()).unwrap_or_default()
+}
+
 /// Reads `bands` (1-based) of the raster at `path`, normalised as band k of `role` in `scene`.
 fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role, what: &str) -> Result<Vec<f32>> {
     let ds = gdal::Dataset::open(path).with_context(|| format!("{what} '{}': cannot open", path.display()))?;
@@ -68,15 +73,14 @@ fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role,
 /// predicting on data without labels: (ids, reference, moving, reference bands, moving bands).
 pub fn load_tiles(tiles_dir: &Path) -> Result<(Manifest, Vec<String>, Vec<f32>, Vec<f32>, usize, usize)> {
     let manifest = Manifest::load(tiles_dir)?;
-    let bands = |s: &SceneEntry, role: Role| -> Vec<usize> { s.modalities.iter().find(|m| m.role == role).map(|m| m.bands.iter().map(|b| b.tile_band).collect()).unwrap_or_default() };
     let first = manifest.scenes.first().context("tiles manifest has no scene")?;
-    let (cr, cm) = (bands(first, Role::Reference).len(), bands(first, Role::Moving).len());
+    let (cr, cm) = (tile_bands(first, Role::Reference).len(), tile_bands(first, Role::Moving).len());
     let loaded: Vec<(Vec<f32>, Vec<f32>)> = manifest
         .tiles
         .par_iter()
         .map(|t| {
             let scene = manifest.scene(&t.scene).with_context(|| format!("tile '{}': unknown scene", t.id))?;
-            let (rb, mb) = (bands(scene, Role::Reference), bands(scene, Role::Moving));
+            let (rb, mb) = (tile_bands(scene, Role::Reference), tile_bands(scene, Role::Moving));
             if (rb.len(), mb.len()) != (cr, cm) {
                 bail!("tiles '{}': scene '{}' has another band layout than '{}'", tiles_dir.display(), scene.name, first.name);
             }
@@ -107,7 +111,7 @@ pub fn load(labels_dir: &Path) -> Result<Dataset> {
     }
     let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     let (t, c, o) = (target.tile_size, target.centre_size, target.centre_offset);
-    let layout = |s: &SceneEntry, role: Role| s.modalities.iter().find(|m| m.role == role).map_or(0, |m| m.bands.len());
+    let layout = |s: &SceneEntry, role: Role| tile_bands(s, role).len();
     let first = manifest.scenes.first().context("tiles manifest has no scene")?;
     let (cr, cm) = (layout(first, Role::Reference), layout(first, Role::Moving));
     for s in &manifest.scenes {
@@ -122,9 +126,7 @@ pub fn load(labels_dir: &Path) -> Result<Dataset> {
         .map(|(id, e)| -> Result<One> {
             let tile = by_id.get(id.as_str()).with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))?;
             let scene = manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
-            let ref_m = scene.modalities.iter().find(|m| m.role == Role::Reference).context("no reference modality")?;
-            let ref_bands: Vec<usize> = ref_m.bands.iter().map(|b| b.tile_band).collect();
-            let reference = read_normalised(&target.tiles_dir.join(&tile.path), &ref_bands, scene, Role::Reference, "tile")?;
+            let reference = read_normalised(&target.tiles_dir.join(&tile.path), &tile_bands(scene, Role::Reference), scene, Role::Reference, "tile")?;
             let moving = read_normalised(&labels_dir.join(&e.moving), &(1..=cm).collect::<Vec<_>>(), scene, Role::Moving, "moving tile")?;
             let lf_path = labels_dir.join(&e.label_field);
             let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;

@@ -163,14 +163,15 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
     let mut opt = nn::Adam { wd: p.weight_decay, ..Default::default() }.build(&vs, p.lr)?;
     let tens = tensors(&data, scale, device);
 
-    // Resume from the last checkpoint of the same training (same data, parameters, network).
+    // Resume from the last checkpoint of the same training: the key covers the data, the
+    // parameters and the network (ModelInfo), so a checkpoint of another architecture never
+    // matches it.
     let ckpt = out.join("checkpoint.safetensors");
     let state_path = out.join("state.json");
     let mut st = ResumeState { epoch: 0, step: 0, best_epoch: 0, best_val: f64::INFINITY, bad_epochs: 0, train_seconds: 0.0, trained_samples: 0, key: key.clone() };
     if let Ok(text) = std::fs::read_to_string(&state_path) {
         let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
         if s.key == key && ckpt.exists() {
-            check_architecture(out, &info)?;
             vs.load(&ckpt).map_err(|e| anyhow::anyhow!("checkpoint '{}': cannot load: {}", ckpt.display(), simreg::raster::torch_message(e)))?;
             st = s;
             tracing::info!("resuming training after epoch {}", st.epoch);
@@ -269,17 +270,6 @@ fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let tmp = simreg::raster::write::temp_path(path).with_extension("tmp.safetensors");
     vs.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// Refuses to resume from (or predict with) weights made for another network.
-pub fn check_architecture(dir: &Path, info: &ModelInfo) -> Result<()> {
-    let path = dir.join("model.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let old: ModelInfo = serde_json::from_str(&text).with_context(|| format!("'{}': not a simreg model description", path.display()))?;
-    if old.net != info.net || old.arch != info.arch {
-        bail!("checkpoint in '{}' is for another architecture ({:?}) than this training ({:?})", dir.display(), old.net, info.net);
-    }
     Ok(())
 }
 

@@ -65,15 +65,9 @@ pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>
     let r = Tensor::from_slice(&reference).view([n, cr as i64, t, t]).to(device);
     let m = Tensor::from_slice(&moving).view([n, cm as i64, t, t]).to(device);
     let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
-    atomic::check_replaceable(out, "predictions.json")?;
-    let partial = atomic::partial_dir(out);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)?;
-    }
-    atomic::create_dir(&partial)?;
-    let mut preds = BTreeMap::new();
-    let mut means = Vec::with_capacity(ids.len());
-    let result = (|| -> Result<()> {
+    atomic::build_dir(out, "predictions.json", |_| false, |partial| {
+        let mut preds = BTreeMap::new();
+        let mut means = Vec::with_capacity(ids.len());
         let (o, c) = (cfg.centre_offset, cfg.centre_size);
         for (k, id) in ids.iter().enumerate() {
             let tile = by_id.get(id.as_str()).with_context(|| format!("tile '{id}' is not in the tiles manifest"))?;
@@ -99,14 +93,8 @@ pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>
             preds.insert(id.clone(), Prediction { displacement: mean, field });
         }
         atomic::write_json(&partial.join("predictions.json"), &preds)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    let summary = PredictSummary { out: out.to_path_buf(), n_tiles: ids.len(), rmse_labels_px: labels.map(|l| super::rmse(&means, &l)), device: format!("{device:?}").to_lowercase() };
-    atomic::write_json(&partial.join("summary.json"), &summary)?;
-    atomic::swap_into_place(&partial, out)?;
-    Ok(summary)
+        let summary = PredictSummary { out: out.to_path_buf(), n_tiles: ids.len(), rmse_labels_px: labels.map(|l| super::rmse(&means, &l)), device: format!("{device:?}").to_lowercase() };
+        atomic::write_json(&partial.join("summary.json"), &summary)?;
+        Ok(summary)
+    })
 }
