@@ -34,6 +34,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Predict displacements for tiles with a trained model (JSON + dense GeoTIFFs)
     Predict(PredictArgs),
+    /// Gradient-kernel similarity of the training tiles as the network sees them: N_S,
+    /// denoising factors, most similar tiles
+    Similarity(SimilarityArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -253,6 +256,47 @@ pub struct PredictArgs {
     /// Output directory (predictions.json, summary.json, dense fields)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SimilarityArgs {
+    /// Run directory: model RUN/train, labels RUN/labels, output RUN/similarity
+    #[arg(value_name = "RUN")]
+    pub run: Option<PathBuf>,
+    /// Model directory written by `simreg train` [default: RUN/train]
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Labels directory the model was trained on [default: RUN/labels]
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// Output directory [default: RUN/similarity]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Tile ids to analyse exactly (neighbours, denoising factor, thumbnails), comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "ID,..")]
+    pub query: Vec<String>,
+    /// Without --query: this many query tiles spread over the run
+    #[arg(long, default_value_t = 4)]
+    pub n_queries: usize,
+    /// Neighbours listed per query tile
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// Working-memory budget in MB; sets the batch size
+    #[arg(long, default_value_t = 2048.0, value_name = "MB")]
+    pub max_memory: f64,
+    /// Count-sketch dimension for the all-tile denoising factors (0: skip)
+    #[arg(long, default_value_t = 1024)]
+    pub sketch_dim: usize,
+    /// Training tiles whose N_S is also summed pair by pair (the linear-time check)
+    #[arg(long, default_value_t = 8)]
+    pub check_tiles: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Print a machine-readable summary on stdout

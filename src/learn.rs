@@ -152,6 +152,11 @@ pub struct ChildFailed(pub i32);
 /// Runs `cmd` (a `simreg-learn` command) to completion.
 pub fn run_child(mut cmd: std::process::Command) -> Result<()> {
     let status = cmd.status().context("cannot start simreg-learn")?;
+    #[cfg(unix)]
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        let hint = if sig == 9 { " (out of memory? lower --max-memory or the batch size)" } else { "" };
+        bail!("simreg-learn was killed by signal {sig}{hint}");
+    }
     if !status.success() {
         return Err(ChildFailed(status.code().unwrap_or(1)).into());
     }
@@ -164,5 +169,83 @@ pub fn run_train(labels: &Path, out: &Path, p: &TrainParams, quiet: bool, thread
     cmd.arg("train").arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
     run_child(cmd)?;
     let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no training summary", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `[similarity]` / `simreg similarity`: the gradient-kernel analysis of a trained model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarityParams {
+    /// Tiles to analyse exactly (top-k neighbours, exact denoising factor, thumbnails);
+    /// empty: `n_queries` tiles spread over the run.
+    #[serde(default)]
+    pub queries: Vec<String>,
+    #[serde(default = "d_n_queries")]
+    pub n_queries: usize,
+    /// Neighbours listed per query tile.
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Working-memory budget (MB) the batch size is chosen from.
+    #[serde(default = "d_max_memory")]
+    pub max_memory_mb: f64,
+    /// Count-sketch dimension for the all-tile pairwise estimates (0: skip them).
+    #[serde(default = "d_sketch")]
+    pub sketch_dim: usize,
+    /// Extra training tiles whose N_S is also summed pairwise (the linear-time check).
+    #[serde(default = "d_check")]
+    pub check_tiles: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_device")]
+    pub device: DeviceChoice,
+}
+
+fn d_n_queries() -> usize { 4 }
+fn d_k() -> usize { 8 }
+fn d_max_memory() -> f64 { 2048.0 }
+fn d_sketch() -> usize { 1024 }
+fn d_check() -> usize { 8 }
+
+impl Default for SimilarityParams {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// `similarity/summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimilaritySummary {
+    pub out: PathBuf,
+    pub n_tiles: usize,
+    /// |S|: the training tiles N_S counts over.
+    pub n_train: usize,
+    pub params: i64,
+    pub ns_mean: f64,
+    pub ns_median: f64,
+    /// Per-sample Jacobians (p × 2) per second, batched (pass 1).
+    pub jacobians_per_s: f64,
+    pub batch: usize,
+    pub peak_rss_mb: f64,
+    /// Linear-time N_S against Σ_j k^C summed pair by pair over all of S, on the query and
+    /// check tiles.
+    pub linear_vs_pairwise_max_rel_err: f64,
+    pub n_checked: usize,
+    /// Count sketch against exact: the largest relative error of tr F_i and of the kernel
+    /// matrices K_ji, on the query tiles (null without a sketch).
+    pub sketch_dim: usize,
+    pub sketch_rel_err_f_trace: Option<f64>,
+    pub sketch_rel_err_kernel: Option<f64>,
+    /// σ̂ of the label noise from training residuals (labels − predictions), px per axis.
+    pub sigma_hat_px: f64,
+    pub device: String,
+    pub seconds: f64,
+}
+
+/// Runs `simreg-learn similarity` and returns its summary.
+pub fn run_similarity(model: &Path, labels: &Path, out: &Path, p: &SimilarityParams, quiet: bool, threads: Option<usize>) -> Result<SimilaritySummary> {
+    let mut cmd = command(quiet, threads)?;
+    cmd.arg("similarity").arg("--model").arg(model).arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no similarity summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }

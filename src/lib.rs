@@ -7,5 +7,6 @@ pub mod learn;
 pub mod pipeline;
 pub mod raster;
 pub mod synth;
+pub mod thumbs;
 pub mod tiling;
 pub mod util;

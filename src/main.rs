@@ -127,6 +127,33 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Similarity(a) => {
+            let need = |v: Option<std::path::PathBuf>, sub: &str, what: &str| -> anyhow::Result<std::path::PathBuf> {
+                v.or_else(|| a.run.as_ref().map(|r| r.join(sub))).ok_or_else(|| anyhow::anyhow!("similarity: give a run directory or --{what}"))
+            };
+            let (model, labels, out) = (need(a.model.clone(), "train", "model")?, need(a.labels.clone(), "labels", "labels")?, need(a.out.clone(), "similarity", "out")?);
+            let params = simreg::learn::SimilarityParams {
+                queries: a.query.clone(),
+                n_queries: a.n_queries,
+                k: a.k,
+                max_memory_mb: a.max_memory,
+                sketch_dim: a.sketch_dim,
+                check_tiles: a.check_tiles,
+                seed: a.seed,
+                device: a.device,
+            };
+            let s = simreg::learn::run_similarity(&model, &labels, &out, &params, cli.quiet || a.json, cli.threads)?;
+            pipeline::record_stage(&out, "similarity", &params)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if !cli.quiet {
+                println!(
+                    "similarity of {} tiles ({} trained on, {} parameters) in {}: N_S mean {:.1}, median {:.1}; {:.1} Jacobians/s; linear vs pairwise N_S max rel. error {:.1e}",
+                    s.n_tiles, s.n_train, s.params, s.out.display(), s.ns_mean, s.ns_median, s.jacobians_per_s, s.linear_vs_pairwise_max_rel_err
+                );
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
@@ -150,6 +177,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let Some(t) = &s.train {
                     print_train_summary(t, false, cli.quiet)?;
+                }
+                if let (Some(sm), false) = (&s.similarity, cli.quiet) {
+                    println!("similarity: {} tiles, N_S mean {:.1} median {:.1} → {}", sm.n_tiles, sm.ns_mean, sm.ns_median, sm.out.display());
                 }
                 if !s.sweep.is_empty() && !cli.quiet {
                     println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");

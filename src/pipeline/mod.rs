@@ -7,7 +7,7 @@ use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
 use crate::synth::{self, SynthParams, SynthSummary};
 use crate::tiling::prepare::ModalityInput;
 use crate::tiling::manifest::ModalityKind;
-use crate::learn::{self, TrainParams, TrainSummary};
+use crate::learn::{self, SimilarityParams, SimilaritySummary, TrainParams, TrainSummary};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
@@ -27,6 +27,8 @@ pub struct Pipeline {
     pub labels: Option<LabelParams>,
     /// `[train]`: the network trained on the run's labels.
     pub train: Option<TrainParams>,
+    /// `[similarity]`: the gradient-kernel analysis of the trained model.
+    pub similarity: Option<SimilarityParams>,
     /// `[sweep]`: run `[labels]` and `[train]` once per label-noise σ (same tiles, same
     /// network) into `RUN/sweep/sigma_<σ>/`, and gather `RUN/noise_sweep.json`.
     pub sweep: Option<SweepSection>,
@@ -108,7 +110,7 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.synth.is_empty() {
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.synth.is_empty() {
             bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels] or [train] table)", path.display());
         }
         for (name, s) in &p.synth {
@@ -161,6 +163,7 @@ pub struct RunSummary {
     pub tile: Option<TileSummary>,
     pub labels: Option<LabelSummary>,
     pub train: Option<TrainSummary>,
+    pub similarity: Option<SimilaritySummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep: Vec<TrainSummary>,
 }
@@ -171,7 +174,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, sweep: Vec::new() };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, similarity: None, sweep: Vec::new() };
     for (name, params) in &p.synth {
         let s = synth::ensure(params, &run_dir.join("synth").join(name))?;
         summary.synth.push(s);
@@ -204,6 +207,9 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     }
     if let Some(t) = &p.train {
         summary.train = Some(learn::run_train(&run_dir.join("labels"), &run_dir.join("train"), t, quiet, None)?);
+    }
+    if let Some(s) = &p.similarity {
+        summary.similarity = Some(learn::run_similarity(&run_dir.join("train"), &run_dir.join("labels"), &run_dir.join("similarity"), s, quiet, None)?);
     }
     Ok(summary)
 }

@@ -2,4 +2,5 @@
 //! training and prediction. Reads the artefacts of the GDAL-side stages (`simreg` crate).
 pub mod device;
 pub mod model;
+pub mod similarity;
 pub mod train;

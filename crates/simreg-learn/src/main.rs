@@ -61,12 +61,76 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         steps: usize,
     },
+    Similarity {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// SimilarityParams as JSON (defaults for absent fields)
+        #[arg(long, default_value = "{}")]
+        params_json: String,
+    },
+    /// Per-sample Jacobian throughput on random inputs (scripts/bench_similarity.sh)
+    BenchJacobian {
+        #[command(flatten)]
+        net: BenchNet,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+    /// Linear-time N_S (both passes) over N random samples: seconds and peak RSS
+    BenchNs {
+        #[command(flatten)]
+        net: BenchNet,
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
     Info {
         #[arg(long)]
         json: bool,
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
     },
+}
+
+/// The network shape of the benchmarks (the defaults: the noise-sweep network).
+#[derive(clap::Args, Clone)]
+struct BenchNet {
+    #[arg(long, default_value_t = 64)]
+    tile: i64,
+    #[arg(long, default_value_t = 4)]
+    reference_bands: usize,
+    #[arg(long, default_value_t = 2)]
+    moving_bands: usize,
+    #[arg(long, default_value_t = 8)]
+    width: i64,
+    #[arg(long, default_value_t = 3)]
+    depth: usize,
+    #[arg(long, default_value_t = 3)]
+    corr_radius: i64,
+}
+
+impl BenchNet {
+    fn config(&self) -> simreg_learn::model::NetConfig {
+        simreg_learn::model::NetConfig {
+            reference_bands: self.reference_bands,
+            moving_bands: self.moving_bands,
+            tile_size: self.tile as usize,
+            centre_offset: self.tile as usize / 4,
+            centre_size: self.tile as usize / 2,
+            width: self.width,
+            depth: self.depth,
+            scale_px: 1.0,
+            corr_radius: self.corr_radius,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -94,6 +158,18 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Predict { model, tiles, labels, out, device } => {
             let device = simreg_learn::device::resolve(device)?;
             simreg_learn::train::predict::run(&model, tiles.as_deref(), labels.as_deref(), &out, device)?;
+        }
+        Command::Similarity { model, labels, out, params_json } => {
+            let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;
+            simreg_learn::similarity::stage::run(&model, &labels, &out, &p, quiet)?;
+        }
+        Command::BenchJacobian { net, batch, warmup, steps } => {
+            let r = simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::BenchNs { net, n, batch } => {
+            let r = simreg_learn::similarity::bench::ns(&net.config(), n, batch)?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Command::BenchTrain { batch, tile, reference_bands, moving_bands, width, depth, corr_radius, warmup, steps } => {
             let cfg = simreg_learn::model::NetConfig {

@@ -44,6 +44,9 @@ impl NetConfig {
     }
 }
 
+/// How a forward pass applies one convolution layer.
+pub type ConvFn<'a> = dyn FnMut(&nn::Conv2D, &Tensor) -> Tensor + 'a;
+
 struct Block {
     a: nn::Conv2D,
     b: nn::Conv2D,
@@ -54,8 +57,9 @@ impl Block {
         let c = ConvConfig { padding: 1, ..Default::default() };
         Block { a: nn::conv2d(p / "a", cin, cout, 3, c), b: nn::conv2d(p / "b", cout, cout, 3, c) }
     }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.b.forward(&self.a.forward(x).elu()).elu()
+    fn forward(&self, x: &Tensor, conv: &mut ConvFn) -> Tensor {
+        let h = conv(&self.a, x).elu();
+        conv(&self.b, &h).elu()
     }
 }
 
@@ -97,6 +101,12 @@ impl Net {
     /// `reference` (N, Cr, T, T) and `moving` (N, Cm, T, T) → dense displacement over the
     /// centre window (N, 2, C, C), in units of `scale_px`.
     pub fn forward(&self, reference: &Tensor, moving: &Tensor) -> Tensor {
+        self.forward_with(reference, moving, &mut |c, x| c.forward(x))
+    }
+
+    /// `forward`, with every convolution applied through `conv` (each exactly once, in a fixed
+    /// order): the per-sample Jacobian records the layers' inputs and outputs this way.
+    pub fn forward_with(&self, reference: &Tensor, moving: &Tensor, conv: &mut ConvFn) -> Tensor {
         let mut r = reference.shallow_clone();
         let mut m = moving.shallow_clone();
         let mut fused = Vec::with_capacity(self.config.depth);
@@ -105,23 +115,23 @@ impl Net {
                 r = r.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
                 m = m.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
             }
-            r = self.enc_ref[l].forward(&r);
-            m = self.enc_mov[l].forward(&m);
+            r = self.enc_ref[l].forward(&r, conv);
+            m = self.enc_mov[l].forward(&m, conv);
             // Not at full resolution: the volume would cost more than the encoders there, and
             // the coarser levels already span the displacements (radius × 2^level px).
             let x = if self.config.corr_radius > 0 && l > 0 { Tensor::cat(&[&r, &m, &correlation(&r, &m, self.config.corr_radius)], 1) } else { Tensor::cat(&[&r, &m], 1) };
-            fused.push(self.fuse[l].forward(&x).elu());
+            fused.push(conv(&self.fuse[l], &x).elu());
         }
         let mut x = fused.pop().expect("depth ≥ 1");
         for l in (0..self.config.depth - 1).rev() {
             let skip = &fused[l];
             let size = skip.size();
             x = x.upsample_bilinear2d([size[2], size[3]], false, None, None);
-            x = self.up[l].forward(&x).elu();
-            x = self.dec[l].forward(&Tensor::cat(&[&x, skip], 1));
+            x = conv(&self.up[l], &x).elu();
+            x = self.dec[l].forward(&Tensor::cat(&[&x, skip], 1), conv);
         }
         let (o, c) = (self.config.centre_offset as i64, self.config.centre_size as i64);
-        self.head.forward(&x).narrow(2, o, c).narrow(3, o, c)
+        conv(&self.head, &x).narrow(2, o, c).narrow(3, o, c)
     }
 }
 

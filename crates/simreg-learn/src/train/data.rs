@@ -97,65 +97,119 @@ pub fn load_tiles(tiles_dir: &Path) -> Result<(Manifest, Vec<String>, Vec<f32>, 
     Ok((manifest, ids, r, m, cr, cm))
 }
 
-/// Loads a labelled run. Errors name what is wrong: labels made from other tiles, tiles
-/// missing, band layouts that differ between scenes, an empty set.
-pub fn load(labels_dir: &Path) -> Result<Dataset> {
-    let target: Target = read_json(&labels_dir.join("target.json"), "labels")?;
-    let labels: BTreeMap<String, LabelEntry> = read_json(&labels_dir.join("labels.json"), "labels")?;
-    let manifest = Manifest::load(&target.tiles_dir)?;
-    if manifest.input_hash != target.tiles_input_hash {
-        bail!("labels '{}' were made from other tiles than those now in '{}' (the tiles were re-cut): rerun `simreg labels`", labels_dir.display(), target.tiles_dir.display());
-    }
-    if labels.is_empty() {
-        bail!("labels '{}': empty training set (no labelled tile)", labels_dir.display());
-    }
-    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
-    let (t, c, o) = (target.tile_size, target.centre_size, target.centre_offset);
-    let layout = |s: &SceneEntry, role: Role| tile_bands(s, role).len();
-    let first = manifest.scenes.first().context("tiles manifest has no scene")?;
-    let (cr, cm) = (layout(first, Role::Reference), layout(first, Role::Moving));
-    for s in &manifest.scenes {
-        if (layout(s, Role::Reference), layout(s, Role::Moving)) != (cr, cm) {
-            bail!("tiles '{}': scene '{}' has {}+{} reference+moving bands but '{}' has {cr}+{cm}; train on scenes with one band layout", target.tiles_dir.display(), s.name, layout(s, Role::Reference), layout(s, Role::Moving), first.name);
+/// A labelled run opened for reading: what every sample is, checked, with nothing loaded yet.
+pub struct LabelledRun {
+    pub dir: std::path::PathBuf,
+    pub target: Target,
+    pub manifest: Manifest,
+    pub ids: Vec<String>,
+    pub labels: Vec<LabelEntry>,
+    /// Sample i's position in `manifest.tiles`.
+    tile_index: Vec<usize>,
+    pub reference_bands: usize,
+    pub moving_bands: usize,
+}
+
+/// The network inputs and dense labels of some samples (row-major, band-major per sample).
+pub struct Samples {
+    pub reference: Vec<f32>,
+    pub moving: Vec<f32>,
+    pub label_field: Vec<f32>,
+}
+
+impl LabelledRun {
+    /// Opens a labelled run. Errors name what is wrong: labels made from other tiles, tiles
+    /// missing, band layouts that differ between scenes, an empty set.
+    pub fn open(labels_dir: &Path) -> Result<LabelledRun> {
+        let target: Target = read_json(&labels_dir.join("target.json"), "labels")?;
+        let labels: BTreeMap<String, LabelEntry> = read_json(&labels_dir.join("labels.json"), "labels")?;
+        let manifest = Manifest::load(&target.tiles_dir)?;
+        if manifest.input_hash != target.tiles_input_hash {
+            bail!("labels '{}' were made from other tiles than those now in '{}' (the tiles were re-cut): rerun `simreg labels`", labels_dir.display(), target.tiles_dir.display());
         }
-    }
-    let entries: Vec<(&String, &LabelEntry)> = labels.iter().collect();
-    type One = (Vec<f32>, Vec<f32>, Vec<f32>);
-    let loaded: Vec<One> = entries
-        .par_iter()
-        .map(|(id, e)| -> Result<One> {
-            let tile = by_id.get(id.as_str()).with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))?;
-            let scene = manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
-            let reference = read_normalised(&target.tiles_dir.join(&tile.path), &tile_bands(scene, Role::Reference), scene, Role::Reference, "tile")?;
-            let moving = read_normalised(&labels_dir.join(&e.moving), &(1..=cm).collect::<Vec<_>>(), scene, Role::Moving, "moving tile")?;
-            let lf_path = labels_dir.join(&e.label_field);
-            let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
-            let mut field = Vec::with_capacity(2 * c * c);
-            for k in 0..2 {
-                let px = lf.rasterband(k + 1)?.read_band_as::<f32>()?;
-                for r in o..o + c {
-                    field.extend_from_slice(&px.data()[r * t + o..][..c]);
-                }
+        if labels.is_empty() {
+            bail!("labels '{}': empty training set (no labelled tile)", labels_dir.display());
+        }
+        let layout = |s: &SceneEntry, role: Role| tile_bands(s, role).len();
+        let first = manifest.scenes.first().context("tiles manifest has no scene")?;
+        let (cr, cm) = (layout(first, Role::Reference), layout(first, Role::Moving));
+        for s in &manifest.scenes {
+            if (layout(s, Role::Reference), layout(s, Role::Moving)) != (cr, cm) {
+                bail!("tiles '{}': scene '{}' has {}+{} reference+moving bands but '{}' has {cr}+{cm}; train on scenes with one band layout", target.tiles_dir.display(), s.name, layout(s, Role::Reference), layout(s, Role::Moving), first.name);
             }
-            Ok((reference, moving, field))
-        })
-        .collect::<Result<_>>()?;
-    let mut d = Dataset {
-        ids: labels.keys().cloned().collect(),
-        reference: Vec::with_capacity(loaded.len() * cr * t * t),
-        moving: Vec::with_capacity(loaded.len() * cm * t * t),
-        label_field: Vec::with_capacity(loaded.len() * 2 * c * c),
-        label: labels.values().map(|e| [e.label[0] as f32, e.label[1] as f32]).collect(),
-        reference_bands: cr,
-        moving_bands: cm,
-        target,
-    };
-    for (r, m, f) in loaded {
-        d.reference.extend(r);
-        d.moving.extend(m);
-        d.label_field.extend(f);
+        }
+        let pos: BTreeMap<&str, usize> = manifest.tiles.iter().enumerate().map(|(k, t)| (t.id.as_str(), k)).collect();
+        let tile_index = labels.keys().map(|id| pos.get(id.as_str()).copied().with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))).collect::<Result<_>>()?;
+        let (ids, labels) = labels.into_iter().unzip();
+        Ok(LabelledRun { dir: labels_dir.to_path_buf(), target, manifest, ids, labels, tile_index, reference_bands: cr, moving_bands: cm })
     }
-    Ok(d)
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The tile entry of sample `i`.
+    pub fn tile(&self, i: usize) -> &simreg::tiling::manifest::TileEntry {
+        &self.manifest.tiles[self.tile_index[i]]
+    }
+
+    /// Reads samples `idx` (in that order) from disk, in parallel.
+    pub fn read(&self, idx: &[usize]) -> Result<Samples> {
+        let (t, c, o) = (self.target.tile_size, self.target.centre_size, self.target.centre_offset);
+        let cm = self.moving_bands;
+        type One = (Vec<f32>, Vec<f32>, Vec<f32>);
+        let loaded: Vec<One> = idx
+            .par_iter()
+            .map(|&i| -> Result<One> {
+                let (id, e) = (&self.ids[i], &self.labels[i]);
+                let tile = self.tile(i);
+                let scene = self.manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
+                let reference = read_normalised(&self.target.tiles_dir.join(&tile.path), &tile_bands(scene, Role::Reference), scene, Role::Reference, "tile")?;
+                let moving = read_normalised(&self.dir.join(&e.moving), &(1..=cm).collect::<Vec<_>>(), scene, Role::Moving, "moving tile")?;
+                let lf_path = self.dir.join(&e.label_field);
+                let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
+                let mut field = Vec::with_capacity(2 * c * c);
+                for k in 0..2 {
+                    let px = lf.rasterband(k + 1)?.read_band_as::<f32>()?;
+                    for r in o..o + c {
+                        field.extend_from_slice(&px.data()[r * t + o..][..c]);
+                    }
+                }
+                Ok((reference, moving, field))
+            })
+            .collect::<Result<_>>()?;
+        let mut s = Samples {
+            reference: Vec::with_capacity(idx.len() * self.reference_bands * t * t),
+            moving: Vec::with_capacity(idx.len() * cm * t * t),
+            label_field: Vec::with_capacity(idx.len() * 2 * c * c),
+        };
+        for (r, m, f) in loaded {
+            s.reference.extend(r);
+            s.moving.extend(m);
+            s.label_field.extend(f);
+        }
+        Ok(s)
+    }
+}
+
+/// Loads a labelled run into memory (see `LabelledRun::open` for the checks).
+pub fn load(labels_dir: &Path) -> Result<Dataset> {
+    let run = LabelledRun::open(labels_dir)?;
+    let all: Vec<usize> = (0..run.len()).collect();
+    let s = run.read(&all)?;
+    Ok(Dataset {
+        label: run.labels.iter().map(|e| [e.label[0] as f32, e.label[1] as f32]).collect(),
+        ids: run.ids,
+        reference: s.reference,
+        moving: s.moving,
+        label_field: s.label_field,
+        reference_bands: run.reference_bands,
+        moving_bands: run.moving_bands,
+        target: run.target,
+    })
 }
 
 /// True centre-window means by tile id, for evaluation only (None when the run has no truth).

@@ -44,6 +44,15 @@ pub struct LogLine {
     pub seconds: f64,
 }
 
+/// `train/split.json`: the tiles trained on and those held out.
+pub const SPLIT_FILE: &str = "split.json";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SplitFile {
+    pub train: Vec<String>,
+    pub val: Vec<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct ResumeState {
     epoch: usize,
@@ -181,6 +190,9 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         let _ = std::fs::remove_file(out.join("log.jsonl"));
     }
     atomic::write_json(&out.join("model.json"), &info)?;
+    // Which tiles the network learned from: the similarity stage's set S.
+    let ids_of = |v: &[usize]| v.iter().map(|&i| data.ids[i].clone()).collect::<Vec<_>>();
+    atomic::write_json(&out.join(SPLIT_FILE), &SplitFile { train: ids_of(&sp.train), val: ids_of(&sp.val) })?;
     let val_labels: Vec<[f64; 2]> = sp.val.iter().map(|&i| [data.label[i][0] as f64, data.label[i][1] as f64]).collect();
     let val_truth: Option<Vec<[f64; 2]>> = truth.as_ref().map(|t| sp.val.iter().map(|&i| t.get(&data.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect());
 

@@ -1,0 +1,249 @@
+//! The `similarity` stage (paper.md §1–3): per-sample Jacobians of f(x) (the centre-window mean
+//! displacement), the normalised kernel k^C, the neighbour count N_S in two streaming passes,
+//! denoising factors and similar-tile retrieval.
+//!
+//! Memory is O(p·d) for the kernel sums plus one batch: the Jacobians of a batch are computed,
+//! used and dropped; pass 2 recomputes them instead of storing N·p·d numbers.
+pub mod bench;
+pub mod jacobian;
+pub mod kernel;
+pub mod sketch;
+pub mod stage;
+
+use crate::model::{mean_of, Net};
+use anyhow::Result;
+use jacobian::Recorder;
+use kernel::NsAccumulator;
+use sketch::CountSketch;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Output dimension: f(x) = (dx, dy).
+pub const D: i64 = 2;
+
+/// Per-sample Jacobians of a batch, ∂f_px/∂θ as (B, d, p) f32, and f (B, d) in px (f64, CPU).
+pub fn batch_jacobians(net: &Net, reference: &Tensor, moving: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mut rec = Recorder::default();
+    let f = mean_of(&net.forward_with(reference, moving, &mut |c, x| rec.conv(c, x)));
+    let scale = net.config.scale_px;
+    let gt = jacobian::per_sample(&f, &rec)? * scale;
+    let y = f.detach().to(Device::Cpu).to_kind(Kind::Double) * scale;
+    Ok((gt, y))
+}
+
+/// Estimated working memory of the Jacobian passes: (bytes per sample in a batch, parameters),
+/// from the layer shapes of a one-sample forward pass: activations kept for the backward pass,
+/// back-propagated signals, unfolded patches, the Jacobian and its f64 polar factor.
+pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
+    let c = &net.config;
+    let t = c.tile_size as i64;
+    let opts = (Kind::Float, device);
+    let mut rec = Recorder::default();
+    let _ = mean_of(&net.forward_with(&Tensor::zeros([1, c.reference_bands as i64, t, t], opts), &Tensor::zeros([1, c.moving_bands as i64, t, t], opts), &mut |cv, x| rec.conv(cv, x)));
+    let p = rec.params();
+    let mut floats = 0i64;
+    for l in &rec.layers {
+        let (x, y) = (l.x.numel() as i64, l.y.numel() as i64);
+        let ws = l.weight.size();
+        let patches = ws[1] * ws[2] * ws[3] * y / ws[0];
+        // x and y plus the activation between layers (×2), patches, d signals.
+        floats += 2 * (x + y) + patches + D * y;
+    }
+    // Jacobian f32, its f64 copy and polar factor.
+    let bytes = 4 * floats as usize + (D * p) as usize * (4 + 8 + 8);
+    (bytes, p)
+}
+
+/// Peak resident memory of this process (VmHWM), MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// What the two passes give for every sample, and exact pairwise values for the held ones.
+pub struct Passes {
+    /// N_S over the training set, linear time.
+    pub ns: Vec<f64>,
+    /// ‖G_i‖_F (px per unit parameter).
+    pub g_norm: Vec<f64>,
+    /// f(x_i), px.
+    pub pred: Vec<[f64; 2]>,
+    /// Count sketches of the Jacobians, (N, d, m), when asked for.
+    pub sketches: Option<Tensor>,
+    /// For each held sample h: K(x_j, x_h) for every sample j, (n_held, N, d, d) f64 (CPU).
+    pub held_k: Tensor,
+    /// k^C(x_h, x_j), (n_held, N) f64 (CPU).
+    pub held_kc: Tensor,
+    pub params: i64,
+    /// Samples whose Jacobian pass 1 computed, and the seconds it spent computing them.
+    pub jacobians: usize,
+    pub jacobian_seconds: f64,
+}
+
+/// Runs the two streaming passes over `n` samples, loaded in batches by `load(indices)` as
+/// (reference, moving) tensors on the device. S = `train` (indices); `held` samples get exact
+/// kernels against every sample.
+pub fn two_passes(
+    net: &Net,
+    n: usize,
+    train: &[usize],
+    held: &[usize],
+    batch: usize,
+    sketch: Option<&CountSketch>,
+    load: &mut dyn FnMut(&[usize]) -> Result<(Tensor, Tensor)>,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Passes> {
+    let batch = batch.max(1);
+    // Pass 0: the held samples' Jacobians and polar factors, kept.
+    let (held_g, held_a) = if held.is_empty() {
+        (None, None)
+    } else {
+        let (r, m) = load(held)?;
+        let (gt, _) = batch_jacobians(net, &r, &m)?;
+        let gt = gt.to_kind(Kind::Double);
+        let (a, _) = kernel::polar(&gt);
+        (Some(gt), Some(a))
+    };
+    // Pass 1: S_A = Σ_{j ∈ S} A_j.
+    let mut acc: Option<NsAccumulator> = None;
+    let (mut jac_secs, mut jac_n) = (0.0, 0usize);
+    for (k, chunk) in train.chunks(batch).enumerate() {
+        let (r, m) = load(chunk)?;
+        let t0 = Instant::now();
+        let (gt, _) = batch_jacobians(net, &r, &m)?;
+        let (a, _) = kernel::polar(&gt);
+        let acc = acc.get_or_insert_with(|| NsAccumulator::new(D, gt.size()[2], gt.device()));
+        acc.add(&a);
+        let _ = acc.s_a.double_value(&[0, 0]); // wait for the device before timing
+        jac_secs += t0.elapsed().as_secs_f64();
+        jac_n += chunk.len();
+        progress("pass 1/2: S_A", (k * batch + chunk.len()).min(train.len()), train.len());
+    }
+    let acc = acc.ok_or_else(|| anyhow::anyhow!("similarity: the training set is empty"))?;
+    // Pass 2: every sample's N_S, norms, predictions, sketches, and kernels against held ones.
+    let all: Vec<usize> = (0..n).collect();
+    let (mut ns, mut g_norm, mut pred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut sk, mut hk, mut hkc) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, chunk) in all.chunks(batch).enumerate() {
+        let (r, m) = load(chunk)?;
+        let (gt, y) = batch_jacobians(net, &r, &m)?;
+        let (a, _) = kernel::polar(&gt);
+        ns.extend(Vec::<f64>::try_from(acc.ns(&a).to(Device::Cpu))?);
+        g_norm.extend(Vec::<f64>::try_from(gt.to_kind(Kind::Double).square().sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double).sqrt().to(Device::Cpu))?);
+        for row in 0..chunk.len() as i64 {
+            pred.push([y.double_value(&[row, 0]), y.double_value(&[row, 1])]);
+        }
+        if let Some(s) = sketch {
+            sk.push(s.apply(&gt).to(Device::Cpu));
+        }
+        if let (Some(hg), Some(ha)) = (&held_g, &held_a) {
+            // K(x_j, x_h) = G_jᵀ G_h: (n_held, B, d, d).
+            let g = gt.to_kind(Kind::Double);
+            hk.push(g.unsqueeze(0).matmul(&hg.unsqueeze(1).transpose(2, 3)).to(Device::Cpu));
+            hkc.push(kernel::kc_matrix(ha, &a).to(Device::Cpu));
+        }
+        progress("pass 2/2: N_S", (k * batch + chunk.len()).min(n), n);
+    }
+    let dd = (held.len() as i64, 0, D, D);
+    Ok(Passes {
+        ns,
+        g_norm,
+        pred,
+        sketches: sketch.map(|_| Tensor::cat(&sk, 0)),
+        held_k: if hk.is_empty() { Tensor::zeros([dd.0, dd.1, dd.2, dd.3], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hk, 1) },
+        held_kc: if hkc.is_empty() { Tensor::zeros([dd.0, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hkc, 1) },
+        params: acc.s_a.size()[1],
+        jacobians: jac_n,
+        jacobian_seconds: jac_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NetConfig;
+    use tch::nn;
+
+    fn tiny(vs: &nn::VarStore) -> Net {
+        Net::new(&vs.root(), NetConfig { reference_bands: 2, moving_bands: 1, tile_size: 16, centre_offset: 4, centre_size: 8, width: 2, depth: 2, scale_px: 1.5, corr_radius: 1 })
+    }
+
+    /// paper.md §7 check 2: a minimum-norm step δθ = G(x)K(x,x)⁻¹v moves f(x) by v and f(x′)
+    /// by K(x′,x)K(x,x)⁻¹v, to first order (f64, ε = 1e-4).
+    #[test]
+    fn check2_first_order_meaning_of_the_influence_kernel() {
+        tch::manual_seed(11);
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = tiny(&vs);
+        vs.double();
+        let opts = (Kind::Double, Device::Cpu);
+        let (r, m) = (Tensor::randn([2, 2, 16, 16], opts), Tensor::randn([2, 1, 16, 16], opts));
+        let (gt, y0) = batch_jacobians(&net, &r, &m).unwrap();
+        let (gx, gx2) = (gt.get(0).transpose(0, 1), gt.get(1).transpose(0, 1)); // (p, d)
+        let v = Tensor::from_slice(&[0.3f64, -0.8]);
+        let kxx = gx.transpose(0, 1).matmul(&gx);
+        let eps = 1e-4;
+        let step = gx.matmul(&kxx.inverse().matmul(&v)) * eps; // p
+        // Apply the step to the parameters in the Jacobian's order.
+        let mut rec = Recorder::default();
+        let _ = net.forward_with(&r, &m, &mut |c, x| rec.conv(c, x));
+        let mut off = 0;
+        tch::no_grad(|| {
+            for l in &rec.layers {
+                for p in std::iter::once(&l.weight).chain(l.bias.as_ref()) {
+                    let n = p.numel() as i64;
+                    let mut p = p.shallow_clone();
+                    let _ = p.g_add_(&step.narrow(0, off, n).view(p.size().as_slice()));
+                    off += n;
+                }
+            }
+        });
+        let (_, y1) = batch_jacobians(&net, &r, &m).unwrap();
+        let moved = (&y1 - &y0) / eps;
+        let expect_x2 = kernel::influence(&gt.get(0), &gt.get(1)).matmul(&v);
+        let rel = |a: &Tensor, b: &Tensor| ((a - b).abs().max() / b.abs().max()).double_value(&[]);
+        assert!(rel(&moved.get(0), &v) <= 1e-3, "f(x) moved by {:?}", moved.get(0));
+        assert!(rel(&moved.get(1), &expect_x2) <= 1e-3, "f(x') moved by {moved:?}, expected {expect_x2:?}");
+        let _ = gx2;
+    }
+
+    #[test]
+    fn streaming_passes_match_in_memory_pairwise_sums() {
+        tch::manual_seed(12);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = tiny(&vs);
+        let opts = (Kind::Float, Device::Cpu);
+        let n = 23usize;
+        let (r, m) = (Tensor::randn([n as i64, 2, 16, 16], opts), Tensor::randn([n as i64, 1, 16, 16], opts));
+        // Duplicate sample 0 as sample 1: they must be exact neighbours.
+        let _ = r.get(1).copy_(&r.get(0));
+        let _ = m.get(1).copy_(&m.get(0));
+        let mut load = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+            let i = Tensor::from_slice(&idx.iter().map(|&v| v as i64).collect::<Vec<_>>());
+            Ok((r.index_select(0, &i), m.index_select(0, &i)))
+        };
+        let train: Vec<usize> = (0..n).filter(|i| i % 4 != 3).collect();
+        let held = [0usize, 3, 7];
+        let out = two_passes(&net, n, &train, &held, 5, None, &mut load, &mut |_, _, _| {}).unwrap();
+        // In memory, all at once.
+        let (gt, _) = batch_jacobians(&net, &r, &m).unwrap();
+        let (a, _) = kernel::polar(&gt);
+        let kc = kernel::kc_matrix(&a, &a);
+        let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
+        let pairwise = kc.index_select(1, &ti).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        for i in 0..n {
+            let p = pairwise.double_value(&[i as i64]);
+            assert!((out.ns[i] - p).abs() <= 1e-6 * p.abs().max(1.0), "sample {i}: {} vs {p}", out.ns[i]);
+        }
+        for (h, &i) in held.iter().enumerate() {
+            let row = out.held_kc.get(h as i64);
+            assert!((row.double_value(&[i as i64]) - 1.0).abs() <= 1e-6);
+            assert!((&row - kc.get(i as i64)).abs().max().double_value(&[]) <= 1e-6);
+        }
+        assert!((out.held_kc.double_value(&[0, 1]) - 1.0).abs() <= 1e-6, "a duplicate is a perfect neighbour");
+        assert_eq!(out.jacobians, train.len());
+        assert_eq!(out.held_k.size(), [3, n as i64, 2, 2]);
+    }
+}
