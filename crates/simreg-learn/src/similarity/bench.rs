@@ -1,6 +1,6 @@
 //! What `simreg-learn bench-jacobian` and `bench-ns` measure (scripts/bench_similarity.sh
 //! compares them with PyTorch in the same run).
-use super::{batch_jacobians, peak_rss_mb, two_passes};
+use super::{batch_jacobians, memory_per_sample, peak_rss_mb, two_passes};
 use crate::model::{param_count, Net, NetConfig};
 use anyhow::Result;
 use serde::Serialize;
@@ -47,6 +47,8 @@ pub struct NsBench {
     pub peak_rss_mb: f64,
     pub ns_mean: f64,
     pub params: i64,
+    /// What `memory_per_sample` estimates for one sample of a batch (MB).
+    pub estimated_mb_per_sample: f64,
 }
 
 /// Both N_S passes over `n` random samples, generated per batch from their index (the same in
@@ -70,5 +72,6 @@ pub fn ns(cfg: &NetConfig, n: usize, batch: usize) -> Result<NsBench> {
     let t0 = Instant::now();
     let out = two_passes(&net, n, &all, &[], batch, None, &mut load, &mut |_, _, _| {})?;
     let seconds = t0.elapsed().as_secs_f64();
-    Ok(NsBench { n, seconds, peak_rss_mb: peak_rss_mb(), ns_mean: out.ns.iter().sum::<f64>() / n as f64, params: out.params })
+    let est = memory_per_sample(&net, Device::Cpu).0 as f64 / 1048576.0;
+    Ok(NsBench { n, seconds, peak_rss_mb: peak_rss_mb(), ns_mean: out.ns.iter().sum::<f64>() / n as f64, params: out.params, estimated_mb_per_sample: est })
 }

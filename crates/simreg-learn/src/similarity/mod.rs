@@ -41,16 +41,18 @@ pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
     let mut rec = Recorder::default();
     let _ = mean_of(&net.forward_with(&Tensor::zeros([1, c.reference_bands as i64, t, t], opts), &Tensor::zeros([1, c.moving_bands as i64, t, t], opts), &mut |cv, x| rec.conv(cv, x)));
     let p = rec.params();
-    let mut floats = 0i64;
+    // Held through the batch: activations (layer inputs and outputs, and one activation map
+    // between layers) and every layer's d back-propagated signals. Transient: one layer's
+    // unfolded patches at a time.
+    let (mut held, mut transient) = (0i64, 0i64);
     for l in &rec.layers {
         let (x, y) = (l.x.numel() as i64, l.y.numel() as i64);
         let ws = l.weight.size();
-        let patches = ws[1] * ws[2] * ws[3] * y / ws[0];
-        // x and y plus the activation between layers (×2), patches, d signals.
-        floats += 2 * (x + y) + patches + D * y;
+        held += x + 2 * y + D * y;
+        transient = transient.max(ws[1] * ws[2] * ws[3] * y / ws[0]);
     }
-    // Jacobian f32, its f64 copy and polar factor.
-    let bytes = 4 * floats as usize + (D * p) as usize * (4 + 8 + 8);
+    // Plus the Jacobian (f32), its f64 copy and the polar factor.
+    let bytes = 4 * (held + transient) as usize + (D * p) as usize * (4 + 8 + 8);
     (bytes, p)
 }
 
@@ -100,9 +102,12 @@ pub fn two_passes(
     let (held_g, held_a) = if held.is_empty() {
         (None, None)
     } else {
-        let (r, m) = load(held)?;
-        let (gt, _) = batch_jacobians(net, &r, &m)?;
-        let gt = gt.to_kind(Kind::Double);
+        let mut parts = Vec::new();
+        for chunk in held.chunks(batch) {
+            let (r, m) = load(chunk)?;
+            parts.push(batch_jacobians(net, &r, &m)?.0.to_kind(Kind::Double));
+        }
+        let gt = Tensor::cat(&parts, 0);
         let (a, _) = kernel::polar(&gt);
         (Some(gt), Some(a))
     };
@@ -139,9 +144,11 @@ pub fn two_passes(
             sk.push(s.apply(&gt).to(Device::Cpu));
         }
         if let (Some(hg), Some(ha)) = (&held_g, &held_a) {
-            // K(x_j, x_h) = G_jᵀ G_h: (n_held, B, d, d).
-            let g = gt.to_kind(Kind::Double);
-            hk.push(g.unsqueeze(0).matmul(&hg.unsqueeze(1).transpose(2, 3)).to(Device::Cpu));
+            // K(x_j, x_h) = G_jᵀ G_h as one (B·d, p) × (p, n_held·d) product (a broadcast
+            // batched matmul would materialise n_held copies of the batch's Jacobians).
+            let (b, nh) = (chunk.len() as i64, hg.size()[0]);
+            let prod = gt.to_kind(Kind::Double).reshape([b * D, -1]).matmul(&hg.reshape([nh * D, -1]).transpose(0, 1));
+            hk.push(prod.view([b, D, nh, D]).permute([2, 0, 1, 3]).to(Device::Cpu));
             hkc.push(kernel::kc_matrix(ha, &a).to(Device::Cpu));
         }
         progress("pass 2/2: N_S", (k * batch + chunk.len()).min(n), n);

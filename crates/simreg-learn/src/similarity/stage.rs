@@ -81,16 +81,18 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
     // Batch size from the memory budget.
     let (per_sample, params) = memory_per_sample(&net, device);
     let sketch_bytes = if p.sketch_dim > 0 { n * 2 * p.sketch_dim * 4 + CountSketch::bytes(params) } else { 0 };
-    let fixed = params as usize * (4 + 8) + held.len() * (D as usize * params as usize * 16) + sketch_bytes;
+    // The process so far (libtorch, the model) counts against the budget too.
+    let base = (peak_rss_mb() * 1048576.0) as usize;
+    let fixed = base + params as usize * (4 + 8) + held.len() * (D as usize * params as usize * 16) + sketch_bytes;
     let budget = (p.max_memory_mb * 1024.0 * 1024.0) as usize;
-    let need_one = fixed + per_sample.max(per_sample * held.len());
+    let need_one = fixed + per_sample;
     if budget < need_one {
-        bail!("--max-memory {} MB is too small: one sample needs {:.0} MB ({:.0} MB for the model, kernel sums, {} held tiles and sketches, {:.0} MB per sample in a batch)", p.max_memory_mb, need_one as f64 / 1048576.0, fixed as f64 / 1048576.0, held.len(), per_sample as f64 / 1048576.0);
+        bail!("--max-memory {} MB is too small: one batch of one sample needs {:.0} MB ({:.0} MB for libtorch, the model, kernel sums, {} held tiles and sketches, {:.0} MB per sample)", p.max_memory_mb, need_one as f64 / 1048576.0, fixed as f64 / 1048576.0, held.len(), per_sample as f64 / 1048576.0);
     }
     let batch = ((budget - fixed) / per_sample).clamp(1, 64).min(n);
     let sketch = (p.sketch_dim > 0).then(|| CountSketch::new(params, p.sketch_dim as i64, p.seed, device));
     if !quiet {
-        eprintln!("similarity: {n} tiles, |S| = {}, {params} parameters, batch {batch}, device {device:?}", train.len());
+        eprintln!("similarity: {n} tiles, |S| = {}, {params} parameters, batch {batch} (≈{:.0} MB per sample, budget {} MB), device {device:?}", train.len(), per_sample as f64 / 1048576.0, p.max_memory_mb);
     }
 
     let (t, cr, cm) = (run.target.tile_size as i64, run.reference_bands as i64, run.moving_bands as i64);
