@@ -9,7 +9,7 @@ endif
 # OpenMP threads per test process: test binaries run in parallel (../shared/docs/stack.md).
 TEST_ENV := OMP_NUM_THREADS=1
 
-.PHONY: setup build demo test bench-tile clean-runs
+.PHONY: setup build demo test bench-tile bench-similarity clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ test: setup
 
 bench-tile: build
 	bash scripts/bench_tile.sh
+
+# Similarity stage (issue 5): Jacobians vs torch.func, N_S growth, the reference method at N = 2000.
+bench-similarity: build
+	bash scripts/bench_similarity.sh
 
 clean-runs:
 	rm -rf runs bench-out
