@@ -33,7 +33,7 @@ pub fn batch_jacobians(net: &Net, reference: &Tensor, moving: &Tensor) -> Result
 
 /// Estimated working memory of the Jacobian passes: (bytes per sample in a batch, parameters),
 /// from the layer shapes of a one-sample forward pass: activations kept for the backward pass,
-/// back-propagated signals, unfolded patches, the Jacobian and its f64 polar factor.
+/// back-propagated signals, one layer's shifted input, the Jacobian and its f64 polar factor.
 pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
     let c = &net.config;
     let t = c.tile_size as i64;
@@ -43,13 +43,12 @@ pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
     let p = rec.params();
     // Held through the batch: activations (layer inputs and outputs, and one activation map
     // between layers) and every layer's d back-propagated signals. Transient: one layer's
-    // unfolded patches at a time.
+    // padded and shifted input at a time.
     let (mut held, mut transient) = (0i64, 0i64);
     for l in &rec.layers {
         let (x, y) = (l.x.numel() as i64, l.y.numel() as i64);
-        let ws = l.weight.size();
         held += x + 2 * y + D * y;
-        transient = transient.max(ws[1] * ws[2] * ws[3] * y / ws[0]);
+        transient = transient.max(2 * x);
     }
     // Plus the Jacobian (f32), its f64 copy and the polar factor.
     let bytes = 4 * (held + transient) as usize + (D * p) as usize * (4 + 8 + 8);
