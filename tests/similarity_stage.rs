@@ -115,3 +115,50 @@ fn similarity_rejects_bad_input_with_one_line() {
     // Not a model directory.
     fails(&["similarity", "--model", &d("tiles"), "--labels", &d("labels"), "--out", &d("other"), "--device", "cpu"], "no model.json");
 }
+
+#[test]
+fn a_pipeline_chains_train_and_similarity() {
+    let t = tempfile::tempdir().unwrap();
+    let toml = t.path().join("p.toml");
+    std::fs::write(
+        &toml,
+        r#"
+[run]
+out = "run"
+[synth.s]
+size = 96
+seed = 3
+[tile]
+tile_size = 32
+overlap = 16
+[[tile.scene]]
+synth = "s"
+[labels]
+amplitude = 2.0
+seed = 1
+noise = { model = "iid", sigma = 1.0 }
+[train]
+epochs = 1
+width = 2
+depth = 2
+corr_radius = 1
+batch = 8
+device = "cpu"
+[similarity]
+n_queries = 2
+k = 3
+device = "cpu"
+"#,
+    )
+    .unwrap();
+    let s = ok(&["run", toml.to_str().unwrap()]);
+    let sim = &s["similarity"];
+    assert_eq!(sim["n_tiles"], 25);
+    assert_eq!(sim["n_train"], s["train"]["n_train"]);
+    let run = t.path().join("run");
+    let knn: Value = serde_json::from_str(&std::fs::read_to_string(run.join("similarity/knn.json")).unwrap()).unwrap();
+    assert_eq!(knn.as_array().unwrap().len(), 2);
+    assert_eq!(knn[0]["neighbours"].as_array().unwrap().len(), 3);
+    let recorded = std::fs::read_to_string(run.join("pipeline.toml")).unwrap();
+    assert!(recorded.contains("[similarity]") && recorded.contains("sketch_dim = 1024"), "defaults recorded: {recorded}");
+}
