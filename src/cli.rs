@@ -37,6 +37,8 @@ pub enum Command {
     /// Gradient-kernel similarity of the training tiles as the network sees them: N_S,
     /// denoising factors, most similar tiles
     Similarity(SimilarityArgs),
+    /// The paper's 1-D toy: MLPs fit sin(2πfα) on a circle; N_S against frequency and curvature
+    Toy1d(Toy1dArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -299,6 +301,32 @@ pub struct SimilarityArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct Toy1dArgs {
+    /// Output directory (summary.json, samples.csv)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Target frequencies f of sin(2πfα), positive integers
+    #[arg(long, value_delimiter = ',', value_name = "F,..", default_values_t = simreg::learn::Toy1dParams::default().frequencies)]
+    pub frequencies: Vec<u32>,
+    /// One run per seed and frequency
+    #[arg(long, value_delimiter = ',', value_name = "S,..", default_values_t = simreg::learn::Toy1dParams::default().seeds)]
+    pub seeds: Vec<u64>,
+    /// Training samples (α uniform on [0, 1))
+    #[arg(long, default_value_t = simreg::learn::Toy1dParams::default().n)]
+    pub n: usize,
+    #[arg(long, default_value_t = simreg::learn::Toy1dParams::default().epochs)]
+    pub epochs: usize,
+    /// Adam learning rate (constant)
+    #[arg(long, default_value_t = simreg::learn::Toy1dParams::default().lr)]
+    pub lr: f64,
+    #[arg(long, default_value_t = simreg::learn::Toy1dParams::default().batch)]
+    pub batch: usize,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

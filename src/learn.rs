@@ -249,3 +249,128 @@ pub fn run_similarity(model: &Path, labels: &Path, out: &Path, p: &SimilarityPar
     let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no similarity summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
+
+/// `[toy1d]` / `simreg toy1d`: the paper's 1-D toy (paper.md §5): an MLP learns sin(2πfα) on
+/// the circle x = (cos 2πα, sin 2πα), then N_S of every training sample is compared across
+/// frequencies f and against the target's curvature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toy1dParams {
+    /// Target frequencies f (positive integers: the input circle has no boundary).
+    #[serde(default = "d_toy_frequencies")]
+    pub frequencies: Vec<u32>,
+    /// One training run per seed and frequency (data, initialisation and batch order).
+    #[serde(default = "d_toy_seeds")]
+    pub seeds: Vec<u64>,
+    /// Training samples, α uniform on [0, 1).
+    #[serde(default = "d_toy_n")]
+    pub n: usize,
+    #[serde(default = "d_toy_epochs")]
+    pub epochs: usize,
+    /// Adam learning rate (constant).
+    #[serde(default = "d_toy_lr")]
+    pub lr: f64,
+    #[serde(default = "d_toy_batch")]
+    pub batch: usize,
+}
+
+fn d_toy_frequencies() -> Vec<u32> { vec![1, 2, 4, 8] }
+fn d_toy_seeds() -> Vec<u64> { vec![0, 1, 2] }
+fn d_toy_n() -> usize { 2048 }
+fn d_toy_epochs() -> usize { 200 }
+fn d_toy_lr() -> f64 { 3e-4 }
+fn d_toy_batch() -> usize { 64 }
+
+impl Default for Toy1dParams {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl Toy1dParams {
+    /// One-line errors for parameters the toy cannot run with.
+    pub fn check(&self) -> Result<()> {
+        if self.frequencies.is_empty() {
+            bail!("toy1d: frequencies is empty");
+        }
+        if self.frequencies.contains(&0) {
+            bail!("toy1d: frequencies must be positive integers (got 0)");
+        }
+        if has_duplicates(&self.frequencies) {
+            bail!("toy1d: frequencies has duplicates: {:?}", self.frequencies);
+        }
+        if self.seeds.is_empty() {
+            bail!("toy1d: seeds is empty");
+        }
+        if has_duplicates(&self.seeds) {
+            bail!("toy1d: seeds has duplicates: {:?}", self.seeds);
+        }
+        if self.n < 2 {
+            bail!("toy1d: n must be at least 2 (got {})", self.n);
+        }
+        if self.epochs == 0 {
+            bail!("toy1d: epochs must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("toy1d: batch must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("toy1d: lr must be a positive number (got {})", self.lr);
+        }
+        Ok(())
+    }
+}
+
+fn has_duplicates<T: Ord + Clone>(v: &[T]) -> bool {
+    let mut s = v.to_vec();
+    s.sort();
+    s.windows(2).any(|w| w[0] == w[1])
+}
+
+/// `toy1d/summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Toy1dSummary {
+    pub out: PathBuf,
+    pub settings: Toy1dParams,
+    /// Parameters of the MLP (p).
+    pub params: i64,
+    /// One entry per frequency, in increasing f.
+    pub frequencies: Vec<Toy1dFrequency>,
+    /// The mean N_S (over seeds) strictly decreases as f increases; null with one frequency.
+    pub ns_strictly_decreasing: Option<bool>,
+    /// corr(N_S, log(1 + curvature)), mean over seeds, is below −0.5 at every f ≤ 2; null when
+    /// no f ≤ 2 was run.
+    pub corr_below_minus_half_for_f_le_2: Option<bool>,
+    /// Training plus N_S, per run (one frequency, one seed).
+    pub seconds_per_run: f64,
+    pub seconds: f64,
+}
+
+/// What the runs of one frequency gave; `*_per_seed` follow `settings.seeds`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Toy1dFrequency {
+    pub f: u32,
+    /// Mean over the training samples of N_S(x_i) = Σ_j k^C(x_i, x_j).
+    pub ns_mean_per_seed: Vec<f64>,
+    pub ns_mean: f64,
+    /// Smallest and largest N_S of a sample, over all seeds.
+    pub ns_min: f64,
+    pub ns_max: f64,
+    /// Pearson correlation of N_S with log(1 + curvature) over the samples (null when N_S is
+    /// constant).
+    pub corr_per_seed: Vec<Option<f64>>,
+    pub corr_mean: Option<f64>,
+    /// Mean |prediction − clean target| over the training samples.
+    pub mae_per_seed: Vec<f64>,
+    pub mae: f64,
+}
+
+/// Runs `simreg-learn toy1d` and returns its summary.
+pub fn run_toy1d(out: &Path, p: &Toy1dParams, quiet: bool, threads: Option<usize>) -> Result<Toy1dSummary> {
+    p.check()?;
+    let mut cmd = command(quiet, threads)?;
+    cmd.arg("toy1d").arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no toy1d summary", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}

@@ -154,13 +154,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Toy1d(a) => {
+            let params = simreg::learn::Toy1dParams { frequencies: a.frequencies, seeds: a.seeds, n: a.n, epochs: a.epochs, lr: a.lr, batch: a.batch };
+            params.check()?;
+            let s = simreg::learn::run_toy1d(&a.out, &params, cli.quiet || a.json, cli.threads)?;
+            pipeline::record_stage(&a.out, "toy1d", &params)?;
+            print_toy1d_summary(&s, a.json, cli.quiet)
+        }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
                 let stem = args.pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
                 std::path::Path::new("runs").join(stem)
             });
-            let s = pipeline::run(&p, &out, cli.quiet)?;
+            let s = pipeline::run(&p, &out, cli.quiet, cli.threads)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -180,6 +187,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let (Some(sm), false) = (&s.similarity, cli.quiet) {
                     println!("similarity: {} tiles, N_S mean {:.1} median {:.1} → {}", sm.n_tiles, sm.ns_mean, sm.ns_median, sm.out.display());
+                }
+                if let Some(t) = &s.toy1d {
+                    print_toy1d_summary(t, false, cli.quiet)?;
                 }
                 if !s.sweep.is_empty() && !cli.quiet {
                     println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");
@@ -271,6 +281,22 @@ fn print_train_summary(s: &simreg::learn::TrainSummary, json: bool, quiet: bool)
             "trained {} parameters on {} tiles ({} held out) on {}, {:.0} samples/s; held-out RMSE per axis: labels vs truth {}, network vs truth {}, network vs labels {:.3} px; model in {}",
             s.params, s.n_train, s.n_val, s.device, s.samples_per_s, f(s.label_rmse_truth_px), f(s.net_rmse_truth_px), s.net_rmse_labels_px, s.out.display()
         );
+    }
+    Ok(())
+}
+
+fn print_toy1d_summary(s: &simreg::learn::Toy1dSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        let flag = |v: Option<bool>| v.map_or("n/a", |b| if b { "yes" } else { "no" });
+        println!("1-D toy (seeds {:?}, n = {}, {} epochs, {:.1} s per run) → {}", s.settings.seeds, s.settings.n, s.settings.epochs, s.seconds_per_run, s.out.display());
+        println!("  f | mean N_S | corr(N_S, log(1+curvature)) | MAE");
+        for t in &s.frequencies {
+            let c = t.corr_mean.map_or("n/a".to_string(), |c| format!("{c:+.2}"));
+            println!("  {:>2} | {:>8.1} | {c:>6} | {:.4}", t.f, t.ns_mean, t.mae);
+        }
+        println!("  mean N_S strictly decreasing in f: {}; corr < -0.5 for f <= 2: {}", flag(s.ns_strictly_decreasing), flag(s.corr_below_minus_half_for_f_le_2));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::labels::{self, LabelOptions, LabelParams, LabelSummary};
 use crate::synth::{self, SynthParams, SynthSummary};
 use crate::tiling::prepare::ModalityInput;
 use crate::tiling::manifest::ModalityKind;
-use crate::learn::{self, SimilarityParams, SimilaritySummary, TrainParams, TrainSummary};
+use crate::learn::{self, SimilarityParams, SimilaritySummary, Toy1dParams, Toy1dSummary, TrainParams, TrainSummary};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub train: Option<TrainParams>,
     /// `[similarity]`: the gradient-kernel analysis of the trained model.
     pub similarity: Option<SimilarityParams>,
+    /// `[toy1d]`: the paper's 1-D toy (independent of the other stages) into `RUN/toy1d/`.
+    pub toy1d: Option<Toy1dParams>,
     /// `[sweep]`: run `[labels]` and `[train]` once per label-noise σ (same tiles, same
     /// network) into `RUN/sweep/sigma_<σ>/`, and gather `RUN/noise_sweep.json`.
     pub sweep: Option<SweepSection>,
@@ -110,8 +112,11 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.synth.is_empty() {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels] or [train] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity] or [toy1d] table)", path.display());
+        }
+        if let Some(t) = &p.toy1d {
+            t.check().with_context(|| format!("pipeline '{}': [toy1d]", path.display()))?;
         }
         for (name, s) in &p.synth {
             s.check().with_context(|| format!("pipeline '{}': [synth.{name}]", path.display()))?;
@@ -164,17 +169,20 @@ pub struct RunSummary {
     pub labels: Option<LabelSummary>,
     pub train: Option<TrainSummary>,
     pub similarity: Option<SimilaritySummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toy1d: Option<Toy1dSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep: Vec<TrainSummary>,
 }
 
-/// Runs every stage the pipeline has, in order, into `run_dir`.
-pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
+/// Runs every stage the pipeline has, in order, into `run_dir`; `threads` is passed on to the
+/// learning stages (`simreg-learn --threads`).
+pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) -> Result<RunSummary> {
     atomic::create_dir(run_dir)?;
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, similarity: None, sweep: Vec::new() };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, similarity: None, toy1d: None, sweep: Vec::new() };
     for (name, params) in &p.synth {
         let s = synth::ensure(params, &run_dir.join("synth").join(name))?;
         summary.synth.push(s);
@@ -182,6 +190,10 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
     if let Some(t) = &p.tile {
         let scenes: Vec<SceneInput> = t.scene.iter().map(|s| resolve_synth(s, run_dir)).collect();
         summary.tile = Some(tiling::run(&scenes, &t.params(), &run_dir.join("tiles"), &TileOptions { quiet })?);
+    }
+    // Independent of the other stages (before the sweep, which ends the run).
+    if let Some(t) = &p.toy1d {
+        summary.toy1d = Some(learn::run_toy1d(&run_dir.join("toy1d"), t, quiet, threads)?);
     }
     if let (Some(sweep), Some(l), Some(t)) = (&p.sweep, &p.labels, &p.train) {
         for &sigma in &sweep.sigma {
@@ -197,7 +209,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
             atomic::create_dir(&dir)?;
             labels::run(&run_dir.join("tiles"), &dir.join("labels"), &lp, &LabelOptions { quiet })?;
             record_stage(&dir.join("labels"), "labels", &lp)?;
-            summary.sweep.push(learn::run_train(&dir.join("labels"), &dir.join("train"), t, quiet, None)?);
+            summary.sweep.push(learn::run_train(&dir.join("labels"), &dir.join("train"), t, quiet, threads)?);
         }
         atomic::write_json(&run_dir.join("noise_sweep.json"), &summary.sweep)?;
         return Ok(summary);
@@ -206,10 +218,10 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
         summary.labels = Some(labels::run(&run_dir.join("tiles"), &run_dir.join("labels"), l, &LabelOptions { quiet })?);
     }
     if let Some(t) = &p.train {
-        summary.train = Some(learn::run_train(&run_dir.join("labels"), &run_dir.join("train"), t, quiet, None)?);
+        summary.train = Some(learn::run_train(&run_dir.join("labels"), &run_dir.join("train"), t, quiet, threads)?);
     }
     if let Some(s) = &p.similarity {
-        summary.similarity = Some(learn::run_similarity(&run_dir.join("train"), &run_dir.join("labels"), &run_dir.join("similarity"), s, quiet, None)?);
+        summary.similarity = Some(learn::run_similarity(&run_dir.join("train"), &run_dir.join("labels"), &run_dir.join("similarity"), s, quiet, threads)?);
     }
     Ok(summary)
 }

@@ -3,4 +3,5 @@
 pub mod device;
 pub mod model;
 pub mod similarity;
+pub mod toy1d;
 pub mod train;

@@ -92,6 +92,14 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
+    /// The paper's 1-D toy (paper.md §5): N_S against frequency and curvature
+    Toy1d {
+        #[arg(long)]
+        out: PathBuf,
+        /// Toy1dParams as JSON (defaults for absent fields)
+        #[arg(long, default_value = "{}")]
+        params_json: String,
+    },
     Info {
         #[arg(long)]
         json: bool,
@@ -138,7 +146,10 @@ fn main() -> ExitCode {
     let level = if cli.quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The toy's MLP is too small to gain from intra-op threads, and OpenMP threads competing
+    // with other work for the cores slow it down many times: one thread unless asked.
+    let all = || if matches!(cli.command, Command::Toy1d { .. }) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let threads = cli.threads.unwrap_or_else(all);
     simreg_learn::device::set_threads(threads);
     match dispatch(cli.command, cli.quiet) {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,6 +173,10 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Similarity { model, labels, out, params_json } => {
             let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;
             simreg_learn::similarity::stage::run(&model, &labels, &out, &p, quiet)?;
+        }
+        Command::Toy1d { out, params_json } => {
+            let p: simreg::learn::Toy1dParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("toy1d parameters: {e}"))?;
+            simreg_learn::toy1d::run(&out, &p, quiet)?;
         }
         Command::BenchJacobian { net, batch, warmup, steps } => {
             let r = simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;
