@@ -39,6 +39,8 @@ pub enum Command {
     Similarity(SimilarityArgs),
     /// The paper's 1-D toy: MLPs fit sin(2πfα) on a circle; N_S against frequency and curvature
     Toy1d(Toy1dArgs),
+    /// Similarity-enforcing training study: baseline vs both signs of the pair term, over seeds
+    EnforceStudy(EnforceStudyArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -202,6 +204,15 @@ pub struct LabelsArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
+    /// Similarity enforcement: λ of a pair term on the gradient kernel (double back-propagation)
+    #[arg(long, value_name = "LAMBDA")]
+    pub enforce_similarity: Option<f64>,
+    /// Where the known-similar pairs come from
+    #[arg(long, value_enum, requires = "enforce_similarity")]
+    pub pairs: Option<simreg::learn::PairKind>,
+    /// minus: λ(1 − k^C), raises similarity (default); plus: λ·k^C, the reference code's sign
+    #[arg(long, value_enum, requires = "enforce_similarity")]
+    pub enforce_sign: Option<simreg::learn::EnforceSign>,
     /// Labels directory written by `simreg labels`
     #[arg(long, value_name = "DIR")]
     pub labels: PathBuf,
@@ -328,6 +339,21 @@ pub struct Toy1dArgs {
     #[arg(long, default_value_t = simreg::learn::Toy1dParams::default().batch)]
     pub batch: usize,
     /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EnforceStudyArgs {
+    /// Labels directory (with truth: the error is measured against it, for reporting only)
+    #[arg(long, value_name = "DIR")]
+    pub labels: PathBuf,
+    /// Output directory: enforce_study.json, enforce_curves.csv
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// EnforceStudyParams as TOML inline fields, e.g. 'seeds = 10, steps = 300, lambda = 1.0'
+    #[arg(long, default_value = "")]
+    pub params: String,
     #[arg(long)]
     pub json: bool,
 }

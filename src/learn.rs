@@ -55,6 +55,14 @@ pub struct TrainParams {
     pub seed: u64,
     #[serde(default = "d_device")]
     pub device: DeviceChoice,
+    /// Similarity enforcement (λ of the pair term; absent: off). Absent fields are not
+    /// serialised, so runs without it keep their resume key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_similarity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<PairKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_sign: Option<EnforceSign>,
 }
 
 fn d_epochs() -> usize { 40 }
@@ -372,5 +380,95 @@ pub fn run_toy1d(out: &Path, p: &Toy1dParams, quiet: bool, threads: Option<usize
     cmd.arg("toy1d").arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
     run_child(cmd)?;
     let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no toy1d summary", out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Similarity enforcement: the sign of the pair term (see simreg-learn's `enforce` module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnforceSign {
+    /// λ·(1 − k^C): pushes known-similar pairs to be seen as similar (the paper's intent).
+    Minus,
+    /// λ·k^C: the sign of the reference code's released loss (lowers similarity).
+    Plus,
+}
+
+/// Where pairs known to be similar come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairKind {
+    /// The same tile under two independent noise realisations (speckle-like on the moving
+    /// bands, weaker on the reference bands): the same displacement.
+    Noise,
+    /// The same tile under two photometric jitters (gain and offset per band).
+    Photometric,
+}
+
+/// `[enforce_study]` / `simreg enforce-study`: validation error against truth versus steps,
+/// baseline against similarity-enforced training with both signs, over several seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforceStudyParams {
+    #[serde(default = "d_seeds")]
+    pub seeds: usize,
+    #[serde(default = "d_study_steps")]
+    pub steps: usize,
+    #[serde(default = "d_eval_every")]
+    pub eval_every: usize,
+    /// λ of the pair term.
+    #[serde(default = "d_lambda")]
+    pub lambda: f64,
+    /// The fixed held-out error against truth (px per axis) whose first crossing is counted.
+    #[serde(default = "d_threshold")]
+    pub threshold_px: f64,
+    #[serde(default = "d_pairs")]
+    pub pairs: PairKind,
+    /// Pairs per step (taken from the step's batch).
+    #[serde(default = "d_pairs_per_step")]
+    pub pairs_per_step: usize,
+    #[serde(default = "d_study_batch")]
+    pub batch: usize,
+    #[serde(default = "d_study_lr")]
+    pub lr: f64,
+    #[serde(default = "d_study_width")]
+    pub width: i64,
+    #[serde(default = "d_study_depth")]
+    pub depth: usize,
+    #[serde(default = "d_study_corr")]
+    pub corr_radius: i64,
+    /// Held-out tiles evaluated at each evaluation (the first ones of the validation split).
+    #[serde(default = "d_val_tiles")]
+    pub val_tiles: usize,
+    #[serde(default = "d_device")]
+    pub device: DeviceChoice,
+}
+
+fn d_seeds() -> usize { 10 }
+fn d_study_steps() -> usize { 300 }
+fn d_eval_every() -> usize { 10 }
+fn d_lambda() -> f64 { 1.0 }
+fn d_threshold() -> f64 { 2.0 }
+fn d_pairs() -> PairKind { PairKind::Noise }
+fn d_pairs_per_step() -> usize { 2 }
+fn d_study_batch() -> usize { 8 }
+fn d_study_lr() -> f64 { 1e-3 }
+fn d_study_width() -> i64 { 4 }
+fn d_study_depth() -> usize { 2 }
+fn d_study_corr() -> i64 { 2 }
+fn d_val_tiles() -> usize { 64 }
+
+impl Default for EnforceStudyParams {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// Runs `simreg-learn enforce-study`; returns the path of RUN/enforce_study.json.
+pub fn run_enforce_study(labels: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool, threads: Option<usize>) -> Result<serde_json::Value> {
+    let mut cmd = command(quiet, threads)?;
+    cmd.arg("enforce-study").arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    run_child(cmd)?;
+    let path = out.join("enforce_study.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("'{}': not written", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }

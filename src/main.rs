@@ -112,6 +112,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 augment: !a.no_augment,
                 seed: a.seed,
                 device: a.device,
+                enforce_similarity: a.enforce_similarity,
+                pairs: a.pairs,
+                enforce_sign: a.enforce_sign,
             };
             let s = simreg::learn::run_train(&a.labels, &a.out, &params, cli.quiet || a.json, cli.threads)?;
             pipeline::record_stage(&a.out, "train", &params)?;
@@ -160,6 +163,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let s = simreg::learn::run_toy1d(&a.out, &params, cli.quiet || a.json, cli.threads)?;
             pipeline::record_stage(&a.out, "toy1d", &params)?;
             print_toy1d_summary(&s, a.json, cli.quiet)
+        }
+        Command::EnforceStudy(a) => {
+            #[derive(serde::Deserialize)]
+            struct Inline {
+                p: simreg::learn::EnforceStudyParams,
+            }
+            let inline: Inline = toml::from_str(&format!("p = {{ {} }}", a.params)).map_err(|e| anyhow::anyhow!("--params '{}': {}", a.params, simreg::raster::one_line(e.message())))?;
+            let params = inline.p;
+            let v = simreg::learn::run_enforce_study(&a.labels, &a.out, &params, cli.quiet || a.json, cli.threads)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if !cli.quiet {
+                println!("enforce study in {} (step cost ratio {:.2}):", a.out.display(), v["step_cost_ratio"].as_f64().unwrap_or(f64::NAN));
+                for arm in ["baseline", "plus_cos", "minus_cos"] {
+                    let x = &v["arms"][arm];
+                    println!("  {arm:9}  reached {}/{}  steps {:?} ± {:?}  final error {:.3} ± {:.3} px", x["reached"], x["seeds"], x["steps_mean"].as_f64(), x["steps_std"].as_f64(), x["final_error_mean"].as_f64().unwrap_or(f64::NAN), x["final_error_std"].as_f64().unwrap_or(f64::NAN));
+                }
+            }
+            Ok(())
         }
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;

@@ -31,6 +31,8 @@ pub struct Pipeline {
     pub similarity: Option<SimilarityParams>,
     /// `[toy1d]`: the paper's 1-D toy (independent of the other stages) into `RUN/toy1d/`.
     pub toy1d: Option<Toy1dParams>,
+    /// `[enforce_study]`: the similarity-enforcement study on the run's labels (RUN/labels).
+    pub enforce_study: Option<crate::learn::EnforceStudyParams>,
     /// `[sweep]`: run `[labels]` and `[train]` once per label-noise σ (same tiles, same
     /// network) into `RUN/sweep/sigma_<σ>/`, and gather `RUN/noise_sweep.json`.
     pub sweep: Option<SweepSection>,
@@ -112,7 +114,7 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
             bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity] or [toy1d] table)", path.display());
         }
         if let Some(t) = &p.toy1d {
@@ -219,6 +221,9 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) ->
     }
     if let Some(t) = &p.train {
         summary.train = Some(learn::run_train(&run_dir.join("labels"), &run_dir.join("train"), t, quiet, threads)?);
+    }
+    if let Some(e) = &p.enforce_study {
+        learn::run_enforce_study(&run_dir.join("labels"), run_dir, e, quiet, threads)?;
     }
     if let Some(s) = &p.similarity {
         summary.similarity = Some(learn::run_similarity(&run_dir.join("train"), &run_dir.join("labels"), &run_dir.join("similarity"), s, quiet, threads)?);

@@ -72,6 +72,15 @@ enum Command {
         #[arg(long, default_value = "{}")]
         params_json: String,
     },
+    /// Baseline vs similarity-enforced training (both signs) over seeds: RUN/enforce_study.json
+    EnforceStudy {
+        #[arg(long)]
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "{}")]
+        params_json: String,
+    },
     /// Per-sample Jacobian throughput on random inputs (scripts/bench_similarity.sh)
     BenchJacobian {
         #[command(flatten)]
@@ -177,6 +186,10 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Toy1d { out, params_json } => {
             let p: simreg::learn::Toy1dParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("toy1d parameters: {e}"))?;
             simreg_learn::toy1d::run(&out, &p, quiet)?;
+        }
+        Command::EnforceStudy { labels, out, params_json } => {
+            let p: simreg::learn::EnforceStudyParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("enforce-study parameters: {e}"))?;
+            simreg_learn::enforce::study::run(&labels, &out, &p, quiet)?;
         }
         Command::BenchJacobian { net, batch, warmup, steps } => {
             let r = simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;

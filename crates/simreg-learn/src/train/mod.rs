@@ -70,12 +70,12 @@ pub struct TrainOptions {
     pub quiet: bool,
 }
 
-struct Split {
-    train: Vec<usize>,
-    val: Vec<usize>,
+pub(crate) struct Split {
+    pub(crate) train: Vec<usize>,
+    pub(crate) val: Vec<usize>,
 }
 
-fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
+pub(crate) fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5911_7000);
     idx.shuffle(&mut rng);
@@ -88,14 +88,14 @@ fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
 }
 
 /// Tensors of the whole data set on the device.
-struct Tensors {
-    reference: Tensor,
-    moving: Tensor,
-    field: Tensor,
-    label: Tensor,
+pub(crate) struct Tensors {
+    pub(crate) reference: Tensor,
+    pub(crate) moving: Tensor,
+    pub(crate) field: Tensor,
+    pub(crate) label: Tensor,
 }
 
-fn tensors(d: &Dataset, scale: f64, device: Device) -> Tensors {
+pub(crate) fn tensors(d: &Dataset, scale: f64, device: Device) -> Tensors {
     let (n, t, c) = (d.len() as i64, d.target.tile_size as i64, d.target.centre_size as i64);
     let label: Vec<f32> = d.label.iter().flat_map(|l| [l[0], l[1]]).collect();
     Tensors {
@@ -198,6 +198,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
 
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(out.join("log.jsonl"))?;
     let idx_tensor = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to(device);
+    let params = vs.trainable_variables();
     let mut epoch = st.epoch;
     while epoch < p.epochs && st.bad_epochs < p.patience {
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
@@ -216,7 +217,13 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
             let f = sym.field(&tens.field.index_select(0, &i));
             let l = sym.vectors(&tens.label.index_select(0, &i));
             let dense = net.forward(&r, &m);
-            let loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+            let mut loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+            if let Some(lambda) = p.enforce_similarity.filter(|l| *l > 0.0) {
+                // Similarity enforcement on pairs made from the batch's first two samples.
+                let k = (chunk.len() as i64).min(2);
+                let [a, b] = crate::enforce::make_pairs(p.pairs.unwrap_or(crate::enforce::PairKind::Noise), &r.narrow(0, 0, k), &m.narrow(0, 0, k));
+                loss = loss + crate::enforce::similarity_term(&net, &params, &a, &b, lambda, p.enforce_sign.unwrap_or(crate::enforce::Sign::Minus));
+            }
             let v = loss.double_value(&[]);
             if !v.is_finite() {
                 bail!("training diverged at epoch {} step {} (loss {v}); the last good checkpoint is kept in '{}'", epoch + 1, st.step, out.display());

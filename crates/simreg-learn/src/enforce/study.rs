@@ -1,0 +1,147 @@
+//! The speed-up study (issue 8): held-out error against truth versus training steps for the
+//! baseline and for similarity-enforced training with both signs, over several seeds; steps to
+//! a fixed error, and the cost of an enforced step against a plain one. Truth is read only to
+//! report the error, never for gradients.
+use super::{make_pairs, similarity_term, Sign};
+use crate::model::{mean_of, Net, NetConfig};
+use crate::train::{data, predict, rmse, split, tensors};
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use simreg::learn::EnforceStudyParams;
+use simreg::util::atomic;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+
+const ARMS: [(&str, Option<Sign>); 3] = [("baseline", None), ("plus_cos", Some(Sign::Plus)), ("minus_cos", Some(Sign::Minus))];
+
+#[derive(Serialize)]
+struct Arm {
+    seeds: usize,
+    /// Per seed: the first evaluated step with held-out error ≤ threshold (null: never).
+    steps_to_threshold: Vec<Option<usize>>,
+    reached: usize,
+    /// Over the seeds that reached it.
+    steps_mean: Option<f64>,
+    steps_std: Option<f64>,
+    final_error_mean: f64,
+    final_error_std: f64,
+    /// Mean and std over seeds of the held-out error at each evaluated step.
+    curve: Vec<(usize, f64, f64)>,
+    seconds_per_step: f64,
+}
+
+#[derive(Serialize)]
+struct Study {
+    params: EnforceStudyParams,
+    labels: String,
+    n_train: usize,
+    n_val_evaluated: usize,
+    params_count: i64,
+    arms: BTreeMap<String, Arm>,
+    /// Seconds per enforced step (minus_cos) over seconds per plain step.
+    step_cost_ratio: f64,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -> Result<()> {
+    if p.seeds == 0 || p.steps == 0 || p.eval_every == 0 || p.batch == 0 || p.pairs_per_step == 0 || p.pairs_per_step > p.batch {
+        bail!("enforce study: seeds, steps, eval_every, batch ≥ 1 and 1 ≤ pairs_per_step ≤ batch");
+    }
+    let device = crate::device::resolve(p.device)?;
+    let d = data::load(labels_dir)?;
+    let truth = data::load_truth(labels_dir)?.with_context(|| format!("labels '{}' have no truth.json: the study measures the error against truth", labels_dir.display()))?;
+    let sp = split(d.len(), 0.2, 0);
+    let val: Vec<usize> = sp.val.iter().copied().take(p.val_tiles.max(1)).collect();
+    let val_truth: Vec<[f64; 2]> = val.iter().map(|&i| truth.get(&d.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect();
+    let ms: f64 = sp.train.iter().map(|&i| (d.label[i][0] as f64).powi(2) + (d.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * sp.train.len()) as f64;
+    let scale = ms.sqrt().max(0.5);
+    let tens = tensors(&d, scale, device);
+    let cfg = NetConfig {
+        reference_bands: d.reference_bands,
+        moving_bands: d.moving_bands,
+        tile_size: d.target.tile_size,
+        centre_offset: d.target.centre_offset,
+        centre_size: d.target.centre_size,
+        width: p.width,
+        depth: p.depth,
+        scale_px: scale,
+        corr_radius: p.corr_radius,
+    };
+    cfg.check()?;
+    let mut csv = String::from("arm,seed,step,val_rmse_truth_px\n");
+    let mut arms = BTreeMap::new();
+    let mut n_params = 0;
+    for (name, sign) in ARMS {
+        let (mut curves, mut reached, mut secs, mut steps_run) = (Vec::new(), Vec::new(), 0.0, 0usize);
+        for seed in 0..p.seeds {
+            tch::manual_seed(seed as i64);
+            let vs = nn::VarStore::new(device);
+            let net = Net::new(&vs.root(), cfg.clone());
+            let params = vs.trainable_variables();
+            n_params = params.iter().map(|t| t.numel() as i64).sum();
+            let mut opt = nn::Adam::default().build(&vs, p.lr)?;
+            // The same batches for every arm (they depend on the seed only).
+            let mut rng = ChaCha8Rng::seed_from_u64(seed as u64 ^ 0xE7F0);
+            let eval = |net: &Net| rmse(&predict(net, &tens.reference, &tens.moving, &val, 64), &val_truth);
+            let mut curve = vec![(0usize, eval(&net))];
+            for step in 1..=p.steps {
+                let idx: Vec<i64> = (0..p.batch).map(|_| sp.train[rng.gen_range(0..sp.train.len())] as i64).collect();
+                let i = Tensor::from_slice(&idx).to(device);
+                let t0 = Instant::now();
+                let (r, m) = (tens.reference.index_select(0, &i), tens.moving.index_select(0, &i));
+                let dense = net.forward(&r, &m);
+                let mut loss = (&dense - tens.field.index_select(0, &i)).square().mean(Kind::Float) + (mean_of(&dense) - tens.label.index_select(0, &i)).square().mean(Kind::Float);
+                if let Some(sign) = sign {
+                    let k = p.pairs_per_step as i64;
+                    let [a, b] = make_pairs(p.pairs, &r.narrow(0, 0, k), &m.narrow(0, 0, k));
+                    loss = loss + similarity_term(&net, &params, &a, &b, p.lambda, sign);
+                }
+                let v = loss.double_value(&[]);
+                if !v.is_finite() {
+                    bail!("enforce study: arm {name}, seed {seed}: loss diverged at step {step}");
+                }
+                opt.backward_step(&loss);
+                secs += t0.elapsed().as_secs_f64();
+                steps_run += 1;
+                if step % p.eval_every == 0 || step == p.steps {
+                    curve.push((step, eval(&net)));
+                }
+            }
+            for &(step, e) in &curve {
+                let _ = writeln!(csv, "{name},{seed},{step},{e:.5}");
+            }
+            reached.push(curve.iter().find(|c| c.1 <= p.threshold_px).map(|c| c.0));
+            if !quiet {
+                eprintln!("enforce study: {name:9} seed {seed:2}: final held-out error {:.3} px, threshold {} px at step {:?}", curve.last().expect("≥ 1").1, p.threshold_px, reached.last().expect("pushed"));
+            }
+            curves.push(curve);
+        }
+        let finals: Vec<f64> = curves.iter().map(|c| c.last().expect("≥ 1").1).collect();
+        let (fm, fs) = mean_std(&finals);
+        let hit: Vec<f64> = reached.iter().flatten().map(|&s| s as f64).collect();
+        let (sm, ss) = if hit.is_empty() { (None, None) } else { let (m, s) = mean_std(&hit); (Some(m), Some(s)) };
+        let curve = (0..curves[0].len()).map(|k| {
+            let v: Vec<f64> = curves.iter().map(|c| c[k].1).collect();
+            let (m, s) = mean_std(&v);
+            (curves[0][k].0, m, s)
+        }).collect();
+        arms.insert(name.to_string(), Arm { seeds: p.seeds, reached: hit.len(), steps_to_threshold: reached, steps_mean: sm, steps_std: ss, final_error_mean: fm, final_error_std: fs, curve, seconds_per_step: secs / steps_run as f64 });
+    }
+    let ratio = arms["minus_cos"].seconds_per_step / arms["baseline"].seconds_per_step;
+    let study = Study { params: p.clone(), labels: labels_dir.display().to_string(), n_train: sp.train.len(), n_val_evaluated: val.len(), params_count: n_params, arms, step_cost_ratio: ratio };
+    atomic::create_dir(out)?;
+    atomic::write_bytes(&out.join("enforce_curves.csv"), csv.as_bytes())?;
+    atomic::write_json(&out.join("enforce_study.json"), &study)?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Similarity-enforcing training through the CLI: `train --enforce-similarity` and the study.
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn ok(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let o = simreg(&a);
+    assert!(o.status.success(), "simreg {args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("--json prints JSON")
+}
+
+#[test]
+fn enforced_training_and_the_study_run_and_report_every_arm() {
+    let t = tempfile::tempdir().unwrap();
+    let d = |p: &str| t.path().join(p).to_string_lossy().into_owned();
+    ok(&["synth", "--out", &d("synth"), "--size", "96", "--seed", "5"]);
+    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "16", "--out", &d("tiles")]);
+    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3", "--noise", "iid", "--sigma", "4", "--seed", "2"]);
+    let net = ["--width", "2", "--depth", "2", "--corr-radius", "1", "--batch", "4", "--epochs", "1", "--device", "cpu", "--seed", "3"];
+    let labels = d("labels");
+    let train = |out: &str, extra: &[&str]| {
+        let mut a = vec!["train", "--labels", labels.as_str(), "--out", out];
+        a.extend_from_slice(&net);
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let plain = d("plain");
+    let enforced = d("enforced");
+    train(&plain, &[]);
+    train(&enforced, &["--enforce-similarity", "1.0", "--pairs", "photometric"]);
+    let (a, b) = (std::fs::read(t.path().join("plain/model.safetensors")).unwrap(), std::fs::read(t.path().join("enforced/model.safetensors")).unwrap());
+    assert_ne!(a, b, "the pair term changes the training");
+    let rec = std::fs::read_to_string(t.path().join("pipeline.toml")).unwrap();
+    assert!(rec.contains("enforce_similarity = 1.0") && rec.contains("pairs = \"photometric\""), "{rec}");
+
+    let v = ok(&["enforce-study", "--labels", &d("labels"), "--out", &d("study"), "--params", "seeds = 2, steps = 4, eval_every = 2, width = 2, depth = 2, corr_radius = 1, batch = 4, device = \"cpu\""]);
+    for arm in ["baseline", "plus_cos", "minus_cos"] {
+        let x = &v["arms"][arm];
+        assert_eq!(x["seeds"], 2);
+        assert_eq!(x["steps_to_threshold"].as_array().unwrap().len(), 2);
+        // Steps 0, 2, 4 evaluated.
+        assert_eq!(x["curve"].as_array().unwrap().iter().map(|c| c[0].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 4]);
+        assert!(x["final_error_mean"].as_f64().unwrap().is_finite());
+    }
+    // Same seed, same batches, same start: the arms differ only through the pair term.
+    assert_eq!(v["arms"]["baseline"]["curve"][0], v["arms"]["minus_cos"]["curve"][0]);
+    assert!(v["step_cost_ratio"].as_f64().unwrap() > 1.0, "an enforced step costs more than a plain one");
+    let csv = std::fs::read_to_string(t.path().join("study/enforce_curves.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 2 * 3);
+    // Bad parameters: one line, non-zero exit.
+    let o = simreg(&["enforce-study", "--labels", &d("labels"), "--out", &d("bad"), "--params", "seeds = 0"]);
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
