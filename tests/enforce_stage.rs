@@ -3,14 +3,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn ok(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let o = simreg(&a);
-    assert!(o.status.success(), "simreg {args:?}: {}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).expect("--json prints JSON")
-}
-
 #[test]
 fn enforced_training_and_the_study_run_and_report_every_arm() {
     let t = tempfile::tempdir().unwrap();

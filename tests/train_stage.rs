@@ -4,14 +4,6 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn ok(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let o = simreg(&a);
-    assert!(o.status.success(), "simreg {args:?}: {}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).expect("--json prints JSON")
-}
-
 /// synth 128 px → 49 tiles of 32 px → labels (σ = 1 px, A = 3 px).
 fn labelled_run(dir: &Path) -> PathBuf {
     let run = dir.join("run");

@@ -26,6 +26,15 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `simreg ARGS --json`, asserts success and returns the printed JSON.
+pub fn ok(args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let o = simreg(&a);
+    assert!(o.status.success(), "simreg {args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("--json prints JSON")
+}
+
 /// A raster to write: bands as row-major f64 (converted to `dtype`).
 pub struct Fixture {
     pub width: usize,

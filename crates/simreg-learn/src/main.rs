@@ -42,20 +42,10 @@ enum Command {
     },
     /// Training throughput on random inputs (benchmarks: scripts/bench_train.sh)
     BenchTrain {
+        #[command(flatten)]
+        net: BenchNet,
         #[arg(long, default_value_t = 16)]
         batch: i64,
-        #[arg(long, default_value_t = 64)]
-        tile: i64,
-        #[arg(long, default_value_t = 4)]
-        reference_bands: usize,
-        #[arg(long, default_value_t = 2)]
-        moving_bands: usize,
-        #[arg(long, default_value_t = 8)]
-        width: i64,
-        #[arg(long, default_value_t = 3)]
-        depth: usize,
-        #[arg(long, default_value_t = 3)]
-        corr_radius: i64,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
         #[arg(long, default_value_t = 30)]
@@ -199,19 +189,8 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
             let r = simreg_learn::similarity::bench::ns(&net.config(), n, batch)?;
             println!("{}", serde_json::to_string(&r)?);
         }
-        Command::BenchTrain { batch, tile, reference_bands, moving_bands, width, depth, corr_radius, warmup, steps } => {
-            let cfg = simreg_learn::model::NetConfig {
-                reference_bands,
-                moving_bands,
-                tile_size: tile as usize,
-                centre_offset: tile as usize / 4,
-                centre_size: tile as usize / 2,
-                width,
-                depth,
-                scale_px: 1.0,
-                corr_radius,
-            };
-            let r = simreg_learn::train::bench_steps(&cfg, batch, warmup, steps)?;
+        Command::BenchTrain { net, batch, warmup, steps } => {
+            let r = simreg_learn::train::bench_steps(&net.config(), batch, warmup, steps)?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Info { json, device } => {
