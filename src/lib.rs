@@ -2,6 +2,7 @@
 //! learned from noisy labels. One module per stage; typed artefacts on disk between stages.
 //!
 //! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
+pub mod align;
 pub mod labels;
 pub mod learn;
 pub mod pipeline;
