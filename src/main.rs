@@ -217,7 +217,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");
                     for t in &s.sweep {
                         let (l, n) = (t.label_rmse_truth_px.unwrap_or(f64::NAN), t.net_rmse_truth_px.unwrap_or(f64::NAN));
-                        let ratio = if l > 0.0 { format!("{:>5.2}", n / l) } else { "    -".into() };
+                        let ratio = if l > 1e-6 { format!("{:>5.2}", n / l) } else { "    -".into() };
                         println!("  {:>4} | {l:>6.3} | {n:>6.3} | {ratio}", t.sigma_px.unwrap_or(f64::NAN));
                     }
                 }
