@@ -115,7 +115,7 @@ impl Pipeline {
             }
         }
         if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity] or [toy1d] table)", path.display());
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [enforce_study] or [toy1d] table)", path.display());
         }
         if let Some(t) = &p.toy1d {
             t.check().with_context(|| format!("pipeline '{}': [toy1d]", path.display()))?;
