@@ -3,8 +3,8 @@
 //! a fixed error, and the cost of an enforced step against a plain one. Truth is read only to
 //! report the error, never for gradients.
 use super::{make_pairs, similarity_term, Sign};
-use crate::model::{mean_of, Net, NetConfig};
-use crate::train::{data, predict, rmse, split, tensors};
+use crate::model::{Net, NetConfig};
+use crate::train::{data, label_scale, loss, predict, rmse, split, tensors};
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
+use tch::{nn, nn::OptimizerConfig, Tensor};
 
 const ARMS: [(&str, Option<Sign>); 3] = [("baseline", None), ("plus_cos", Some(Sign::Plus)), ("minus_cos", Some(Sign::Minus))];
 
@@ -64,8 +64,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     let sp = split(d.len(), 0.2, 0);
     let val: Vec<usize> = sp.val.iter().copied().take(p.val_tiles.max(1)).collect();
     let val_truth: Vec<[f64; 2]> = val.iter().map(|&i| truth.get(&d.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect();
-    let ms: f64 = sp.train.iter().map(|&i| (d.label[i][0] as f64).powi(2) + (d.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * sp.train.len()) as f64;
-    let scale = ms.sqrt().max(0.5);
+    let scale = label_scale(&d, &sp.train);
     let tens = tensors(&d, scale, device);
     let cfg = NetConfig {
         reference_bands: d.reference_bands,
@@ -101,7 +100,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
                 let t0 = Instant::now();
                 let (r, m) = (tens.reference.index_select(0, &i), tens.moving.index_select(0, &i));
                 let dense = net.forward(&r, &m);
-                let mut loss = (&dense - tens.field.index_select(0, &i)).square().mean(Kind::Float) + (mean_of(&dense) - tens.label.index_select(0, &i)).square().mean(Kind::Float);
+                let mut loss = loss(&dense, &tens.field.index_select(0, &i), &tens.label.index_select(0, &i));
                 if let Some(sign) = sign {
                     let k = p.pairs_per_step as i64;
                     let [a, b] = make_pairs(p.pairs, &r.narrow(0, 0, k), &m.narrow(0, 0, k));

@@ -115,12 +115,18 @@ fn products(deltas: &[Vec<Tensor>], rec: &Recorder, b: i64, d: i64) -> Result<Te
 /// `f` (B, d) must have been computed through the recorded layers; returns (B, d, p).
 pub fn explicit_loop(f: &Tensor, rec: &Recorder) -> Tensor {
     let params: Vec<&Tensor> = rec.layers.iter().flat_map(|l| std::iter::once(&l.weight).chain(l.bias.as_ref())).collect();
+    per_sample_loop(f, &params, false)
+}
+
+/// One backward pass per sample and component of `f` (B, d) onto `params`: (B, d, p). With
+/// `create_graph` the Jacobians stay differentiable (double back-propagation).
+pub fn per_sample_loop<T: std::borrow::Borrow<Tensor>>(f: &Tensor, params: &[T], create_graph: bool) -> Tensor {
     let (b, d) = (f.size()[0], f.size()[1]);
     let mut rows = Vec::with_capacity(b as usize);
     for i in 0..b {
         let mut comps = Vec::with_capacity(d as usize);
         for k in 0..d {
-            let g = Tensor::run_backward(&[f.get(i).get(k)], &params, true, false);
+            let g = Tensor::run_backward(&[f.get(i).get(k)], params, true, create_graph);
             comps.push(Tensor::cat(&g.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0));
         }
         rows.push(Tensor::stack(&comps, 0));

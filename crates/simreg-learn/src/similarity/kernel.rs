@@ -29,9 +29,9 @@ pub fn inv_sqrt(k: &Tensor) -> Tensor {
 
 /// Polar factors A_iᵀ = K_ii^{-1/2} G_iᵀ, (B, d, p) f64, and the Gram matrices K_ii.
 pub fn polar(gt: &Tensor) -> (Tensor, Tensor) {
-    let k = gram(gt);
-    let a = inv_sqrt(&k).bmm(&gt.to_kind(Kind::Double));
-    (a, k)
+    let g = gt.to_kind(Kind::Double);
+    let k = gram(&g);
+    (inv_sqrt(&k).bmm(&g), k)
 }
 
 /// k^C between every pair of two sets of polar factors: (B₁, B₂).

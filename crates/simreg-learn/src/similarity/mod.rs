@@ -133,9 +133,11 @@ pub fn two_passes(
     for (k, chunk) in all.chunks(batch).enumerate() {
         let (r, m) = load(chunk)?;
         let (gt, y) = batch_jacobians(net, &r, &m)?;
-        let (a, _) = kernel::polar(&gt);
+        let g = gt.to_kind(Kind::Double);
+        let (a, k_ii) = kernel::polar(&g);
         ns.extend(Vec::<f64>::try_from(acc.ns(&a).to(Device::Cpu))?);
-        g_norm.extend(Vec::<f64>::try_from(gt.to_kind(Kind::Double).square().sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double).sqrt().to(Device::Cpu))?);
+        // ‖G_i‖_F² = tr K_ii.
+        g_norm.extend(Vec::<f64>::try_from(k_ii.diagonal(0, 1, 2).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt().to(Device::Cpu))?);
         for row in 0..chunk.len() as i64 {
             pred.push([y.double_value(&[row, 0]), y.double_value(&[row, 1])]);
         }
@@ -146,20 +148,19 @@ pub fn two_passes(
             // K(x_j, x_h) = G_jᵀ G_h as one (B·d, p) × (p, n_held·d) product (a broadcast
             // batched matmul would materialise n_held copies of the batch's Jacobians).
             let (b, nh) = (chunk.len() as i64, hg.size()[0]);
-            let prod = gt.to_kind(Kind::Double).reshape([b * D, -1]).matmul(&hg.reshape([nh * D, -1]).transpose(0, 1));
+            let prod = g.reshape([b * D, -1]).matmul(&hg.reshape([nh * D, -1]).transpose(0, 1));
             hk.push(prod.view([b, D, nh, D]).permute([2, 0, 1, 3]).to(Device::Cpu));
             hkc.push(kernel::kc_matrix(ha, &a).to(Device::Cpu));
         }
         progress("pass 2/2: N_S", (k * batch + chunk.len()).min(n), n);
     }
-    let dd = (held.len() as i64, 0, D, D);
     Ok(Passes {
         ns,
         g_norm,
         pred,
         sketches: sketch.map(|_| Tensor::cat(&sk, 0)),
-        held_k: if hk.is_empty() { Tensor::zeros([dd.0, dd.1, dd.2, dd.3], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hk, 1) },
-        held_kc: if hkc.is_empty() { Tensor::zeros([dd.0, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hkc, 1) },
+        held_k: if hk.is_empty() { Tensor::zeros([held.len() as i64, 0, D, D], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hk, 1) },
+        held_kc: if hkc.is_empty() { Tensor::zeros([held.len() as i64, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hkc, 1) },
         params: acc.s_a.size()[1],
         jacobians: jac_n,
         jacobian_seconds: jac_secs,

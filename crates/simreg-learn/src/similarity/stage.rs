@@ -115,8 +115,8 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
     }
 
     let labels: Vec<[f64; 2]> = run.labels.iter().map(|e| e.label).collect();
-    let residual_ms: f64 = train.iter().map(|&i| (labels[i][0] - passes.pred[i][0]).powi(2) + (labels[i][1] - passes.pred[i][1]).powi(2)).sum::<f64>() / (2 * train.len()) as f64;
-    let sigma_hat = residual_ms.sqrt();
+    let of = |v: &[[f64; 2]]| train.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    let sigma_hat = crate::train::rmse(&of(&passes.pred), &of(&labels));
     let sketched = sketch.as_ref().map(|_| sketched_factors(&passes, &train));
 
     atomic::build_dir(out, "summary.json", |_| false, |partial| {

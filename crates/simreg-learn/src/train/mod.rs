@@ -106,6 +106,18 @@ pub(crate) fn tensors(d: &Dataset, scale: f64, device: Device) -> Tensors {
     }
 }
 
+/// The training loss, in output units: L2 of the dense prediction against the dense (noisy)
+/// label field plus L2 of its centre-window mean against the (noisy) label.
+pub fn loss(dense: &Tensor, field: &Tensor, label: &Tensor) -> Tensor {
+    (dense - field).square().mean(Kind::Float) + (mean_of(dense) - label).square().mean(Kind::Float)
+}
+
+/// The output unit: the RMS of the training labels (data-derived; at least 0.5 px).
+pub(crate) fn label_scale(d: &Dataset, train: &[usize]) -> f64 {
+    let ms: f64 = train.iter().map(|&i| (d.label[i][0] as f64).powi(2) + (d.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * train.len()) as f64;
+    ms.sqrt().max(0.5)
+}
+
 /// Predictions (px) for the samples `idx`, in batches, without gradients.
 pub fn predict(net: &Net, reference: &Tensor, moving: &Tensor, idx: &[usize], batch: usize) -> Vec<[f64; 2]> {
     let mut out = Vec::with_capacity(idx.len());
@@ -146,9 +158,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
     if sp.train.is_empty() {
         bail!("labels '{}': empty training set after holding out validation tiles", labels_dir.display());
     }
-    // Output unit: the RMS of the training labels (data-derived; at least 0.5 px).
-    let ms: f64 = sp.train.iter().map(|&i| (data.label[i][0] as f64).powi(2) + (data.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * sp.train.len()) as f64;
-    let scale = ms.sqrt().max(0.5);
+    let scale = label_scale(&data, &sp.train);
     let config = NetConfig {
         reference_bands: data.reference_bands,
         moving_bands: data.moving_bands,
@@ -217,7 +227,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
             let f = sym.field(&tens.field.index_select(0, &i));
             let l = sym.vectors(&tens.label.index_select(0, &i));
             let dense = net.forward(&r, &m);
-            let mut loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+            let mut loss = loss(&dense, &f, &l);
             if let Some(lambda) = p.enforce_similarity.filter(|l| *l > 0.0) {
                 // Similarity enforcement on pairs made from the batch's first two samples.
                 let k = (chunk.len() as i64).min(2);
@@ -320,7 +330,7 @@ pub fn bench_steps(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> 
     let l = Tensor::randn([batch, 2], opts);
     let step = |opt: &mut nn::Optimizer| {
         let dense = net.forward(&r, &m);
-        let loss = (&dense - &f).square().mean(Kind::Float) + (mean_of(&dense) - &l).square().mean(Kind::Float);
+        let loss = loss(&dense, &f, &l);
         opt.backward_step(&loss);
     };
     for _ in 0..warmup {
