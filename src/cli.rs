@@ -37,6 +37,8 @@ pub enum Command {
     /// Gradient-kernel similarity of the training tiles as the network sees them: N_S,
     /// denoising factors, most similar tiles
     Similarity(SimilarityArgs),
+    /// Label-free error estimates and a ranked audit of suspicious labels (needs similarity)
+    Audit(AuditArgs),
     /// The paper's 1-D toy: MLPs fit sin(2πfα) on a circle; N_S against frequency and curvature
     Toy1d(Toy1dArgs),
     /// Similarity-enforcing training study: baseline vs both signs of the pair term, over seeds
@@ -312,6 +314,28 @@ pub struct SimilarityArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// Run directory: reads RUN/similarity, RUN/labels, RUN/train; writes RUN/audit
+    #[arg(value_name = "RUN")]
+    pub run: PathBuf,
+    /// Output directory [default: RUN/audit]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Flag tiles whose score exceeds this (≈ one clean label in e^THRESHOLD is flagged)
+    #[arg(long, default_value_t = simreg::audit::AuditParams::default().threshold)]
+    pub threshold: f64,
+    /// Flag at least the K worst tiles
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top: usize,
+    /// Phase-correlation search radius, px [default: from the network's predicted range]
+    #[arg(long, value_name = "PX")]
+    pub max_shift: Option<f64>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: raster ← tiling ← (labels ← train ← similarity ← audit ← report).
 pub mod align;
+pub mod audit;
 pub mod labels;
 pub mod learn;
 pub mod pipeline;

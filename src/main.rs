@@ -157,6 +157,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit(a) => {
+            let out = a.out.clone().unwrap_or_else(|| a.run.join("audit"));
+            let params = simreg::audit::AuditParams { threshold: a.threshold, top: a.top, max_shift: a.max_shift };
+            let s = simreg::audit::run(&a.run, &out, &params, cli.quiet || a.json)?;
+            pipeline::record_stage(&out, "audit", &params)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if !cli.quiet {
+                let measured = s.measured_rmse_px.map_or(String::new(), |m| format!(" (measured against truth: {m:.3} px)"));
+                let auroc = match (s.auroc, s.auroc_residual_only) {
+                    (Some(a), Some(r)) => format!("; AUROC {a:.3} (residual alone {r:.3})"),
+                    _ => String::new(),
+                };
+                println!(
+                    "audit of {} tiles in {}: network RMSE on held-out tiles, label-free {:.3} px{measured}; label noise {:.3} px; {} tiles flagged{auroc}",
+                    s.n_tiles, s.out.display(), s.predicted_rmse_px, s.label_noise_inlier_rmse_px, s.n_flagged
+                );
+            }
+            Ok(())
+        }
         Command::Toy1d(a) => {
             let params = simreg::learn::Toy1dParams { frequencies: a.frequencies, seeds: a.seeds, n: a.n, epochs: a.epochs, lr: a.lr, batch: a.batch };
             params.check()?;

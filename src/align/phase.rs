@@ -116,6 +116,12 @@ fn upsampled_surface(r: &[Complex<f64>], w: usize, h: usize, x0: f64, y0: f64) -
 /// the integer peak. Displacements are found modulo the image size,
 /// reported within (−w/2, w/2] × (−h/2, h/2].
 pub fn phase_correlation(reference: &[f32], moving: &[f32], w: usize, h: usize) -> Shift {
+    phase_correlation_within(reference, moving, w, h, f64::INFINITY)
+}
+
+/// [`phase_correlation`] with the integer peak searched only where |dx|, |dy| ≤ `max_shift`:
+/// when the displacements are known to be small, a spurious peak far away cannot win.
+pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: usize, max_shift: f64) -> Shift {
     assert!(reference.len() == w * h && moving.len() == w * h && w >= 4 && h >= 4, "phase correlation needs two w×h images, w, h ≥ 4");
     let mut a = windowed(reference, w, h);
     let mut b = windowed(moving, w, h);
@@ -146,8 +152,9 @@ pub fn phase_correlation(reference: &[f32], moving: &[f32], w: usize, h: usize) 
     fft2(&mut r, w, h, true);
     let n = (w * h) as f64;
     let v: Vec<f64> = r.iter().map(|c| c.re / n).collect();
-    let (best, _) = v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("non-empty");
     let wrap = |p: usize, n: usize| if p > n / 2 { p as f64 - n as f64 } else { p as f64 };
+    let inside = |i: usize| wrap(i % w, w).abs() <= max_shift && wrap(i / w, h).abs() <= max_shift;
+    let (best, _) = v.iter().enumerate().filter(|(i, _)| inside(*i)).max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
     let (x0, y0) = (wrap(best % w, w), wrap(best / w, h));
     let surface = upsampled_surface(&spectrum, w, h, x0, y0);
     let m = 2 * UPSAMPLE + 1;
@@ -200,6 +207,18 @@ mod tests {
             assert!((s.dx - dx).abs() <= 0.1 && (s.dy - dy).abs() <= 0.1, "shift ({dx}, {dy}) measured ({:.3}, {:.3})", s.dx, s.dy);
             assert!(s.peak > 0.2, "peak {}", s.peak);
         }
+    }
+
+    #[test]
+    fn a_bounded_search_ignores_peaks_outside_it() {
+        let (r, m) = pair(64, 2.0, -1.0, 5);
+        let s = phase_correlation_within(&r, &m, 64, 64, 3.0);
+        assert!((s.dx - 2.0).abs() <= 0.1 && (s.dy + 1.0).abs() <= 0.1, "{s:?}");
+        // A shift outside the bound cannot be found; the answer stays inside it.
+        let (r, m) = pair(64, 9.0, 0.0, 6);
+        let s = phase_correlation_within(&r, &m, 64, 64, 3.0);
+        assert!(s.dx.abs() <= 3.0 + 1.0 && s.dy.abs() <= 3.0 + 1.0, "{s:?}");
+        assert!((phase_correlation(&r, &m, 64, 64).dx - 9.0).abs() <= 0.1);
     }
 
     #[test]

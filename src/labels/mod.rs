@@ -93,6 +93,9 @@ pub struct TruthEntry {
     pub noise: [f64; 2],
     /// Dense true field (bands dx, dy), relative to the labels directory.
     pub field: PathBuf,
+    /// Whether the label got a gross error (the `outliers` noise model).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
 }
 
 /// `target.json`: what the network learns, and where the tiles are.
@@ -268,7 +271,7 @@ fn label_tile(
 ) -> Result<Labelled> {
     let scene = m.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
     let d = Field::draw(size, &p.field(), rng);
-    let noise_offset = noise::tile_offset(&p.noise, rng);
+    let (noise_offset, outlier) = noise::tile_offset_flagged(&p.noise, rng);
     // Dense noise over the tile: per-tile constant part + the scene's smooth field.
     let mut ex = vec![noise_offset[0]; size * size];
     let mut ey = vec![noise_offset[1]; size * size];
@@ -323,6 +326,6 @@ fn label_tile(
     Ok(Labelled {
         id: t.id.clone(),
         label: LabelEntry { label, moving, label_field },
-        truth: TruthEntry { displacement: truth_mean, noise: [label[0] - truth_mean[0], label[1] - truth_mean[1]], field: truth_field },
+        truth: TruthEntry { displacement: truth_mean, noise: [label[0] - truth_mean[0], label[1] - truth_mean[1]], field: truth_field, outlier },
     })
 }

@@ -117,6 +117,12 @@ impl SmoothNoise {
 
 /// Per-tile constant part of the noise (iid draw, bias, outlier), px.
 pub fn tile_offset(p: &NoiseParams, rng: &mut impl Rng) -> [f64; 2] {
+    tile_offset_flagged(p, rng).0
+}
+
+/// [`tile_offset`], and whether the tile drew a gross error (recorded in truth.json, so that an
+/// audit's ranking can be scored).
+pub fn tile_offset_flagged(p: &NoiseParams, rng: &mut impl Rng) -> ([f64; 2], bool) {
     let mut e = p.bias;
     if p.model == NoiseModel::Iid {
         let nx: f64 = StandardNormal.sample(rng);
@@ -126,11 +132,12 @@ pub fn tile_offset(p: &NoiseParams, rng: &mut impl Rng) -> [f64; 2] {
     }
     // Always draw, so enabling outliers does not change the other tiles' noise.
     let (u, phi) = (rng.gen::<f64>(), rng.gen::<f64>() * std::f64::consts::TAU);
-    if u < p.outliers {
+    let outlier = u < p.outliers;
+    if outlier {
         e[0] += p.outlier_magnitude * phi.cos();
         e[1] += p.outlier_magnitude * phi.sin();
     }
-    e
+    (e, outlier)
 }
 
 #[cfg(test)]

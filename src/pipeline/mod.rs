@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub train: Option<TrainParams>,
     /// `[similarity]`: the gradient-kernel analysis of the trained model.
     pub similarity: Option<SimilarityParams>,
+    /// `[audit]`: label-free error estimates and the label audit (needs `[similarity]`'s output).
+    pub audit: Option<crate::audit::AuditParams>,
     /// `[toy1d]`: the paper's 1-D toy (independent of the other stages) into `RUN/toy1d/`.
     pub toy1d: Option<Toy1dParams>,
     /// `[enforce_study]`: the similarity-enforcement study on the run's labels (RUN/labels).
@@ -114,8 +116,8 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [enforce_study] or [toy1d] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.audit.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [audit], [enforce_study] or [toy1d] table)", path.display());
         }
         if let Some(t) = &p.toy1d {
             t.check().with_context(|| format!("pipeline '{}': [toy1d]", path.display()))?;
@@ -172,6 +174,8 @@ pub struct RunSummary {
     pub train: Option<TrainSummary>,
     pub similarity: Option<SimilaritySummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::AuditSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toy1d: Option<Toy1dSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep: Vec<TrainSummary>,
@@ -184,7 +188,7 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) ->
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     atomic::write_bytes(&run_dir.join("pipeline.toml"), effective.as_bytes())?;
-    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, similarity: None, toy1d: None, sweep: Vec::new() };
+    let mut summary = RunSummary { run_dir: run_dir.to_path_buf(), synth: Vec::new(), tile: None, labels: None, train: None, similarity: None, audit: None, toy1d: None, sweep: Vec::new() };
     for (name, params) in &p.synth {
         let s = synth::ensure(params, &run_dir.join("synth").join(name))?;
         summary.synth.push(s);
@@ -227,6 +231,9 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) ->
     }
     if let Some(s) = &p.similarity {
         summary.similarity = Some(learn::run_similarity(&run_dir.join("train"), &run_dir.join("labels"), &run_dir.join("similarity"), s, quiet, threads)?);
+    }
+    if let Some(a) = &p.audit {
+        summary.audit = Some(crate::audit::run(run_dir, &run_dir.join("audit"), a, quiet)?);
     }
     Ok(summary)
 }
