@@ -18,7 +18,8 @@ case "$FLAVOUR" in cpu|full) ;; *) echo "setup: SIMREG_TORCH must be 'cpu' or 'f
 
 # --- Debian packages ---------------------------------------------------------
 need_pkgs=()
-for p in libgdal-dev gdal-bin python3-gdal pkg-config g++ make; do
+# fonts-dejavu-core: the font the report's plots are labelled with.
+for p in libgdal-dev gdal-bin python3-gdal pkg-config g++ make fonts-dejavu-core; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 # Debian's own python3 needs python3-venv for `python3 -m venv` (pyenv builds have it).

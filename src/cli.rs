@@ -39,6 +39,8 @@ pub enum Command {
     Similarity(SimilarityArgs),
     /// Label-free error estimates and a ranked audit of suspicious labels (needs similarity)
     Audit(AuditArgs),
+    /// HTML report of a run (or a noise sweep): accuracy, training, N_S, neighbours, audit
+    Report(ReportArgs),
     /// The paper's 1-D toy: MLPs fit sin(2πfα) on a circle; N_S against frequency and curvature
     Toy1d(Toy1dArgs),
     /// Similarity-enforcing training study: baseline vs both signs of the pair term, over seeds
@@ -336,6 +338,19 @@ pub struct AuditArgs {
     /// Phase-correlation search radius, px [default: from the network's predicted range]
     #[arg(long, value_name = "PX")]
     pub max_shift: Option<f64>,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run directory (a pipeline's RUN, or a noise sweep's)
+    #[arg(value_name = "RUN")]
+    pub run: PathBuf,
+    /// Output directory [default: RUN/report]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

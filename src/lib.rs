@@ -8,6 +8,7 @@ pub mod labels;
 pub mod learn;
 pub mod pipeline;
 pub mod raster;
+pub mod report;
 pub mod synth;
 pub mod thumbs;
 pub mod tiling;

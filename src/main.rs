@@ -177,6 +177,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Report(a) => {
+            let out = a.out.clone().unwrap_or_else(|| a.run.join("report"));
+            let s = simreg::report::run(&a.run, &out)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if !cli.quiet {
+                println!("report: {}", s.index.display());
+            }
+            Ok(())
+        }
         Command::Toy1d(a) => {
             let params = simreg::learn::Toy1dParams { frequencies: a.frequencies, seeds: a.seeds, n: a.n, epochs: a.epochs, lr: a.lr, batch: a.batch };
             params.check()?;

@@ -18,8 +18,13 @@ fn panel(bands: &[f32], n_bands: usize, size: usize) -> impl Fn(usize, usize) ->
 
 /// Writes reference and moving side by side (2-pixel gap), each `size`² pixels, atomically.
 pub fn write_pair_png(path: &Path, reference: &[f32], reference_bands: usize, moving: &[f32], moving_bands: usize, size: usize) -> Result<()> {
+    save_png(&pair_image(reference, reference_bands, moving, moving_bands, size), path)
+}
+
+/// Reference and moving side by side (2-pixel gap), each `size`² pixels.
+pub fn pair_image(reference: &[f32], reference_bands: usize, moving: &[f32], moving_bands: usize, size: usize) -> RgbImage {
     let (r, m) = (panel(reference, reference_bands, size), panel(moving, moving_bands, size));
-    let img = RgbImage::from_fn((2 * size + 2) as u32, size as u32, |x, y| {
+    RgbImage::from_fn((2 * size + 2) as u32, size as u32, |x, y| {
         let (x, y) = (x as usize, y as usize);
         if x < size {
             r(x, y)
@@ -28,7 +33,11 @@ pub fn write_pair_png(path: &Path, reference: &[f32], reference_bands: usize, mo
         } else {
             Rgb([255, 255, 255])
         }
-    });
+    })
+}
+
+/// Saves a PNG atomically.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let tmp = crate::raster::write::temp_path(path).with_extension("tmp.png");
     img.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))

@@ -36,7 +36,7 @@ pub fn combine_bands(bands: &[Vec<f32>], kind: ModalityKind) -> Vec<f32> {
 }
 
 /// Reads bands `indices` (1-based) of a tile file as f32.
-fn read_bands(path: &Path, indices: &[usize]) -> Result<(Vec<Vec<f32>>, usize, usize)> {
+pub(crate) fn read_bands(path: &Path, indices: &[usize]) -> Result<(Vec<Vec<f32>>, usize, usize)> {
     let ds = Dataset::open(path).map_err(|e| anyhow::anyhow!("tile '{}': cannot open: {}", path.display(), one_line(e)))?;
     let (w, h) = ds.raster_size();
     let mut out = Vec::with_capacity(indices.len());

@@ -31,6 +31,8 @@ pub struct Pipeline {
     pub similarity: Option<SimilarityParams>,
     /// `[audit]`: label-free error estimates and the label audit (needs `[similarity]`'s output).
     pub audit: Option<crate::audit::AuditParams>,
+    /// `[report]` (an empty table): `RUN/report/index.html` from every stage's output.
+    pub report: Option<ReportSection>,
     /// `[toy1d]`: the paper's 1-D toy (independent of the other stages) into `RUN/toy1d/`.
     pub toy1d: Option<Toy1dParams>,
     /// `[enforce_study]`: the similarity-enforcement study on the run's labels (RUN/labels).
@@ -39,6 +41,10 @@ pub struct Pipeline {
     /// network) into `RUN/sweep/sigma_<σ>/`, and gather `RUN/noise_sweep.json`.
     pub sweep: Option<SweepSection>,
 }
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,8 +122,8 @@ impl Pipeline {
                 }
             }
         }
-        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.audit.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [audit], [enforce_study] or [toy1d] table)", path.display());
+        if p.tile.is_none() && p.labels.is_none() && p.train.is_none() && p.similarity.is_none() && p.audit.is_none() && p.report.is_none() && p.enforce_study.is_none() && p.toy1d.is_none() && p.synth.is_empty() {
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [audit], [report], [enforce_study] or [toy1d] table)", path.display());
         }
         if let Some(t) = &p.toy1d {
             t.check().with_context(|| format!("pipeline '{}': [toy1d]", path.display()))?;
@@ -216,8 +222,21 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) ->
             labels::run(&run_dir.join("tiles"), &dir.join("labels"), &lp, &LabelOptions { quiet })?;
             record_stage(&dir.join("labels"), "labels", &lp)?;
             summary.sweep.push(learn::run_train(&dir.join("labels"), &dir.join("train"), t, quiet, threads)?);
+            // The later stages per σ, when the pipeline has them.
+            if let Some(s) = &p.similarity {
+                learn::run_similarity(&dir.join("train"), &dir.join("labels"), &dir.join("similarity"), s, quiet, threads)?;
+            }
+            if let Some(a) = &p.audit {
+                crate::audit::run(&dir, &dir.join("audit"), a, quiet)?;
+            }
         }
         atomic::write_json(&run_dir.join("noise_sweep.json"), &summary.sweep)?;
+        if p.report.is_some() {
+            let r = crate::report::run(run_dir, &run_dir.join("report"))?;
+            if !quiet {
+                eprintln!("report: {}", r.index.display());
+            }
+        }
         return Ok(summary);
     }
     if let Some(l) = &p.labels {
@@ -234,6 +253,12 @@ pub fn run(p: &Pipeline, run_dir: &Path, quiet: bool, threads: Option<usize>) ->
     }
     if let Some(a) = &p.audit {
         summary.audit = Some(crate::audit::run(run_dir, &run_dir.join("audit"), a, quiet)?);
+    }
+    if p.report.is_some() {
+        let r = crate::report::run(run_dir, &run_dir.join("report"))?;
+        if !quiet {
+            eprintln!("report: {}", r.index.display());
+        }
     }
     Ok(summary)
 }
