@@ -36,7 +36,8 @@ pub struct Collocation {
     pub var_labels: f64,
     /// E (f − t)² per axis: the network's mean squared error against the truth.
     pub network_mse: f64,
-    /// False when f and p did not covary (a network that learned nothing): β_p = 1 is assumed.
+    /// False when a pair of the three did not covary clearly (e.g. a network that learned
+    /// nothing): β_p = 1 is then assumed.
     pub scaled: bool,
     pub n: usize,
 }
@@ -68,9 +69,12 @@ fn cov(u: &[[f64; 2]], v: &[[f64; 2]]) -> f64 {
 pub fn collocate(y: &[[f64; 2]], f: &[[f64; 2]], p: &[[f64; 2]]) -> Collocation {
     let (cyf, cyp, cfp) = (cov(y, f), cov(y, p), cov(f, p));
     let (cff, cpp, cyy) = (cov(f, f), cov(p, p), cov(y, y));
-    // Identifiable only when all three pairs covary positively; otherwise fall back to an
-    // unscaled baseline (β_p = 1: Var t = C_yp).
-    let scaled = cyf > 0.0 && cyp > 0.0 && cfp > 1e-3 * (cff * cpp).sqrt().max(1e-12);
+    // Identifiable only when all three pairs covary clearly (correlation above twice its
+    // standard error under independence); otherwise — typically a network that learned nothing —
+    // fall back to an unscaled baseline (β_p = 1: Var t = C_yp).
+    let min_r = 2.0 / ((2 * y.len()).max(1) as f64).sqrt();
+    let r = |c: f64, a: f64, b: f64| if a > 0.0 && b > 0.0 { c / (a * b).sqrt() } else { 0.0 };
+    let scaled = r(cyf, cyy, cff) > min_r && r(cyp, cyy, cpp) > min_r && r(cfp, cff, cpp) > min_r;
     let var_t = if scaled { cyf * cyp / cfp } else { cyp.max(1e-9) };
     let (beta_f, beta_p) = (cyf / var_t, if scaled { cyp / var_t } else { 1.0 });
     let (mean_t, mean_f, mean_p) = (means(y), means(f), means(p));
@@ -197,6 +201,10 @@ mod tests {
         let measured = f.iter().zip(&t).map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)) / 2.0).sum::<f64>() / t.len() as f64;
         assert!((c.network_mse - measured).abs() < 0.05 * measured, "{} vs {measured}", c.network_mse);
         assert!((c.network_mse - 2.53).abs() < 0.1);
+        // A network that predicts a constant: not identifiable, the unscaled fallback.
+        let flat: Vec<[f64; 2]> = (0..t.len()).map(|i| [0.1 * (i % 3) as f64, 0.0]).collect();
+        let u = collocate(&y, &flat, &p);
+        assert!(!u.scaled && (u.var_t - 0.8 * 9.0).abs() < 0.3, "{u:?}");
         let back = c.calibrated_f(f[0]);
         assert!((back[0] - (t[0][0] + (f0[0][0] - t[0][0]) / 0.6)).abs() < 0.1, "{back:?}");
     }

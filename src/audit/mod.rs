@@ -31,8 +31,9 @@ pub struct AuditParams {
     /// Flag at least this many of the worst tiles, whatever their score.
     #[serde(default)]
     pub top: usize,
-    /// Phase correlation searches its peak within ±this many px; by default 1.5 × the 99th
-    /// percentile of the network's |predicted displacement| + 1 px (image-derived, label-free).
+    /// Phase correlation searches its peak within ±this many px; by default 1.5 × the 95th
+    /// percentile of the |shifts| an unbounded search finds where its peak is above the median,
+    /// + 1 px (from the images alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_shift: Option<f64>,
 }
@@ -131,26 +132,39 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     let f_trace = inputs::read_column(&run.join("similarity").join("ns.csv"), "f_trace").unwrap_or_default();
 
-    let max_shift = p.max_shift.unwrap_or_else(|| {
-        let mut a: Vec<f64> = inp.rows.iter().flat_map(|r| r.pred.map(f64::abs)).collect();
-        a.sort_by(f64::total_cmp);
-        1.5 * a[((a.len() as f64 * 0.99) as usize).min(a.len() - 1)] + 1.0
-    });
     // Phase correlation on every tile (the third measurement).
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
-    pb.set_style(ProgressStyle::with_template("audit: phase correlation [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
-    let shifts: Vec<crate::align::phase::Shift> = inp
-        .rows
-        .par_iter()
-        .progress_with(pb.clone())
-        .map(|r| {
-            let t = tiles[r.tile.as_str()];
-            let scene = inp.manifest.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
-            let moving = entries.get(&r.tile).with_context(|| format!("'{}': no label for tile '{}'", labels_path.display(), r.tile))?;
-            baseline::tile_shift(scene, &inp.tiles_dir.join(&t.path), &inp.labels_dir.join(&moving.moving), max_shift)
-        })
-        .collect::<Result<_>>()?;
-    pb.finish_and_clear();
+    let correlate = |max_shift: f64, what: &str| -> Result<Vec<crate::align::phase::Shift>> {
+        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
+        pb.set_style(ProgressStyle::with_template(&format!("audit: phase correlation{what} [{{bar:30}}] {{pos}}/{{len}} tiles ({{per_sec}}, eta {{eta}})")).unwrap().progress_chars("=> "));
+        let v = inp
+            .rows
+            .par_iter()
+            .progress_with(pb.clone())
+            .map(|r| {
+                let t = tiles[r.tile.as_str()];
+                let scene = inp.manifest.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
+                let moving = entries.get(&r.tile).with_context(|| format!("'{}': no label for tile '{}'", labels_path.display(), r.tile))?;
+                baseline::tile_shift(scene, &inp.tiles_dir.join(&t.path), &inp.labels_dir.join(&moving.moving), max_shift)
+            })
+            .collect::<Result<_>>();
+        pb.finish_and_clear();
+        v
+    };
+    // The search radius, from the images alone: where an unbounded search is confident (peak
+    // above its median), the displacements it finds set the range.
+    let max_shift = match p.max_shift {
+        Some(m) => m,
+        None => {
+            let free = correlate(f64::INFINITY, " (range)")?;
+            let mut peaks: Vec<f64> = free.iter().map(|s| s.peak).collect();
+            peaks.sort_by(f64::total_cmp);
+            let median = peaks[peaks.len() / 2];
+            let mut a: Vec<f64> = free.iter().filter(|s| s.peak >= median).flat_map(|s| [s.dx.abs(), s.dy.abs()]).collect();
+            a.sort_by(f64::total_cmp);
+            a[((a.len() as f64 * 0.95) as usize).min(a.len() - 1)] + 1.0
+        }
+    };
+    let shifts = correlate(max_shift, "")?;
 
     let mut tiles_audit: Vec<TileAudit> = inp
         .rows

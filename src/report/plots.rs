@@ -77,7 +77,7 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
             chart.draw_series(b.iter().map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, c.filled(), 8))).map_err(err)?;
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(err)?;
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
