@@ -260,8 +260,10 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
             let _ = writeln!(html, "<figure><img src=\"{name}\" alt=\"{}\"><figcaption>#{} {} score {:.1}, N_S {:.0}, residual {:.2} px</figcaption></figure>", esc(&r.tile), r.rank, esc(&r.tile), r.score, r.ns, r.residual);
         }
         let _ = writeln!(html, "</div>");
-    } else {
+    } else if single {
         notes.push("No audit (RUN/audit): run `simreg audit RUN` for the label-free estimates and the label ranking.".into());
+    } else {
+        notes.push("A noise sweep: each σ's similarity and audit are in RUN/sweep/sigma_<σ>/; `simreg report RUN/sweep/sigma_<σ>` makes that σ's full report.".into());
     }
 
     // 4. Nearest-neighbour galleries (the similarity stage's query tiles and thumbnails).

@@ -74,7 +74,9 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         if let Some(b) = &s.bars {
-            chart.draw_series(b.iter().map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, c.filled(), 8))).map_err(err)?;
+            // The bar's middle mark is the series' own point at that x.
+            let mid = |x: f64, lo: f64, hi: f64| s.points.iter().find(|p| p.0 == x).map_or((lo + hi) / 2.0, |p| p.1);
+            chart.draw_series(b.iter().map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, mid(x, lo, hi), hi, c.filled(), 8))).map_err(err)?;
         }
     }
     chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(err)?;
