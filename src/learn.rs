@@ -141,6 +141,18 @@ pub fn run_predict(model: &Path, tiles: Option<&Path>, labels: Option<&Path>, ou
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Aligns a scene with the network through `simreg-learn align` (the request as JSON).
+pub fn run_align(req: &crate::align::AlignRequest, threads: Option<usize>) -> Result<crate::align::AlignSummary> {
+    if req.model.is_none() {
+        bail!("--method network needs --model RUN/train (or --method phase-correlation)");
+    }
+    let mut cmd = command(req.quiet, threads)?;
+    cmd.arg("align").arg("--request-json").arg(serde_json::to_string(req)?);
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(req.out.join("summary.json")).with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// `predict/summary.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PredictSummary {

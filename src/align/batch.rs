@@ -1,0 +1,1 @@
+//! `simreg batch` (not yet written).
