@@ -376,6 +376,24 @@ fn align(a: cli::AlignArgs, threads: Option<usize>, quiet: bool) -> anyhow::Resu
 }
 
 fn batch(a: cli::BatchArgs, threads: Option<usize>, quiet: bool) -> anyhow::Result<()> {
-    let _ = (a, threads, quiet);
-    anyhow::bail!("batch: not written yet")
+    let p = simreg::align::batch::BatchParams {
+        input: a.input,
+        pattern: a.pattern,
+        reference_role: a.reference_role,
+        moving_role: a.moving_role,
+        out: a.out.clone(),
+        method: a.method,
+        model: a.model,
+        jobs: a.jobs,
+        retry_failed: a.retry_failed,
+        threads: Some(threads.unwrap_or(1)),
+        quiet,
+    };
+    let s = simreg::align::batch::run(&p)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if !quiet {
+        println!("batch: {} pairs: {} ok, {} failed ({} aligned now, {} done before) in {:.1} s; {}/status.csv", s.n_pairs, s.ok, s.failed, s.processed, s.skipped, s.seconds, a.out.display());
+    }
+    Ok(())
 }
