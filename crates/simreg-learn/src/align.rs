@@ -54,6 +54,7 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
     let dir = scene::model_dir(model);
     let (vs, net, info) = load_model(&dir, device)?;
     let run_dir = dir.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let mut computed = None;
     let (s_a, reliability) = if req.no_reliability {
         (None, "none (--no-reliability): NaN".to_string())
     } else {
@@ -67,6 +68,7 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
                         eprintln!("align: no stored S_A in '{}'; computing it from the training tiles of '{}' (run `simreg similarity` to store it)", sim.display(), labels.display());
                     }
                     let (s, meta) = stored::compute(&net, &dir, &labels, &info.tiles_input_hash, req.batch, device)?;
+                    computed = Some((s.shallow_clone(), meta.n_train));
                     (Some(s), format!("N_S against the {} training tiles (S_A computed from '{}'): 0.5*<A_x, S_A>", meta.n_train, labels.display()))
                 } else {
                     eprintln!("align: warning: no S_A in '{}' and no labelled run at '{}': the reliability band is NaN (pass --similarity or --labels)", sim.display(), labels.display());
@@ -85,5 +87,10 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
     let cfg = &info.net;
     let shape = ModelShape { tile: cfg.tile_size, stride: cfg.centre_size, bands: Some((cfg.reference_bands, cfg.moving_bands)) };
     let mut m = NetModel { _vs: vs, net, device, s_a, reliability };
-    scene::run(req, &shape, &mut m)
+    let summary = scene::run(req, &shape, &mut m)?;
+    // Keep a computed S_A beside the outputs: `--similarity OUT` reuses it.
+    if let Some((s, n)) = computed {
+        stored::write(&req.out, &s, n, &dir)?;
+    }
+    Ok(summary)
 }
