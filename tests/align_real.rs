@@ -104,9 +104,19 @@ fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
     }
     let t = tempfile::tempdir().unwrap();
     let mut report = Vec::new();
+    // S_A: stored by `simreg similarity` if it ran, else computed by the first align (from
+    // RUN/labels) and reused from its output.
+    let mut similarity: Option<PathBuf> = None;
     for (name, reference, moving, truth) in semi_synthetic(&shared, t.path()) {
         let out = t.path().join(&name).join("net");
-        let a = ok(&["align", "--model", &s(&model), "--reference", &s(&reference), "--moving", &s(&moving), "--truth", &s(&truth), "--out", &s(&out), "--device", "cpu"]);
+        let mut args = vec!["align".to_string(), "--model".into(), s(&model), "--reference".into(), s(&reference), "--moving".into(), s(&moving), "--truth".into(), s(&truth), "--out".into(), s(&out), "--device".into(), "cpu".into()];
+        if let Some(d) = &similarity {
+            args.extend(["--similarity".into(), s(d)]);
+        }
+        let a = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if out.join("s_a.safetensors").is_file() {
+            similarity = Some(out.clone());
+        }
         let (e, b) = (a["median_error_px"].as_f64().unwrap(), a["baseline_median_error_px"].as_f64().unwrap());
         eprintln!("{name}: network median error {e:.3} px, phase correlation {b:.3} px (ratio {:.2}); median N_S {}", e / b, a["median_reliability"]);
         report.push(serde_json::json!({"pair": name, "median_error_px": e, "baseline_median_error_px": b, "ratio": e / b, "median_reliability": a["median_reliability"], "mean_shift_px": a["mean_shift_px"], "n_valid_windows": a["n_valid_windows"]}));
