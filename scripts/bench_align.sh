@@ -34,8 +34,22 @@ s() { OMP_NUM_THREADS=$THREADS "$SIMREG" --threads "$THREADS" -q "$@"; }
 
 # --- data (kept between runs) ----------------------------------------------------------
 if [ ! -f "$W/s$SIZE/truth.tif" ]; then
-  log "synthetic scene ${SIZE}² px"
-  s synth --out "$W/s$SIZE/synth" --size "$SIZE" --seed 11
+  # `simreg synth` costs grow faster than the area (Voronoi parcels): the scene is a mosaic of
+  # (SIZE/1024)² independent 1024² scenes (seeds 11, 12, ...), placed side by side.
+  log "synthetic scene ${SIZE}² px: a mosaic of 1024² scenes"
+  n=$((SIZE / 1024)); [ $((n * 1024)) = "$SIZE" ] || { echo "SIZE must be a multiple of 1024" >&2; exit 2; }
+  mkdir -p "$W/s$SIZE/synth" "$W/s$SIZE/parts"
+  for j in $(seq 0 $((n - 1))); do for i in $(seq 0 $((n - 1))); do
+    p="$W/s$SIZE/parts/p${i}_$j"
+    [ -f "$p/sar.tif" ] || s synth --out "$p" --size 1024 --seed $((11 + j * n + i))
+    for f in optical sar; do  # synth's grid: origin (500000, 5000000), 2 m pixels
+      gdal_translate -q -of VRT -a_ullr $((500000 + i * 2048)) $((5000000 - j * 2048)) $((500000 + (i + 1) * 2048)) $((5000000 - (j + 1) * 2048)) "$p/$f.tif" "$p/${f}_placed.vrt"
+    done
+  done; done
+  for f in optical sar; do
+    gdalbuildvrt -q "$W/s$SIZE/parts/$f.vrt" "$W"/s$SIZE/parts/p*/${f}_placed.vrt
+    gdal_translate -q -co TILED=YES "$W/s$SIZE/parts/$f.vrt" "$W/s$SIZE/synth/$f.tif"
+  done
   "$PY" - "$W/s$SIZE" <<'PY'
 import sys
 import numpy as np

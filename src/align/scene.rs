@@ -477,6 +477,7 @@ fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
 pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel) -> Result<AlignSummary> {
     let start = Instant::now();
     crate::raster::init_gdal();
+    bound_block_cache();
     let stride = req.stride.unwrap_or(shape.stride);
     if stride == 0 {
         bail!("--stride must be at least 1 px");
@@ -578,6 +579,18 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
     })
 }
 
+/// GDAL's block cache, through which every work file and COG is written and read, defaults to
+/// 5 % of the machine's memory and fills up with the scene's blocks: bounded here, so that peak
+/// memory stops growing with the scene once it is full (measured, phase correlation: peak RSS
+/// 195 → 368 MB from 1024² to 2048² with GDAL's default; 194, 263, 289 MB at 1024², 2048², 4096²
+/// with 64 MB).
+pub const BLOCK_CACHE_MB: i64 = 64;
+
+fn bound_block_cache() {
+    // SAFETY: GDALSetCacheMax64 only sets a global limit (thread-safe in GDAL).
+    unsafe { gdal_sys::GDALSetCacheMax64(BLOCK_CACHE_MB << 20) };
+}
+
 /// Peak resident memory of this process (VmHWM), MB.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -591,6 +604,7 @@ pub fn peak_rss_mb() -> f64 {
 pub fn apply(shifts: &Path, moving: &Path, moving_kind: Option<ModalityKind>, out: &Path, quiet: bool) -> Result<ApplySummary> {
     let start = Instant::now();
     crate::raster::init_gdal();
+    bound_block_cache();
     let si = open_raster(shifts, "shifts")?;
     let mi = open_raster(moving, "moving")?;
     if si.bands.len() < 2 {
@@ -668,3 +682,4 @@ pub fn run_phase_correlation(req: &AlignRequest) -> Result<AlignSummary> {
 pub fn model_dir(model: &Path) -> PathBuf {
     if model.is_file() { model.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { model.to_path_buf() }
 }
+
