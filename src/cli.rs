@@ -45,6 +45,11 @@ pub enum Command {
     Toy1d(Toy1dArgs),
     /// Similarity-enforcing training study: baseline vs both signs of the pair term, over seeds
     EnforceStudy(EnforceStudyArgs),
+    /// Align a moving raster (e.g. SAR) onto a reference (e.g. optical) over the whole scene:
+    /// displacement raster, corrected raster, tie points; or re-apply saved shifts (--apply)
+    Align(AlignArgs),
+    /// Align every reference/moving pair found in a folder tree or zip archive of GeoTIFFs
+    Batch(BatchArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -393,6 +398,102 @@ pub struct EnforceStudyArgs {
     /// EnforceStudyParams as TOML inline fields, e.g. 'seeds = 10, steps = 300, lambda = 1.0'
     #[arg(long, default_value = "")]
     pub params: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AlignArgs {
+    /// Reference raster (sets the grid of every output)
+    #[arg(long, value_name = "FILE", required_unless_present = "apply")]
+    pub reference: Option<PathBuf>,
+    /// Moving raster (warped onto the reference grid when its grid differs)
+    #[arg(long, value_name = "FILE")]
+    pub moving: PathBuf,
+    /// Output directory (displacement.tif, corrected.tif, tiepoints.geojson/.csv, summary.json)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// How displacements are estimated; the phase-correlation baseline is always computed beside
+    #[arg(long, value_enum, default_value_t = simreg::align::Method::Network)]
+    pub method: simreg::align::Method,
+    /// Trained model: RUN/train or RUN/train/model.safetensors (for --method network)
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// True displacement field on the reference grid (bands dx, dy, px): reports the median
+    /// error of the method and of the baseline
+    #[arg(long, value_name = "FIELD.tif")]
+    pub truth: Option<PathBuf>,
+    /// Re-apply a saved displacement raster (bands dx, dy) to --moving, on the same grid
+    #[arg(long, value_name = "SHIFTS.tif", conflicts_with_all = ["reference", "model", "truth"])]
+    pub apply: Option<PathBuf>,
+    /// 1-based reference bands to use [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "B,..")]
+    pub reference_bands: Option<Vec<usize>>,
+    /// 1-based moving bands to use [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "B,..")]
+    pub moving_bands: Option<Vec<usize>>,
+    /// What the moving raster holds [default: from the data, as `simreg tile`]
+    #[arg(long, value_enum)]
+    pub moving_kind: Option<ModalityKind>,
+    /// Window step in px [default: the model's centre-window size; window/2 for phase correlation]
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Window side for --method phase-correlation [default: 64]
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Minimum fraction of valid pixels (both rasters) for a window to be used
+    #[arg(long, default_value_t = 0.5)]
+    pub min_valid: f64,
+    /// Windows per network batch
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Where S_A (the training set's summed polar factors) is stored [default: RUN/similarity]
+    #[arg(long, value_name = "DIR")]
+    pub similarity: Option<PathBuf>,
+    /// The labelled run the model was trained on, to compute S_A when none is stored
+    /// [default: RUN/labels]
+    #[arg(long, value_name = "DIR")]
+    pub labels: Option<PathBuf>,
+    /// No reliability band (skips the per-window Jacobian; the band is NaN)
+    #[arg(long)]
+    pub no_reliability: bool,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Print summary.json on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BatchArgs {
+    /// Folder tree or zip archive of GeoTIFFs
+    #[arg(long, value_name = "DIR_OR_ZIP")]
+    pub input: PathBuf,
+    /// How pairs are found: a file name with `{role}` where the reference and moving files
+    /// differ, e.g. '{role}.tif' or '*_{role}.tif'; files of one folder that match with the
+    /// same `*` part form a pair
+    #[arg(long, default_value = "{role}.tif")]
+    pub pattern: String,
+    /// The `{role}` value of reference files
+    #[arg(long, default_value = "reference")]
+    pub reference_role: String,
+    /// The `{role}` value of moving files
+    #[arg(long, default_value = "moving")]
+    pub moving_role: String,
+    /// Output directory: one folder per pair, status.csv, summary.json
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = simreg::align::Method::PhaseCorrelation)]
+    pub method: simreg::align::Method,
+    /// Trained model (for --method network)
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Pairs aligned at once
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Redo pairs whose status is `failed` (done pairs are never redone)
+    #[arg(long)]
+    pub retry_failed: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -141,6 +141,36 @@ pub fn run_predict(model: &Path, tiles: Option<&Path>, labels: Option<&Path>, ou
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Aligns a scene with the network through `simreg-learn align` (the request as JSON).
+pub fn run_align(req: &crate::align::AlignRequest, threads: Option<usize>) -> Result<crate::align::AlignSummary> {
+    if req.model.is_none() {
+        bail!("--method network needs --model RUN/train (or --method phase-correlation)");
+    }
+    let mut cmd = command(req.quiet, threads)?;
+    cmd.arg("align").arg("--request-json").arg(serde_json::to_string(req)?);
+    run_child(cmd)?;
+    let text = std::fs::read_to_string(req.out.join("summary.json")).with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `run_align` with simreg-learn's error captured (its last stderr line) instead of printed:
+/// for `simreg batch`, which records it per pair.
+pub fn run_align_captured(req: &crate::align::AlignRequest, threads: Option<usize>) -> Result<crate::align::AlignSummary> {
+    if req.model.is_none() {
+        bail!("--method network needs --model RUN/train");
+    }
+    let mut cmd = command(true, threads)?;
+    cmd.arg("align").arg("--request-json").arg(serde_json::to_string(req)?);
+    let out = cmd.output().context("cannot start simreg-learn")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("simreg-learn failed");
+        bail!("{}", line.trim_start_matches("simreg: error: "));
+    }
+    let text = std::fs::read_to_string(req.out.join("summary.json")).with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// `predict/summary.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PredictSummary {

@@ -213,6 +213,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Align(a) => align(a, cli.threads, cli.quiet),
+        Command::Batch(a) => batch(a, cli.threads, cli.quiet),
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
@@ -349,6 +351,79 @@ fn print_toy1d_summary(s: &simreg::learn::Toy1dSummary, json: bool, quiet: bool)
             println!("  {:>2} | {:>8.1} | {c:>6} | {:.4}", t.f, t.ns_mean, t.mae);
         }
         println!("  mean N_S strictly decreasing in f: {}; corr < -0.5 for f <= 2: {}", flag(s.ns_strictly_decreasing), flag(s.corr_below_minus_half_for_f_le_2));
+    }
+    Ok(())
+}
+
+fn align(a: cli::AlignArgs, threads: Option<usize>, quiet: bool) -> anyhow::Result<()> {
+    use simreg::align::{scene, AlignRequest, Method};
+    if let Some(shifts) = &a.apply {
+        let s = scene::apply(shifts, &a.moving, a.moving_kind, &a.out, quiet)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else if !quiet {
+            println!("applied '{}' to '{}': {}/corrected.tif (mean shift {:.3}, {:.3} px)", shifts.display(), a.moving.display(), a.out.display(), s.mean_shift_px[0], s.mean_shift_px[1]);
+        }
+        return Ok(());
+    }
+    let req = AlignRequest {
+        method: a.method,
+        reference: a.reference.clone().expect("clap: required without --apply"),
+        moving: a.moving,
+        out: a.out,
+        truth: a.truth,
+        reference_bands: a.reference_bands,
+        moving_bands: a.moving_bands,
+        moving_kind: a.moving_kind,
+        stride: a.stride,
+        window: a.window,
+        min_valid: a.min_valid,
+        batch: a.batch,
+        model: a.model,
+        similarity: a.similarity,
+        labels: a.labels,
+        no_reliability: a.no_reliability,
+        device: a.device,
+        quiet,
+    };
+    let s = match req.method {
+        Method::PhaseCorrelation => scene::run_phase_correlation(&req)?,
+        Method::Network => simreg::learn::run_align(&req, threads)?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if !quiet {
+        let err = match (s.median_error_px, s.baseline_median_error_px) {
+            (Some(e), Some(b)) => format!("; median error {e:.3} px (phase correlation {b:.3} px)"),
+            _ => String::new(),
+        };
+        println!(
+            "aligned {}x{} px with {} in {:.1} s ({:.2} Mpx/s): mean shift ({:.3}, {:.3}) px, phase correlation ({:.3}, {:.3}) px{err}; outputs in {}",
+            s.width, s.height, s.method, s.seconds, s.megapixels_per_s, s.mean_shift_px[0], s.mean_shift_px[1], s.baseline.mean_shift_px[0], s.baseline.mean_shift_px[1], req.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn batch(a: cli::BatchArgs, threads: Option<usize>, quiet: bool) -> anyhow::Result<()> {
+    let p = simreg::align::batch::BatchParams {
+        input: a.input,
+        pattern: a.pattern,
+        reference_role: a.reference_role,
+        moving_role: a.moving_role,
+        out: a.out.clone(),
+        method: a.method,
+        model: a.model,
+        jobs: a.jobs,
+        retry_failed: a.retry_failed,
+        threads: Some(threads.unwrap_or(1)),
+        quiet,
+    };
+    let s = simreg::align::batch::run(&p)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if !quiet {
+        println!("batch: {} pairs: {} ok, {} failed ({} aligned now, {} done before) in {:.1} s; {}/status.csv", s.n_pairs, s.ok, s.failed, s.processed, s.skipped, s.seconds, a.out.display());
     }
     Ok(())
 }

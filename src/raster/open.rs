@@ -29,15 +29,18 @@ pub struct BandInfo {
 pub fn open_raster(path: &Path, role: &str) -> Result<RasterInfo> {
     super::init_gdal();
     let shown = path.display();
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => bail!("{role} '{shown}': cannot read: {}", one_line(e)),
-    };
-    if meta.is_dir() {
-        bail!("{role} '{shown}': is a directory, not a raster file");
-    }
-    if meta.len() == 0 {
-        bail!("{role} '{shown}': file is empty (0 bytes)");
+    // GDAL virtual file systems (/vsizip/ archive members, ...) are not on the file system.
+    if !path.to_string_lossy().starts_with("/vsi") {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => bail!("{role} '{shown}': cannot read: {}", one_line(e)),
+        };
+        if meta.is_dir() {
+            bail!("{role} '{shown}': is a directory, not a raster file");
+        }
+        if meta.len() == 0 {
+            bail!("{role} '{shown}': file is empty (0 bytes)");
+        }
     }
     let ds = open_dataset(path, role)?;
     let driver = ds.driver().short_name();

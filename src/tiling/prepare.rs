@@ -158,7 +158,7 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
 /// The kind of a modality whose kind was not given: a map is a map; the reference is optical;
 /// a moving raster is optical when it holds integers, SAR in dB when its floats go negative,
 /// linear SAR otherwise. Elevation must be asked for (`dem`).
-fn resolve_kind(role: Role, file: &Path, info: &crate::raster::RasterInfo) -> Result<ModalityKind> {
+pub fn resolve_kind(role: Role, file: &Path, info: &crate::raster::RasterInfo) -> Result<ModalityKind> {
     Ok(match role {
         Role::Map => ModalityKind::Map,
         Role::Reference => ModalityKind::Optical,

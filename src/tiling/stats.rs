@@ -44,6 +44,16 @@ pub struct BandStats {
     pub std: f64,
 }
 
+impl BandStats {
+    /// The network's input normalisation of a raw pixel value: (v − median) / half the 2–98 %
+    /// range on the statistics' scale, clamped to ±8; nodata (and no value in dB) → 0.
+    pub fn normalise(&self, v: f32) -> f32 {
+        let half = ((self.p98 - self.p02) / 2.0).max(1e-6);
+        let z = (self.scale.apply(v).unwrap_or(f32::NAN) - self.p50) / half;
+        if z.is_finite() { z.clamp(-8.0, 8.0) } else { 0.0 }
+    }
+}
+
 /// Every `step`-th of the `n_valid` `values`, at most `max` of them.
 pub fn strided_sample(values: impl Iterator<Item = f32>, n_valid: usize, max: usize) -> Vec<f32> {
     let step = n_valid.div_ceil(max).max(1);

@@ -1,5 +1,6 @@
 //! simreg's network stages, linked with libtorch: the displacement-regression network, its
 //! training and prediction. Reads the artefacts of the GDAL-side stages (`simreg` crate).
+pub mod align;
 pub mod device;
 pub mod enforce;
 pub mod model;

@@ -40,6 +40,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+    /// Whole-scene alignment with the network (simreg align --method network)
+    Align {
+        /// simreg::align::AlignRequest as JSON
+        #[arg(long)]
+        request_json: String,
+    },
     /// Training throughput on random inputs (benchmarks: scripts/bench_train.sh)
     BenchTrain {
         #[command(flatten)]
@@ -168,6 +174,10 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Predict { model, tiles, labels, out, device } => {
             let device = simreg_learn::device::resolve(device)?;
             simreg_learn::train::predict::run(&model, tiles.as_deref(), labels.as_deref(), &out, device)?;
+        }
+        Command::Align { request_json } => {
+            let req: simreg::align::AlignRequest = serde_json::from_str(&request_json).map_err(|e| anyhow::anyhow!("align request: {e}"))?;
+            simreg_learn::align::run(&req)?;
         }
         Command::Similarity { model, labels, out, params_json } => {
             let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;

@@ -9,6 +9,7 @@ pub mod jacobian;
 pub mod kernel;
 pub mod sketch;
 pub mod stage;
+pub mod stored;
 
 use crate::model::{mean_of, Net};
 use anyhow::Result;
@@ -78,6 +79,8 @@ pub struct Passes {
     /// k^C(x_h, x_j), (n_held, N) f64 (CPU).
     pub held_kc: Tensor,
     pub params: i64,
+    /// S_A = Σ_{j ∈ S} A_j, (d, p) f64 (stored beside the outputs for `simreg align`).
+    pub s_a: Tensor,
     /// Samples whose Jacobian pass 1 computed, and the seconds it spent computing them.
     pub jacobians: usize,
     pub jacobian_seconds: f64,
@@ -162,6 +165,7 @@ pub fn two_passes(
         held_k: if hk.is_empty() { Tensor::zeros([held.len() as i64, 0, D, D], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hk, 1) },
         held_kc: if hkc.is_empty() { Tensor::zeros([held.len() as i64, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hkc, 1) },
         params: acc.s_a.size()[1],
+        s_a: acc.s_a.to(Device::Cpu),
         jacobians: jac_n,
         jacobian_seconds: jac_secs,
     })

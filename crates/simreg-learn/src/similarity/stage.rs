@@ -183,6 +183,7 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
             simreg::thumbs::write_pair_png(&partial.join(thumb_name(&run.ids[i])), &s.reference[k * cr * tu * tu..][..cr * tu * tu], cr, &s.moving[k * cm * tu * tu..][..cm * tu * tu], cm, tu)?;
         }
         atomic::write_json(&partial.join("knn.json"), &knn)?;
+        super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
 
         // ns.csv.
         let mut csv = String::from("tile,split,ns,g_norm,f_trace,neighbour_gap_px,pred_dx,pred_dy,label_dx,label_dy,predicted_error_px\n");

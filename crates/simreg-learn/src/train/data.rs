@@ -2,7 +2,7 @@
 //! with each scene's robust statistics. Truth is loaded apart, for reporting only.
 use simreg::labels::{LabelEntry, Target, TruthEntry};
 use simreg::tiling::manifest::{Manifest, Role, SceneEntry};
-use simreg::tiling::stats::StatScale;
+use simreg::tiling::stats::BandStats;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -36,21 +36,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
     serde_json::from_str(&text).with_context(|| format!("{what} '{}': not valid", path.display()))
 }
 
-/// Robust normalisation of one band: (v − median) / half the 2–98 % range; NaN → 0.
-fn normaliser(scene: &SceneEntry, role: Role, band: usize) -> Result<(f32, f32, StatScale)> {
+/// The statistics that normalise band `band` of `role` in `scene` (`BandStats::normalise`).
+fn normaliser<'a>(scene: &'a SceneEntry, role: Role, band: usize) -> Result<&'a BandStats> {
     let m = scene.modalities.iter().find(|m| m.role == role).with_context(|| format!("scene '{}' has no {} modality", scene.name, role.name()))?;
     let b = &m.bands[band];
-    let s = b.stats.as_ref().with_context(|| format!("scene '{}': band '{}' has no statistics", scene.name, b.description))?;
-    let half = ((s.p98 - s.p02) / 2.0).max(1e-6);
-    Ok((s.p50, half, s.scale))
-}
-
-fn normalise(px: &[f32], (mid, half, scale): (f32, f32, StatScale)) -> impl Iterator<Item = f32> + '_ {
-    px.iter().map(move |&v| {
-        let v = scale.apply(v).unwrap_or(f32::NAN);
-        let z = (v - mid) / half;
-        if z.is_finite() { z.clamp(-8.0, 8.0) } else { 0.0 }
-    })
+    b.stats.as_ref().with_context(|| format!("scene '{}': band '{}' has no statistics", scene.name, b.description))
 }
 
 /// The 1-based bands of modality `role` in the scene's tile files.
@@ -64,7 +54,8 @@ fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role,
     let mut out = Vec::new();
     for (k, &b) in bands.iter().enumerate() {
         let px = ds.rasterband(b)?.read_band_as::<f32>().with_context(|| format!("{what} '{}': unreadable", path.display()))?;
-        out.extend(normalise(px.data(), normaliser(scene, role, k)?));
+        let s = normaliser(scene, role, k)?;
+        out.extend(px.data().iter().map(|&v| s.normalise(v)));
     }
     Ok(out)
 }

@@ -1,0 +1,348 @@
+//! `simreg batch`: every reference/moving pair in a folder tree or a zip archive of GeoTIFFs,
+//! aligned in parallel; a bad pair is recorded and the batch goes on. `status.csv` (pair,
+//! status, error, timings) is rewritten after each pair, so an interrupted batch resumes: a
+//! pair already done (ok, or failed) with unchanged inputs and settings is not redone.
+//!
+//! **Pairs.** `--pattern` is a file name with `{role}` where reference and moving names differ
+//! and at most one `*`, e.g. `{role}.tif` (a folder per pair holding reference.tif and
+//! moving.tif) or `*_{role}.tif` (scene1_reference.tif + scene1_moving.tif); files of one folder
+//! whose `*` parts agree form a pair. Zip entries are read in place through GDAL's /vsizip/.
+use super::{scene, AlignRequest, Method};
+use crate::raster::one_line;
+use crate::util::{atomic, fingerprint};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct BatchParams {
+    pub input: PathBuf,
+    pub pattern: String,
+    pub reference_role: String,
+    pub moving_role: String,
+    pub out: PathBuf,
+    pub method: Method,
+    pub model: Option<PathBuf>,
+    pub jobs: usize,
+    pub retry_failed: bool,
+    /// Threads each network run may use.
+    pub threads: Option<usize>,
+    pub quiet: bool,
+}
+
+/// A pair found in the input: its name and the files (paths GDAL opens).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pair {
+    pub name: String,
+    pub reference: Option<String>,
+    pub moving: Option<String>,
+    /// What identifies the inputs' content (sizes, times, CRCs): a change redoes the pair.
+    pub key: String,
+}
+
+/// One row of status.csv.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusRow {
+    pub pair: String,
+    pub status: String,
+    pub error: String,
+    pub seconds: f64,
+    pub megapixels_per_s: f64,
+    pub mean_dx_px: f64,
+    pub mean_dy_px: f64,
+    pub reference: String,
+    pub moving: String,
+    /// Inputs + settings hash (resume).
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// Pairs whose status is ok / failed after this run (the whole table).
+    pub ok: usize,
+    pub failed: usize,
+    /// Pairs this run did not redo (done by an earlier run with the same inputs and settings).
+    pub skipped: usize,
+    /// Pairs this run aligned (or tried to).
+    pub processed: usize,
+    pub n_pairs: usize,
+    pub seconds: f64,
+}
+
+/// `name` against a pattern piece with at most one `*`: the text the `*` stands for.
+fn glob(pattern: &str, name: &str) -> Option<String> {
+    match pattern.split_once('*') {
+        None => (pattern == name).then(String::new),
+        Some((pre, post)) => (name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)).then(|| name[pre.len()..name.len() - post.len()].to_string()),
+    }
+}
+
+/// Groups file paths (relative, '/'-separated) into pairs by the pattern.
+pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result<Vec<Pair>> {
+    if !p.pattern.contains("{role}") || p.pattern.matches('*').count() > 1 {
+        bail!("--pattern '{}': needs {{role}} and at most one '*'", p.pattern);
+    }
+    if p.reference_role == p.moving_role {
+        bail!("--reference-role and --moving-role must differ");
+    }
+    // (dir, star) → (reference, moving), each (GDAL path, key part).
+    type Slot = Option<(String, String)>;
+    let mut groups: BTreeMap<(String, String), (Slot, Slot)> = BTreeMap::new();
+    for (rel, gdal_path, key) in files {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        for (is_ref, role) in [(true, &p.reference_role), (false, &p.moving_role)] {
+            if let Some(star) = glob(&p.pattern.replace("{role}", role), name) {
+                let g = groups.entry((dir.to_string(), star)).or_default();
+                let slot = if is_ref { &mut g.0 } else { &mut g.1 };
+                *slot = Some((gdal_path.clone(), key.clone()));
+            }
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((dir, star), (r, m))| {
+            let name = [dir.as_str(), star.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
+            let name = if name.is_empty() { "pair".to_string() } else { name };
+            let key = format!("{}|{}", r.as_ref().map_or("", |v| v.1.as_str()), m.as_ref().map_or("", |v| v.1.as_str()));
+            Pair { name, reference: r.map(|v| v.0), moving: m.map(|v| v.0), key }
+        })
+        .collect())
+}
+
+/// Every file of a folder tree or zip archive: (relative path, path for GDAL, identity).
+fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
+    let meta = std::fs::metadata(input).with_context(|| format!("input '{}': cannot read", input.display()))?;
+    if meta.is_dir() {
+        let mut out = Vec::new();
+        let mut stack = vec![input.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).with_context(|| format!("input '{}': cannot list", d.display()))? {
+                let path = e?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path.strip_prefix(input).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                    let key = fingerprint::hash_json(&fingerprint::file_id(&path)?);
+                    out.push((rel, path.to_string_lossy().into_owned(), key));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    } else {
+        let file = std::fs::File::open(input).with_context(|| format!("input '{}': cannot open", input.display()))?;
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| anyhow::anyhow!("input '{}': not a folder or a readable zip archive: {}", input.display(), one_line(e)))?;
+        let abs = std::fs::canonicalize(input)?;
+        let mut out = Vec::new();
+        for i in 0..zip.len() {
+            let f = zip.by_index(i).map_err(|e| anyhow::anyhow!("input '{}': entry {i}: {}", input.display(), one_line(e)))?;
+            if f.is_dir() {
+                continue;
+            }
+            let name = f.name().to_string();
+            out.push((name.clone(), format!("/vsizip/{}/{}", abs.display(), name), format!("{}:{}:{}", name, f.crc32(), f.size())));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+const STATUS: &str = "status.csv";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"").replace('\n', " ")) } else { s.to_string() }
+}
+
+fn write_status(out: &Path, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
+    let mut text = String::from("pair,status,error,seconds,megapixels_per_s,mean_dx_px,mean_dy_px,reference,moving,key\n");
+    for r in rows.values() {
+        text += &[csv_field(&r.pair), r.status.clone(), csv_field(&r.error), format!("{:.3}", r.seconds), format!("{:.4}", r.megapixels_per_s), format!("{:.4}", r.mean_dx_px), format!("{:.4}", r.mean_dy_px), csv_field(&r.reference), csv_field(&r.moving), r.key.clone()].join(",");
+        text.push('\n');
+    }
+    atomic::write_bytes(&out.join(STATUS), text.as_bytes())
+}
+
+/// Splits one CSV line (quotes as `write_status` writes them).
+fn csv_split(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn read_status(out: &Path) -> BTreeMap<String, StatusRow> {
+    let Ok(text) = std::fs::read_to_string(out.join(STATUS)) else { return BTreeMap::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f = csv_split(l);
+            if f.len() != 10 {
+                return None;
+            }
+            let num = |s: &str| s.parse().unwrap_or(f64::NAN);
+            Some((f[0].clone(), StatusRow { pair: f[0].clone(), status: f[1].clone(), error: f[2].clone(), seconds: num(&f[3]), megapixels_per_s: num(&f[4]), mean_dx_px: num(&f[5]), mean_dy_px: num(&f[6]), reference: f[7].clone(), moving: f[8].clone(), key: f[9].clone() }))
+        })
+        .collect()
+}
+
+/// The pair's output folder name.
+fn folder(name: &str) -> String {
+    name.replace('/', "__")
+}
+
+/// Aligns one pair; the error is the one-line message.
+fn align_pair(pair: &Pair, p: &BatchParams, out: &Path) -> Result<super::AlignSummary> {
+    let (Some(r), Some(m)) = (&pair.reference, &pair.moving) else {
+        bail!("incomplete pair: no {} file", if pair.reference.is_none() { &p.reference_role } else { &p.moving_role });
+    };
+    let req = AlignRequest {
+        method: p.method,
+        reference: PathBuf::from(r),
+        moving: PathBuf::from(m),
+        out: out.join("pairs").join(folder(&pair.name)),
+        truth: None,
+        reference_bands: None,
+        moving_bands: None,
+        moving_kind: None,
+        stride: None,
+        window: None,
+        min_valid: 0.5,
+        batch: 16,
+        model: p.model.clone(),
+        similarity: None,
+        labels: None,
+        no_reliability: false,
+        device: crate::learn::DeviceChoice::Auto,
+        quiet: true,
+    };
+    match p.method {
+        Method::PhaseCorrelation => scene::run_phase_correlation(&req),
+        Method::Network => crate::learn::run_align_captured(&req, p.threads),
+    }
+}
+
+pub fn run(p: &BatchParams) -> Result<BatchSummary> {
+    let start = Instant::now();
+    crate::raster::init_gdal();
+    if p.method == Method::Network && p.model.is_none() {
+        bail!("--method network needs --model RUN/train");
+    }
+    let files = list_files(&p.input)?;
+    let pairs = find_pairs(&files, p)?;
+    if pairs.is_empty() {
+        bail!("input '{}': no file matches --pattern '{}' with role '{}' or '{}'", p.input.display(), p.pattern, p.reference_role, p.moving_role);
+    }
+    atomic::create_dir(&p.out)?;
+    let settings = fingerprint::hash_json(&(p.method.name(), p.model.as_ref().map(|m| m.to_string_lossy().into_owned())));
+    let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
+    let previous = read_status(&p.out);
+    let mut rows: BTreeMap<String, StatusRow> = BTreeMap::new();
+    let mut todo = Vec::new();
+    for pair in &pairs {
+        match previous.get(&pair.name) {
+            Some(r) if r.key == key(pair) && (r.status == "ok" || (r.status == "failed" && !p.retry_failed)) && (r.status != "ok" || p.out.join("pairs").join(folder(&pair.name)).join("summary.json").is_file()) => {
+                rows.insert(pair.name.clone(), r.clone());
+            }
+            _ => todo.push(pair.clone()),
+        }
+    }
+    let skipped = pairs.len() - todo.len();
+    write_status(&p.out, &rows)?;
+    let rows = Mutex::new(rows);
+    let bar = (!p.quiet).then(|| indicatif::ProgressBar::new(todo.len() as u64));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(p.jobs.max(1)).build()?;
+    pool.install(|| {
+        todo.par_iter().try_for_each(|pair| -> Result<()> {
+            let t0 = Instant::now();
+            let result = align_pair(pair, p, &p.out);
+            let seconds = t0.elapsed().as_secs_f64();
+            let mut row = StatusRow {
+                pair: pair.name.clone(),
+                status: "ok".into(),
+                error: String::new(),
+                seconds,
+                megapixels_per_s: f64::NAN,
+                mean_dx_px: f64::NAN,
+                mean_dy_px: f64::NAN,
+                reference: pair.reference.clone().unwrap_or_default(),
+                moving: pair.moving.clone().unwrap_or_default(),
+                key: key(pair),
+            };
+            match result {
+                Ok(s) => {
+                    row.megapixels_per_s = s.megapixels_per_s;
+                    [row.mean_dx_px, row.mean_dy_px] = s.mean_shift_px;
+                }
+                Err(e) => {
+                    row.status = "failed".into();
+                    row.error = one_line(format!("{e:#}"));
+                    tracing::warn!("pair '{}': {}", pair.name, row.error);
+                }
+            }
+            let mut rows = rows.lock().expect("not poisoned");
+            rows.insert(pair.name.clone(), row);
+            write_status(&p.out, &rows)?;
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            Ok(())
+        })
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let rows = rows.into_inner().expect("not poisoned");
+    let count = |s: &str| rows.values().filter(|r| r.status == s).count();
+    let summary = BatchSummary { ok: count("ok"), failed: count("failed"), skipped, processed: todo.len(), n_pairs: pairs.len(), seconds: start.elapsed().as_secs_f64() };
+    atomic::write_json(&p.out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pattern: &str) -> BatchParams {
+        BatchParams { input: PathBuf::new(), pattern: pattern.into(), reference_role: "reference".into(), moving_role: "moving".into(), out: PathBuf::new(), method: Method::PhaseCorrelation, model: None, jobs: 1, retry_failed: false, threads: None, quiet: true }
+    }
+
+    fn files(names: &[&str]) -> Vec<(String, String, String)> {
+        names.iter().map(|n| (n.to_string(), format!("/x/{n}"), n.to_string())).collect()
+    }
+
+    #[test]
+    fn pairs_by_folder_and_by_star() {
+        let f = files(&["a/reference.tif", "a/moving.tif", "b/reference.tif", "c/moving.tif", "c/notes.txt"]);
+        let p = find_pairs(&f, &params("{role}.tif")).unwrap();
+        assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(p[0].reference.as_deref(), Some("/x/a/reference.tif"));
+        assert_eq!(p[0].moving.as_deref(), Some("/x/a/moving.tif"));
+        assert!(p[1].moving.is_none() && p[2].reference.is_none());
+
+        let f = files(&["s1_reference.tif", "s1_moving.tif", "s2_reference.tif", "s2_moving.tif", "d/s1_moving.tif"]);
+        let p = find_pairs(&f, &params("*_{role}.tif")).unwrap();
+        assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["s1", "s2", "d/s1"]);
+        assert!(find_pairs(&f, &params("*_*_{role}")).is_err());
+        assert!(find_pairs(&f, &params("x.tif")).is_err());
+    }
+
+    #[test]
+    fn status_csv_round_trips_quoted_errors() {
+        let fields = csv_split(&format!("{},failed,{}", csv_field("a,b"), csv_field("bad \"x\", y")));
+        assert_eq!(fields, ["a,b", "failed", "bad \"x\", y"]);
+    }
+}
