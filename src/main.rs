@@ -242,6 +242,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 if let (Some(sm), false) = (&s.similarity, cli.quiet) {
                     println!("similarity: {} tiles, N_S mean {:.1} median {:.1} → {}", sm.n_tiles, sm.ns_mean, sm.ns_median, sm.out.display());
                 }
+                if let (Some(a), false) = (&s.audit, cli.quiet) {
+                    let measured = a.measured_rmse_px.map_or(String::new(), |m| format!(" (against truth {m:.3} px)"));
+                    println!(
+                        "audit: network RMSE on held-out tiles, label-free {:.3} px{measured}; label noise {:.3} px; {} labels flagged → {}",
+                        a.predicted_rmse_px, a.label_noise_inlier_rmse_px, a.n_flagged, a.out.display()
+                    );
+                }
                 if let Some(t) = &s.toy1d {
                     print_toy1d_summary(t, false, cli.quiet)?;
                 }
