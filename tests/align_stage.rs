@@ -115,10 +115,16 @@ fn align_outputs_have_the_reference_grid_and_cog_layout() {
     assert_eq!(gj["features"].as_array().unwrap().len(), rows.len());
     let f0 = &gj["features"][0];
     assert_eq!(f0["properties"]["dx_map"].as_f64().unwrap(), f0["properties"]["dx_px"].as_f64().unwrap() * 2.0);
+    // GeoJSON in WGS 84 (RFC 7946): the synthetic scene lies at UTM 31N (500 000, 5 000 000) ≈ 3° E, 45.1° N;
+    // the CSV has both positions.
+    let p0: Vec<f64> = f0["geometry"]["coordinates"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((p0[0] - 3.0).abs() < 0.05 && (p0[1] - 45.15).abs() < 0.1, "{p0:?}");
+    assert_eq!(f0["properties"]["x"].as_f64().unwrap(), rows[0][3].parse::<f64>().unwrap());
+    assert!((rows[0][5].parse::<f64>().unwrap() - p0[0]).abs() < 1e-7);
     let (bands, _, w, _, _) = read_all(&sc.dir.join("out/displacement.tif"));
     let (c, r): (f64, f64) = (rows[5][1].parse().unwrap(), rows[5][2].parse().unwrap());
     let at = bands[0][(r as usize) * w + c as usize] as f64;
-    let tp: f64 = rows[5][5].parse().unwrap();
+    let tp: f64 = rows[5][7].parse().unwrap();
     assert!((at - tp).abs() < 0.3, "displacement raster at a tie point {at} vs its shift {tp}");
     // Nothing left behind.
     let names: Vec<String> = std::fs::read_dir(sc.dir.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

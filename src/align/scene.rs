@@ -437,35 +437,38 @@ fn global_phase_correlation(inp: &Inputs) -> Result<super::phase::Shift> {
     Ok(phase_correlation(&gradient_magnitude(&mean(&r), w, h), &gradient_magnitude(&mean(&m), w, h), w, h))
 }
 
+/// Tie points: CSV in the reference CRS (and lon/lat), GeoJSON in WGS 84 longitude/latitude as
+/// RFC 7946 asks, with the reference-CRS position in the properties. A reference without a
+/// CRS keeps its map coordinates in the GeoJSON (no lon/lat exists).
 fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
     let g = grid.geotransform;
     let nx = lat.xs.len();
-    let mut csv = String::from("id,col,row,x,y,dx_px,dy_px,dx_map,dy_map,reliability,baseline_dx_px,baseline_dy_px,baseline_peak\n");
+    let to_ll = crate::audit::geo::ToLonLat::new(&grid.crs_wkt)?;
+    let mut csv = String::from("id,col,row,x,y,lon,lat,dx_px,dy_px,dx_map,dy_map,reliability,baseline_dx_px,baseline_dy_px,baseline_peak\n");
     let mut features = Vec::new();
     for j in 0..lat.ys.len() {
         for i in 0..nx {
             let Some(e) = lat.primary[j * nx + i] else { continue };
             let (c, r) = lat.centre(i, j);
             let (x, y) = (g[0] + c * g[1] + r * g[2], g[3] + c * g[4] + r * g[5]);
+            let ll = to_ll.apply(&[[x, y]])?.map(|v| v[0]);
             let (mx, my) = (e.dx * g[1] + e.dy * g[2], e.dx * g[4] + e.dy * g[5]);
             let b = lat.baseline[j * nx + i];
             let (bx, by, bp) = b.map_or((f64::NAN, f64::NAN, f64::NAN), |b| (b.dx, b.dy, b.reliability));
             let id = format!("x{i:04}_y{j:04}");
-            let _ = writeln!(csv, "{id},{c},{r},{x},{y},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}", e.dx, e.dy, mx, my, e.reliability, bx, by, bp);
+            let (lon, la) = ll.map_or((String::new(), String::new()), |v| (format!("{:.8}", v[0]), format!("{:.8}", v[1])));
+            let _ = writeln!(csv, "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}", e.dx, e.dy, mx, my, e.reliability, bx, by, bp);
             let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
+            let point = ll.unwrap_or([x, y]);
             features.push(serde_json::json!({
                 "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [x, y]},
-                "properties": {"id": id, "col": c, "row": r, "dx_px": e.dx, "dy_px": e.dy, "dx_map": mx, "dy_map": my,
+                "geometry": {"type": "Point", "coordinates": point},
+                "properties": {"id": id, "col": c, "row": r, "x": x, "y": y, "dx_px": e.dx, "dy_px": e.dy, "dx_map": mx, "dy_map": my,
                     "reliability": num(e.reliability), "baseline_dx_px": num(bx), "baseline_dy_px": num(by), "baseline_peak": num(bp)}
             }));
         }
     }
-    let mut fc = serde_json::json!({"type": "FeatureCollection", "name": "tiepoints", "features": features});
-    // Coordinates are in the reference CRS (not WGS 84): named the GeoJSON-2008 way, which GDAL reads.
-    if let Some(epsg) = grid.epsg {
-        fc["crs"] = serde_json::json!({"type": "name", "properties": {"name": format!("urn:ogc:def:crs:EPSG::{epsg}")}});
-    }
+    let fc = serde_json::json!({"type": "FeatureCollection", "name": "tiepoints", "features": features});
     atomic::write_json(&dir.join("tiepoints.geojson"), &fc)?;
     atomic::write_bytes(&dir.join("tiepoints.csv"), csv.as_bytes())
 }
