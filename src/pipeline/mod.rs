@@ -295,6 +295,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bundled_pipelines_load_with_their_later_stages() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let demo = Pipeline::load(&dir.join("demo.toml")).unwrap();
+        assert!(demo.train.is_some() && demo.similarity.is_some() && demo.audit.is_some() && demo.report.is_some());
+        assert_eq!(demo.audit, Some(crate::audit::AuditParams::default()));
+        let outliers = Pipeline::load(&dir.join("audit_outliers.toml")).unwrap();
+        let noise = &outliers.labels.as_ref().unwrap().noise;
+        assert_eq!((noise.sigma, noise.outliers, noise.outlier_magnitude), (2.0, 0.05, 12.0));
+        let sweep = Pipeline::load(&dir.join("noise_sweep.toml")).unwrap();
+        assert!(sweep.sweep.is_some() && sweep.audit.is_some() && sweep.report.is_some());
+        // A stage table with an unknown key is refused, naming the file.
+        let bad = tempfile::tempdir().unwrap();
+        let f = bad.path().join("p.toml");
+        std::fs::write(&f, "[audit]\nthreshhold = 3\n").unwrap();
+        let e = Pipeline::load(&f).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("threshhold"), "{e}");
+    }
+
+    #[test]
     fn normalise_drops_dot_and_dotdot() {
         assert_eq!(normalise(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
         assert_eq!(normalise(Path::new("/a/../../x")), PathBuf::from("/x"));
