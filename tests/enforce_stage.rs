@@ -1,7 +1,6 @@
 //! Similarity-enforcing training through the CLI: `train --enforce-similarity` and the study.
 mod common;
 use common::*;
-use serde_json::Value;
 
 #[test]
 fn enforced_training_and_the_study_run_and_report_every_arm() {
