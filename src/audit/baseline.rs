@@ -35,9 +35,11 @@ pub fn combine_bands(bands: &[Vec<f32>], kind: ModalityKind) -> Vec<f32> {
     out
 }
 
-/// Reads bands `indices` (1-based) of a tile file as f32.
-pub(crate) fn read_bands(path: &Path, indices: &[usize]) -> Result<(Vec<Vec<f32>>, usize, usize)> {
+/// Reads bands `indices` (1-based) of a tile file as f32; every band when `indices` is None.
+pub(crate) fn read_bands(path: &Path, indices: Option<&[usize]>) -> Result<(Vec<Vec<f32>>, usize, usize)> {
     let ds = Dataset::open(path).map_err(|e| anyhow::anyhow!("tile '{}': cannot open: {}", path.display(), one_line(e)))?;
+    let all: Vec<usize> = (1..=ds.raster_count()).collect();
+    let indices = indices.unwrap_or(&all);
     let (w, h) = ds.raster_size();
     let mut out = Vec::with_capacity(indices.len());
     for &b in indices {
@@ -67,9 +69,8 @@ pub fn tile_shift(scene: &SceneEntry, tile: &Path, moving: &Path, max_shift: f64
     let moving_kind = scene.modalities.iter().find(|m| m.role == Role::Moving).map_or(ModalityKind::Optical, |m| m.kind);
     let Some(reference) = reference else { bail!("scene '{}': has no reference modality", scene.name) };
     let ref_idx: Vec<usize> = reference.bands.iter().map(|b| b.tile_band).collect();
-    let (rb, w, h) = read_bands(tile, &ref_idx)?;
-    let n_moving = Dataset::open(moving).map(|d| d.raster_count()).unwrap_or(0);
-    let (mb, mw, mh) = read_bands(moving, &(1..=n_moving.max(1)).collect::<Vec<_>>())?;
+    let (rb, w, h) = read_bands(tile, Some(&ref_idx))?;
+    let (mb, mw, mh) = read_bands(moving, None)?;
     if (mw, mh) != (w, h) {
         bail!("moving tile '{}': {mw}×{mh} px, its reference tile is {w}×{h}", moving.display());
     }

@@ -14,6 +14,11 @@
 //!
 //! Everything is per axis (px²), both axes pooled, as the RMSE figures elsewhere.
 
+/// |u − v|² / 2: the per-axis squared difference of two displacements.
+pub fn sq_per_axis(u: [f64; 2], v: [f64; 2]) -> f64 {
+    product(u, v, v)
+}
+
 /// (u − v)·(u − w) / 2: the per-axis triple-collocation product for u's error.
 pub fn product(u: [f64; 2], v: [f64; 2], w: [f64; 2]) -> f64 {
     ((u[0] - v[0]) * (u[0] - w[0]) + (u[1] - v[1]) * (u[1] - w[1])) / 2.0

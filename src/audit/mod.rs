@@ -195,24 +195,23 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     let heldout: Vec<usize> = (0..tiles_audit.len()).filter(|&i| !tiles_audit[i].train).collect();
     let truth_of = |t: &TileAudit| inp.truth.as_ref().and_then(|m| m.get(&t.id));
     let has_truth = inp.truth.is_some() && tiles_audit.iter().all(|t| truth_of(t).is_some());
-    let per_axis = |v: [f64; 2], w: [f64; 2]| ((v[0] - w[0]).powi(2) + (v[1] - w[1]).powi(2)) / 2.0;
     let rms = |v: &mut dyn Iterator<Item = f64>| {
         let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
         (s / n.max(1) as f64).sqrt()
     };
     let (measured, measured_noise, auroc, auroc_residual, n_outliers) = if has_truth {
         let truth: Vec<&crate::labels::TruthEntry> = tiles_audit.iter().map(|t| truth_of(t).unwrap()).collect();
-        let measured = rms(&mut heldout.iter().map(|&i| per_axis(tiles_audit[i].pred, truth[i].displacement)));
-        let noise = rms(&mut heldout.iter().map(|&i| per_axis(tiles_audit[i].label, truth[i].displacement)));
+        let measured = rms(&mut heldout.iter().map(|&i| estimate::sq_per_axis(tiles_audit[i].pred, truth[i].displacement)));
+        let noise = rms(&mut heldout.iter().map(|&i| estimate::sq_per_axis(tiles_audit[i].label, truth[i].displacement)));
         let positive: Vec<bool> = truth.iter().map(|t| t.outlier).collect();
         let scores: Vec<f64> = tiles_audit.iter().map(|t| t.score).collect();
-        let residual: Vec<f64> = tiles_audit.iter().map(|t| per_axis(t.label, t.pred)).collect();
+        let residual: Vec<f64> = tiles_audit.iter().map(|t| estimate::sq_per_axis(t.label, t.pred)).collect();
         let n_out = positive.iter().filter(|&&b| b).count();
         (Some(measured), Some(noise), score::auroc(&scores, &positive), score::auroc(&residual, &positive), Some(n_out))
     } else {
         (None, None, None, None, None)
     };
-    let calibration = calibration_bins(&tiles_audit, &heldout, 5, |i| truth_of(&tiles_audit[i]).map(|t| per_axis(tiles_audit[i].pred, t.displacement)));
+    let calibration = calibration_bins(&tiles_audit, &heldout, 5, |i| truth_of(&tiles_audit[i]).map(|t| estimate::sq_per_axis(tiles_audit[i].pred, t.displacement)));
     let paper: Vec<f64> = heldout.iter().map(|&i| est.labels_inlier * tiles_audit[i].f_trace / 2.0).filter(|v| v.is_finite()).collect();
 
     let summary = AuditSummary {
@@ -300,7 +299,7 @@ fn estimate_all(t: &mut [TileAudit], threshold: f64) -> Result<Estimates> {
             a.score = score::label_score(a.label, est, v, sigma2);
             // The network's expected squared error here: with the label too unless it is flagged.
             let (est, v) = if a.score > threshold { (est, v) } else { score::combine(est, v, a.label, sigma2) };
-            a.predicted_var = ((a.pred[0] - est[0]).powi(2) + (a.pred[1] - est[1]).powi(2)) / 2.0 + v;
+            a.predicted_var = estimate::sq_per_axis(a.pred, est) + v;
         }
         let inliers: Vec<usize> = held.iter().copied().filter(|&i| t[i].score <= threshold).collect();
         if inliers.len() < 10 {
@@ -364,7 +363,7 @@ fn write_csv(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], order: &[usi
     csv.push_str(if has_truth { ",true_error_px,label_error_px,outlier\n" } else { "\n" });
     for (rank, (&i, (c, ll))) in order.iter().zip(&at).enumerate() {
         let a = &t[i];
-        let res = (((a.label[0] - a.pred[0]).powi(2) + (a.label[1] - a.pred[1]).powi(2)) / 2.0).sqrt();
+        let res = estimate::sq_per_axis(a.label, a.pred).sqrt();
         let (lon, lat) = ll.map_or((String::new(), String::new()), |v| (format!("{:.7}", v[0]), format!("{:.7}", v[1])));
         let _ = write!(
             csv,
@@ -389,8 +388,8 @@ fn write_csv(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], order: &[usi
         if has_truth {
             let tr = &inp.truth.as_ref().unwrap()[&a.id];
             let d = tr.displacement;
-            let e = (((a.pred[0] - d[0]).powi(2) + (a.pred[1] - d[1]).powi(2)) / 2.0).sqrt();
-            let l = (((a.label[0] - d[0]).powi(2) + (a.label[1] - d[1]).powi(2)) / 2.0).sqrt();
+            let e = estimate::sq_per_axis(a.pred, d).sqrt();
+            let l = estimate::sq_per_axis(a.label, d).sqrt();
             let _ = write!(csv, ",{e:.4},{l:.4},{}", tr.outlier);
         }
         csv.push('\n');

@@ -103,10 +103,9 @@ impl Thumbs<'_> {
         let scene = self.inp.manifest.scene(&t.scene).context("unknown scene")?;
         let reference = scene.modalities.iter().find(|m| m.role == crate::tiling::manifest::Role::Reference).context("no reference modality")?;
         let idx: Vec<usize> = reference.bands.iter().map(|b| b.tile_band).collect();
-        let (rb, w, _) = baseline::read_bands(&self.inp.tiles_dir.join(&t.path), &idx)?;
+        let (rb, w, _) = baseline::read_bands(&self.inp.tiles_dir.join(&t.path), Some(&idx))?;
         let moving = self.inp.labels_dir.join(&self.labels.get(id).with_context(|| format!("no label for tile '{id}'"))?.moving);
-        let n = gdal::Dataset::open(&moving).map(|d| d.raster_count()).unwrap_or(1);
-        let (mb, _, _) = baseline::read_bands(&moving, &(1..=n).collect::<Vec<_>>())?;
+        let (mb, _, _) = baseline::read_bands(&moving, None)?;
         let img = crate::thumbs::pair_image(&normalise(&rb), rb.len(), &normalise(&mb), mb.len(), w);
         let mut img = image::imageops::resize(&img, img.width() * scale, img.height() * scale, image::imageops::FilterType::Nearest);
         let c = (w as f32 * scale as f32 / 2.0, w as f32 * scale as f32 / 2.0);
