@@ -471,8 +471,13 @@ pub struct EnforceStudyParams {
     pub val_tiles: usize,
     #[serde(default = "d_device")]
     pub device: DeviceChoice,
+    /// Which arms to train, in this order (`baseline`, `plus_cos`, `minus_cos`); the step-cost
+    /// ratio needs `baseline` and `minus_cos`.
+    #[serde(default = "d_arms")]
+    pub arms: Vec<String>,
 }
 
+fn d_arms() -> Vec<String> { ["baseline", "plus_cos", "minus_cos"].map(String::from).to_vec() }
 fn d_seeds() -> usize { 10 }
 fn d_study_steps() -> usize { 300 }
 fn d_eval_every() -> usize { 10 }

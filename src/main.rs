@@ -206,7 +206,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if !cli.quiet {
                 println!("enforce study in {} (step cost ratio {:.2}):", a.out.display(), v["step_cost_ratio"].as_f64().unwrap_or(f64::NAN));
-                for arm in ["baseline", "plus_cos", "minus_cos"] {
+                for arm in &params.arms {
                     let x = &v["arms"][arm];
                     println!("  {arm:9}  reached {}/{}  steps {:?} ± {:?}  final error {:.3} ± {:.3} px", x["reached"], x["seeds"], x["steps_mean"].as_f64(), x["steps_std"].as_f64(), x["final_error_mean"].as_f64().unwrap_or(f64::NAN), x["final_error_std"].as_f64().unwrap_or(f64::NAN));
                 }

@@ -40,6 +40,17 @@ fn enforced_training_and_the_study_run_and_report_every_arm() {
     assert!(v["step_cost_ratio"].as_f64().unwrap() > 1.0, "an enforced step costs more than a plain one");
     let csv = std::fs::read_to_string(t.path().join("study/enforce_curves.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3 * 2 * 3);
+    // The report draws the study: curves per arm and the table.
+    ok(&["report", &d("study")]);
+    let html = std::fs::read_to_string(t.path().join("study/report/index.html")).unwrap();
+    assert!(html.contains("<img src=\"enforce_study.png\"") && html.contains("minus_cos") && html.contains("plus_cos"), "{html}");
+    assert!(image::open(t.path().join("study/report/enforce_study.png")).is_ok());
+    // One arm alone: no step-cost ratio, and only that arm in the results.
+    let v = ok(&["enforce-study", "--labels", &d("labels"), "--out", &d("one"), "--params", "seeds = 1, steps = 2, eval_every = 2, width = 2, depth = 2, corr_radius = 1, batch = 4, device = \"cpu\", arms = [\"baseline\"]"]);
+    assert!(v["step_cost_ratio"].is_null());
+    assert_eq!(v["arms"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["baseline"]);
+    let o = simreg(&["enforce-study", "--labels", &d("labels"), "--out", &d("bad"), "--params", "arms = [\"sideways\"]"]);
+    assert!(!o.status.success() && stderr(&o).contains("sideways"), "{}", stderr(&o));
     // Bad parameters: one line, non-zero exit.
     let o = simreg(&["enforce-study", "--labels", &d("labels"), "--out", &d("bad"), "--params", "seeds = 0"]);
     assert!(!o.status.success());

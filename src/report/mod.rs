@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 const MARKER: &str = "index.html";
 /// Tiles in the audit gallery.
 const TOP: usize = 20;
+/// The similarity-enforcement study's results (`simreg enforce-study`, `[enforce_study]`).
+const ENFORCE: &str = "enforce_study.json";
+const ARM_COLOURS: [(&str, RGBColor); 3] = [("baseline", RGBColor(90, 90, 90)), ("plus_cos", RGBColor(200, 60, 50)), ("minus_cos", RGBColor(50, 80, 200))];
 
 /// What `simreg report` returns.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -125,8 +128,10 @@ impl Thumbs<'_> {
 pub fn run(run: &Path, out: &Path) -> Result<ReportSummary> {
     crate::raster::init_gdal();
     plots::init_font()?;
+    // A noise sweep or a similarity-enforcement study is reported from its own results.
+    let own_results = run.join("sweep").exists() || run.join(ENFORCE).exists();
     for (dir, stage) in [("labels", "labels"), ("train", "train"), ("similarity", "similarity"), ("audit", "audit")] {
-        if !run.join(dir).join("summary.json").exists() && !run.join("sweep").exists() {
+        if !run.join(dir).join("summary.json").exists() && !own_results {
             bail!("run '{}': no {stage} output (RUN/{dir}/summary.json): run the `{stage}` stage first", run.display());
         }
     }
@@ -151,19 +156,25 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
     let audit: Option<AuditSummary> = all.get("audit").and_then(|v| serde_json::from_value(v.clone()).ok());
     let has_truth = run.join("labels").join("truth.json").exists() || (!single && all.contains_key("noise_sweep"));
 
+    // 0. The similarity-enforcement study.
+    if let Some(v) = read_json(&run.join(ENFORCE)) {
+        enforce_section(&v, dir, &mut html, &mut files)?;
+        all.insert("enforce_study".into(), v);
+    }
+
     // 1. Accuracy against label noise.
-    let pts = sigma_points(run);
-    let _ = writeln!(html, "<h2>Accuracy against label noise</h2>");
+    let pts = if run.join("train").join("summary.json").exists() || !single { sigma_points(run) } else { vec![] };
     if !pts.is_empty() {
+        let _ = writeln!(html, "<h2>Accuracy against label noise</h2>");
         let mut series = vec![];
         if has_truth {
-            series.push(Series { name: "labels vs truth", colour: RGBColor(200, 60, 50), points: pts.iter().filter_map(|p| Some((p.sigma, p.label?))).collect(), bars: None });
-            series.push(Series { name: "network vs truth (held out)", colour: RGBColor(40, 120, 60), points: pts.iter().filter_map(|p| Some((p.sigma, p.network?))).collect(), bars: None });
+            series.push(Series { name: "labels vs truth", colour: RGBColor(200, 60, 50), points: pts.iter().filter_map(|p| Some((p.sigma, p.label?))).collect(), bars: None, band: None });
+            series.push(Series { name: "network vs truth (held out)", colour: RGBColor(40, 120, 60), points: pts.iter().filter_map(|p| Some((p.sigma, p.network?))).collect(), bars: None, band: None });
         }
         let pred: Vec<(f64, f64)> = pts.iter().filter_map(|p| Some((p.sigma, p.predicted?))).collect();
         if !pred.is_empty() {
             let bars = pts.iter().filter_map(|p| Some((p.sigma, p.interval?[0], p.interval?[1]))).collect();
-            series.push(Series { name: "network, label-free estimate (5-95 %)", colour: RGBColor(50, 80, 200), points: pred, bars: Some(bars) });
+            series.push(Series { name: "network, label-free estimate (5-95 %)", colour: RGBColor(50, 80, 200), points: pred, bars: Some(bars), band: None });
         }
         if series.iter().any(|s| !s.points.is_empty()) {
             plots::lines(&dir.join("accuracy_vs_sigma.png"), "RMSE per axis against label noise", "label noise sigma (px)", "RMSE (px)", &series, true)?;
@@ -182,7 +193,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
         }
         let _ = writeln!(html, "</table>");
     }
-    if !has_truth {
+    if !has_truth && !run.join(ENFORCE).exists() {
         notes.push("This run has no truth (RUN/labels/truth.json): plots against the truth are left out; the label-free estimates are shown alone.".into());
     }
 
@@ -190,12 +201,12 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
     if let Ok(text) = std::fs::read_to_string(run.join("train").join("log.jsonl")) {
         let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let col = |k: &str| rows.iter().filter_map(|r| Some((num(r, "epoch")?, num(r, k)?))).collect::<Vec<_>>();
-        let mut series = vec![Series { name: "held-out RMSE vs labels", colour: RGBColor(200, 60, 50), points: col("val_rmse_labels_px"), bars: None }];
+        let mut series = vec![Series { name: "held-out RMSE vs labels", colour: RGBColor(200, 60, 50), points: col("val_rmse_labels_px"), bars: None, band: None }];
         if has_truth {
-            series.push(Series { name: "held-out RMSE vs truth", colour: RGBColor(40, 120, 60), points: col("val_rmse_truth_px"), bars: None });
+            series.push(Series { name: "held-out RMSE vs truth", colour: RGBColor(40, 120, 60), points: col("val_rmse_truth_px"), bars: None, band: None });
         }
         // The loss is the dense-field MSE plus the centre-mean MSE: ≈ twice the per-axis MSE.
-        series.push(Series { name: "training: sqrt(loss / 2)", colour: RGBColor(120, 120, 120), points: col("train_loss").into_iter().map(|(e, l)| (e, (l.max(0.0) / 2.0).sqrt())).collect(), bars: None });
+        series.push(Series { name: "training: sqrt(loss / 2)", colour: RGBColor(120, 120, 120), points: col("train_loss").into_iter().map(|(e, l)| (e, (l.max(0.0) / 2.0).sqrt())).collect(), bars: None, band: None });
         if series[0].points.len() > 0 {
             plots::lines(&dir.join("training.png"), "Training", "epoch", "RMSE per axis (px)", &series, true)?;
             files.push("training.png".into());
@@ -241,8 +252,8 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
         if has_truth && a.calibration.iter().all(|b| b.measured_rmse_px.is_some()) {
             let pts = |f: &dyn Fn(&crate::audit::CalibrationBin) -> f64| a.calibration.iter().map(|b| ((b.ns_min + b.ns_max) / 2.0, f(b))).collect::<Vec<_>>();
             let series = [
-                Series { name: "label-free predicted", colour: RGBColor(50, 80, 200), points: pts(&|b| b.predicted_rmse_px), bars: None },
-                Series { name: "measured against truth", colour: RGBColor(40, 120, 60), points: pts(&|b| b.measured_rmse_px.unwrap_or(f64::NAN)), bars: None },
+                Series { name: "label-free predicted", colour: RGBColor(50, 80, 200), points: pts(&|b| b.predicted_rmse_px), bars: None, band: None },
+                Series { name: "measured against truth", colour: RGBColor(40, 120, 60), points: pts(&|b| b.measured_rmse_px.unwrap_or(f64::NAN)), bars: None, band: None },
             ];
             plots::lines(&dir.join("calibration.png"), "Network RMSE on held-out tiles, by N_S quintile", "N_S (bin centre)", "RMSE per axis (px)", &series, true)?;
             files.push("calibration.png".into());
@@ -259,7 +270,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
             let _ = writeln!(html, "<figure><img src=\"{name}\" alt=\"{}\"><figcaption>#{} {} score {:.1}, N_S {:.0}, residual {:.2} px</figcaption></figure>", esc(&r.tile), r.rank, esc(&r.tile), r.score, r.ns, r.residual);
         }
         let _ = writeln!(html, "</div>");
-    } else if single {
+    } else if single && !run.join(ENFORCE).exists() {
         notes.push("No audit (RUN/audit): run `simreg audit RUN` for the label-free estimates and the label ranking.".into());
     } else {
         notes.push("A noise sweep: each σ's similarity and audit are in RUN/sweep/sigma_<σ>/; `simreg report RUN/sweep/sigma_<σ>` makes that σ's full report.".into());
@@ -298,6 +309,46 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
     );
     atomic::write_bytes(&dir.join(MARKER), page.as_bytes())?;
     Ok(ReportSummary { out: out.to_path_buf(), index: out.join(MARKER), has_truth, files })
+}
+
+/// The study's held-out error against steps per arm (mean ± std over seeds) and its table.
+fn enforce_section(v: &Value, dir: &Path, html: &mut String, files: &mut Vec<String>) -> Result<()> {
+    let threshold = num(v, "threshold_px").or_else(|| v.get("params").and_then(|p| num(p, "threshold_px")));
+    let mut series = vec![];
+    let mut rows = String::new();
+    let f = |x: Option<f64>, d: usize| x.map_or("–".to_string(), |x| format!("{x:.d$}"));
+    for (arm, colour) in ARM_COLOURS {
+        let Some(a) = v.get("arms").and_then(|a| a.get(arm)) else { continue };
+        let curve: Vec<(f64, f64, f64)> = a.get("curve").and_then(Value::as_array).into_iter().flatten().filter_map(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?, c.get(2)?.as_f64()?))).collect();
+        let name = match arm {
+            "baseline" => "baseline (labels only)",
+            "plus_cos" => "+λ·k^C (reference code's sign)",
+            _ => "+λ·(1 − k^C) (the paper's intent)",
+        };
+        series.push(Series { name, colour, points: curve.iter().map(|c| (c.0, c.1)).collect(), bars: None, band: Some(curve.iter().map(|c| (c.0, c.1 - c.2, c.1 + c.2)).collect()) });
+        let _ = writeln!(
+            rows,
+            "<tr><td style=\"text-align:left\">{arm}</td><td>{}/{}</td><td>{} ± {}</td><td>{} ± {}</td><td>{}</td></tr>",
+            a["reached"], a["seeds"], f(num(a, "steps_mean"), 0), f(num(a, "steps_std"), 0), f(num(a, "final_error_mean"), 3), f(num(a, "final_error_std"), 3), f(num(a, "seconds_per_step"), 4)
+        );
+    }
+    if series.is_empty() {
+        return Ok(());
+    }
+    let last = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+    if let Some(t) = threshold {
+        series.push(Series { name: "error threshold", colour: RGBColor(40, 150, 60), points: vec![(0.0, t), (last, t)], bars: None, band: None });
+    }
+    plots::lines(&dir.join("enforce_study.png"), "Held-out error against truth while training (mean ± std over seeds)", "training step", "RMSE per axis (px)", &series, true)?;
+    files.push("enforce_study.png".into());
+    let _ = writeln!(
+        html,
+        "<h2>Similarity-enforcing training</h2><img src=\"enforce_study.png\" alt=\"enforcement study curves\"><table><tr><th>arm</th><th>reached {} px</th><th>steps to it (mean ± std)</th><th>final error (px)</th><th>s per step</th></tr>\n{rows}</table><p>Cost of an enforced step against a plain one: {}. Steps are counted at the evaluations (every {} steps); the mean and std are over the seeds that reach the threshold.</p>",
+        f(threshold, 2),
+        num(v, "step_cost_ratio").map_or("not measured (needs the baseline and minus_cos arms)".into(), |r| format!("{r:.1}×")),
+        v.get("params").and_then(|p| p.get("eval_every")).map_or("–".into(), |x| x.to_string())
+    );
+    Ok(())
 }
 
 struct AuditRow {

@@ -23,12 +23,14 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 
-/// One line of a line plot: name, colour, points, optional symmetric-free error bars (lo, hi).
+/// One line of a line plot: name, colour, points, optional error bars (x, lo, hi) and an
+/// optional shaded band (x, lo, hi), e.g. ± one standard deviation over seeds.
 pub struct Series<'a> {
     pub name: &'a str,
     pub colour: RGBColor,
     pub points: Vec<(f64, f64)>,
     pub bars: Option<Vec<(f64, f64, f64)>>,
+    pub band: Option<Vec<(f64, f64, f64)>>,
 }
 
 fn range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
@@ -51,7 +53,7 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
         bail!("plot '{}': no data", path.display());
     }
     let xs = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), 0.05);
-    let ys_iter = series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.bars.iter().flatten().flat_map(|b| [b.1, b.2])));
+    let ys_iter = series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.bars.iter().chain(s.band.iter()).flatten().flat_map(|b| [b.1, b.2])));
     let mut ys = range(ys_iter, 0.08);
     if y_from_zero {
         ys.0 = 0.0;
@@ -66,6 +68,13 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
         .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
         .map_err(err)?;
     chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 13)).draw().map_err(err)?;
+    // Bands first, so that every line is drawn over them.
+    for s in series {
+        if let Some(b) = s.band.as_ref().filter(|b| b.len() > 1) {
+            let outline: Vec<(f64, f64)> = b.iter().map(|p| (p.0, p.2)).chain(b.iter().rev().map(|p| (p.0, p.1))).collect();
+            chart.draw_series(std::iter::once(Polygon::new(outline, s.colour.mix(0.18).filled()))).map_err(err)?;
+        }
+    }
     for s in series {
         let c = s.colour;
         chart
@@ -122,10 +131,18 @@ mod tests {
     fn plots_are_written_as_png() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.png");
-        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]) };
+        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]) };
         lines(&p, "t", "x", "y", &[s], true).unwrap();
         let img = image::open(&p).unwrap();
         assert_eq!((img.width(), img.height()), (720, 420));
+        // The band is drawn: the same plot without it differs.
+        let q = dir.path().join("b.png");
+        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: None };
+        lines(&q, "t", "x", "y", &[s, Series { name: "y", colour: BLUE, points: vec![(0.0, 0.5), (1.0, 3.0)], bars: None, band: None }], true).unwrap();
+        let r = dir.path().join("c.png");
+        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]) };
+        lines(&r, "t", "x", "y", &[s, Series { name: "y", colour: BLUE, points: vec![(0.0, 0.5), (1.0, 3.0)], bars: None, band: None }], true).unwrap();
+        assert_ne!(image::open(&q).unwrap().to_rgb8().into_raw(), image::open(&r).unwrap().to_rgb8().into_raw());
         let h = dir.path().join("h.png");
         let edges = histogram(&h, "t", "v", &[1.0, 2.0, 2.5, 9.0], 4).unwrap();
         assert_eq!(edges.len(), 4);

@@ -43,8 +43,8 @@ struct Study {
     n_val_evaluated: usize,
     params_count: i64,
     arms: BTreeMap<String, Arm>,
-    /// Seconds per enforced step (minus_cos) over seconds per plain step.
-    step_cost_ratio: f64,
+    /// Seconds per enforced step (minus_cos) over seconds per plain step (null unless both ran).
+    step_cost_ratio: Option<f64>,
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -57,6 +57,10 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -> Result<()> {
     if p.seeds == 0 || p.steps == 0 || p.eval_every == 0 || p.batch == 0 || p.pairs_per_step == 0 || p.pairs_per_step > p.batch {
         bail!("enforce study: seeds, steps, eval_every, batch ≥ 1 and 1 ≤ pairs_per_step ≤ batch");
+    }
+    let known: Vec<&str> = ARMS.iter().map(|a| a.0).collect();
+    if p.arms.is_empty() || p.arms.iter().any(|a| !known.contains(&a.as_str())) {
+        bail!("enforce study: arms {:?}: choose one or more of {known:?}", p.arms);
     }
     let device = crate::device::resolve(p.device)?;
     let d = data::load(labels_dir)?;
@@ -81,7 +85,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     let mut csv = String::from("arm,seed,step,val_rmse_truth_px\n");
     let mut arms = BTreeMap::new();
     let mut n_params = 0;
-    for (name, sign) in ARMS {
+    for (name, sign) in p.arms.iter().map(|a| *ARMS.iter().find(|k| k.0 == a).expect("checked above")) {
         let (mut curves, mut reached, mut secs, mut steps_run) = (Vec::new(), Vec::new(), 0.0, 0usize);
         for seed in 0..p.seeds {
             tch::manual_seed(seed as i64);
@@ -137,7 +141,10 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
         }).collect();
         arms.insert(name.to_string(), Arm { seeds: p.seeds, reached: hit.len(), steps_to_threshold: reached, steps_mean: sm, steps_std: ss, final_error_mean: fm, final_error_std: fs, curve, seconds_per_step: secs / steps_run as f64 });
     }
-    let ratio = arms["minus_cos"].seconds_per_step / arms["baseline"].seconds_per_step;
+    let ratio = match (arms.get("minus_cos"), arms.get("baseline")) {
+        (Some(m), Some(b)) => Some(m.seconds_per_step / b.seconds_per_step),
+        _ => None,
+    };
     let study = Study { params: p.clone(), labels: labels_dir.display().to_string(), n_train: sp.train.len(), n_val_evaluated: val.len(), params_count: n_params, arms, step_cost_ratio: ratio };
     atomic::create_dir(out)?;
     atomic::write_bytes(&out.join("enforce_curves.csv"), csv.as_bytes())?;
