@@ -9,7 +9,7 @@
 //! whose `*` parts agree form a pair. Zip entries are read in place through GDAL's /vsizip/.
 use super::{scene, AlignRequest, Method};
 use crate::raster::one_line;
-use crate::util::{atomic, fingerprint};
+use crate::util::{atomic, fingerprint, table};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -153,50 +153,13 @@ fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
 
 const STATUS: &str = "status.csv";
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"").replace('\n', " ")) } else { s.to_string() }
-}
-
 fn write_status(out: &Path, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
-    let mut text = String::from("pair,status,error,seconds,megapixels_per_s,mean_dx_px,mean_dy_px,reference,moving,key\n");
-    for r in rows.values() {
-        text += &[csv_field(&r.pair), r.status.clone(), csv_field(&r.error), format!("{:.3}", r.seconds), format!("{:.4}", r.megapixels_per_s), format!("{:.4}", r.mean_dx_px), format!("{:.4}", r.mean_dy_px), csv_field(&r.reference), csv_field(&r.moving), r.key.clone()].join(",");
-        text.push('\n');
-    }
-    atomic::write_bytes(&out.join(STATUS), text.as_bytes())
+    table::write(&out.join(STATUS), rows.values())
 }
 
-/// Splits one CSV line (quotes as `write_status` writes them).
-fn csv_split(line: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
+/// The table of an earlier run (empty when there is none or it cannot be read: everything is redone).
 fn read_status(out: &Path) -> BTreeMap<String, StatusRow> {
-    let Ok(text) = std::fs::read_to_string(out.join(STATUS)) else { return BTreeMap::new() };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f = csv_split(l);
-            if f.len() != 10 {
-                return None;
-            }
-            let num = |s: &str| s.parse().unwrap_or(f64::NAN);
-            Some((f[0].clone(), StatusRow { pair: f[0].clone(), status: f[1].clone(), error: f[2].clone(), seconds: num(&f[3]), megapixels_per_s: num(&f[4]), mean_dx_px: num(&f[5]), mean_dy_px: num(&f[6]), reference: f[7].clone(), moving: f[8].clone(), key: f[9].clone() }))
-        })
-        .collect()
+    table::read::<StatusRow>(&out.join(STATUS)).unwrap_or_default().into_iter().map(|r| (r.pair.clone(), r)).collect()
 }
 
 /// The pair's output folder name.
@@ -341,8 +304,15 @@ mod tests {
     }
 
     #[test]
-    fn status_csv_round_trips_quoted_errors() {
-        let fields = csv_split(&format!("{},failed,{}", csv_field("a,b"), csv_field("bad \"x\", y")));
-        assert_eq!(fields, ["a,b", "failed", "bad \"x\", y"]);
+    fn status_table_round_trips_quoted_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |pair: &str, error: &str| StatusRow { pair: pair.into(), status: "failed".into(), error: error.into(), seconds: 0.5, megapixels_per_s: 0.0, mean_dx_px: f64::NAN, mean_dy_px: 1.25, reference: "r,1.tif".into(), moving: "m.tif".into(), key: "k".into() };
+        let rows: BTreeMap<String, StatusRow> = [row("a,b", "bad \"x\", y"), row("c", "")].into_iter().map(|r| (r.pair.clone(), r)).collect();
+        write_status(dir.path(), &rows).unwrap();
+        let back = read_status(dir.path());
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["a,b", "c"]);
+        assert_eq!(back["a,b"].error, "bad \"x\", y");
+        assert_eq!(back["a,b"].reference, "r,1.tif");
+        assert!(back["c"].mean_dx_px.is_nan() && back["c"].mean_dy_px == 1.25);
     }
 }

@@ -16,36 +16,38 @@ pub struct NsRow {
     pub g_norm: f64,
     pub pred: [f64; 2],
     pub label: [f64; 2],
+    /// tr F_i, the paper's denoising factor (NaN when the table has no such column).
+    pub f_trace: f64,
 }
 
-/// Reads `ns.csv` (columns by name, so added columns do not break it).
+/// The columns of ns.csv the audit reads, by name (added columns are ignored).
+#[derive(serde::Deserialize)]
+struct NsRecord {
+    tile: String,
+    split: String,
+    ns: f64,
+    g_norm: f64,
+    pred_dx: f64,
+    pred_dy: f64,
+    label_dx: f64,
+    label_dy: f64,
+    f_trace: Option<f64>,
+}
+
+/// Reads `ns.csv`; an error names the file and the line.
 pub fn read_ns_csv(path: &Path) -> Result<Vec<NsRow>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("'{}': cannot read", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).with_context(|| format!("'{}': no column '{name}'", path.display()));
-    let (c_tile, c_split, c_ns, c_g) = (col("tile")?, col("split")?, col("ns")?, col("g_norm")?);
-    let (c_px, c_py, c_lx, c_ly) = (col("pred_dx")?, col("pred_dy")?, col("label_dx")?, col("label_dy")?);
-    let mut rows = Vec::new();
-    for (k, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != header.len() {
-            bail!("'{}': line {} has {} fields, the header {}", path.display(), k + 2, f.len(), header.len());
-        }
-        let num = |c: usize| -> Result<f64> { f[c].parse::<f64>().with_context(|| format!("'{}': line {}: '{}' is not a number", path.display(), k + 2, f[c])) };
-        rows.push(NsRow {
-            tile: f[c_tile].to_string(),
-            train: match f[c_split] {
+    let rows = crate::util::table::read::<NsRecord>(path)?
+        .into_iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let train = match r.split.as_str() {
                 "train" => true,
                 "val" => false,
                 s => bail!("'{}': line {}: split '{s}' (train or val expected)", path.display(), k + 2),
-            },
-            ns: num(c_ns)?,
-            g_norm: num(c_g)?,
-            pred: [num(c_px)?, num(c_py)?],
-            label: [num(c_lx)?, num(c_ly)?],
-        });
-    }
+            };
+            Ok(NsRow { tile: r.tile, train, ns: r.ns, g_norm: r.g_norm, pred: [r.pred_dx, r.pred_dy], label: [r.label_dx, r.label_dy], f_trace: r.f_trace.unwrap_or(f64::NAN) })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() {
         bail!("'{}': no tiles", path.display());
     }
@@ -99,10 +101,3 @@ pub fn load(run: &Path) -> Result<RunInputs> {
     Ok(RunInputs { rows, manifest, tiles_dir: target.tiles_dir, labels_dir, truth })
 }
 
-/// One numeric column of a CSV file by name (None when the column is absent).
-pub fn read_column(path: &Path, name: &str) -> Option<Vec<f64>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let c = lines.next()?.split(',').position(|h| h == name)?;
-    Some(lines.map(|l| l.split(',').nth(c).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)).collect())
-}

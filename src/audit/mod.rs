@@ -130,7 +130,6 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     let labels_path = inp.labels_dir.join("labels.json");
     let entries: BTreeMap<String, LabelEntry> = serde_json::from_str(&std::fs::read_to_string(&labels_path)?).with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
     let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
-    let f_trace = inputs::read_column(&run.join("similarity").join("ns.csv"), "f_trace").unwrap_or_default();
 
     // Phase correlation on every tile (the third measurement).
     let correlate = |max_shift: f64, what: &str| -> Result<Vec<crate::align::phase::Shift>> {
@@ -170,8 +169,7 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         .rows
         .iter()
         .zip(&shifts)
-        .enumerate()
-        .map(|(i, (r, s))| TileAudit {
+        .map(|(r, s)| TileAudit {
             id: r.tile.clone(),
             train: r.train,
             ns: r.ns,
@@ -179,7 +177,7 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
             pred: r.pred,
             base: [s.dx, s.dy],
             base_peak: s.peak,
-            f_trace: f_trace.get(i).copied().unwrap_or(f64::NAN),
+            f_trace: r.f_trace,
             predicted_var: f64::NAN,
             score: f64::NAN,
         })

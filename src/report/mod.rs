@@ -351,6 +351,22 @@ fn enforce_section(v: &Value, dir: &Path, html: &mut String, files: &mut Vec<Str
     Ok(())
 }
 
+/// The columns of audit.csv the report draws, by name.
+#[derive(serde::Deserialize)]
+struct AuditRecord {
+    tile: String,
+    rank: usize,
+    score: f64,
+    residual_px: f64,
+    ns: f64,
+    label_dx: f64,
+    label_dy: f64,
+    pred_dx: f64,
+    pred_dy: f64,
+    baseline_dx: f64,
+    baseline_dy: f64,
+}
+
 struct AuditRow {
     tile: String,
     rank: usize,
@@ -363,26 +379,8 @@ struct AuditRow {
 }
 
 fn read_audit_csv(path: &Path) -> Result<Vec<AuditRow>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("'{}': cannot read", path.display()))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let c = |n: &str| header.iter().position(|h| *h == n).with_context(|| format!("'{}': no column '{n}'", path.display()));
-    let cols = [c("score")?, c("residual_px")?, c("ns")?, c("label_dx")?, c("label_dy")?, c("pred_dx")?, c("pred_dy")?, c("baseline_dx")?, c("baseline_dy")?];
-    let (ct, cr) = (c("tile")?, c("rank")?);
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let v: Vec<f64> = cols.iter().map(|&i| f.get(i).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)).collect();
-            Ok(AuditRow {
-                tile: f.get(ct).context("short line")?.to_string(),
-                rank: f.get(cr).and_then(|s| s.parse().ok()).context("bad rank")?,
-                score: v[0],
-                residual: v[1],
-                ns: v[2],
-                label: [v[3], v[4]],
-                pred: [v[5], v[6]],
-                base: [v[7], v[8]],
-            })
-        })
-        .collect()
+    Ok(crate::util::table::read::<AuditRecord>(path)?
+        .into_iter()
+        .map(|r| AuditRow { tile: r.tile, rank: r.rank, score: r.score, residual: r.residual_px, ns: r.ns, label: [r.label_dx, r.label_dy], pred: [r.pred_dx, r.pred_dy], base: [r.baseline_dx, r.baseline_dy] })
+        .collect())
 }

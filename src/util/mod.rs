@@ -1,3 +1,4 @@
 //! Small shared helpers: atomic files and directories, input fingerprints.
 pub mod atomic;
 pub mod fingerprint;
+pub mod table;
