@@ -305,6 +305,10 @@ mod tests {
         assert_eq!((noise.sigma, noise.outliers, noise.outlier_magnitude), (2.0, 0.05, 12.0));
         let sweep = Pipeline::load(&dir.join("noise_sweep.toml")).unwrap();
         assert!(sweep.sweep.is_some() && sweep.audit.is_some() && sweep.report.is_some());
+        let study = Pipeline::load(&dir.join("enforce_study.toml")).unwrap();
+        let e = study.enforce_study.as_ref().unwrap();
+        assert_eq!((e.seeds, e.arms.len()), (10, 3), "the study: at least 10 seeds, every arm");
+        assert!(study.report.is_some() && study.train.is_none());
         // A stage table with an unknown key is refused, naming the file.
         let bad = tempfile::tempdir().unwrap();
         let f = bad.path().join("p.toml");
