@@ -7,7 +7,7 @@
 //! target/align_real.json.
 //!
 //! The network test is #[ignore]d from the default suite: it needs the model, whose training
-//! (`simreg run pipelines/real_s1s2_align.toml`, ~6–15 min on 2 cores) it starts itself when
+//! (`simreg run pipelines/real_s1s2_align.toml`, ~17 min on 2 cores: 150 epochs) it starts itself when
 //! runs/real_s1s2_align/train is missing. Run it with
 //! `cargo test --release --test align_real -- --ignored`.
 mod common;
