@@ -305,6 +305,8 @@ mod tests {
         assert_eq!((noise.sigma, noise.outliers, noise.outlier_magnitude), (2.0, 0.05, 12.0));
         let sweep = Pipeline::load(&dir.join("noise_sweep.toml")).unwrap();
         assert!(sweep.sweep.is_some() && sweep.audit.is_some() && sweep.report.is_some());
+        let four = Pipeline::load(&dir.join("noise_sweep_4scenes.toml")).unwrap();
+        assert_eq!((four.synth.len(), four.sweep.as_ref().map(|s| s.sigma.clone())), (4, Some(vec![0.0, 4.0])));
         let study = Pipeline::load(&dir.join("enforce_study.toml")).unwrap();
         let e = study.enforce_study.as_ref().unwrap();
         assert_eq!((e.seeds, e.arms.len()), (10, 3), "the study: at least 10 seeds, every arm");
