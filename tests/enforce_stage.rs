@@ -44,6 +44,7 @@ fn enforced_training_and_the_study_run_and_report_every_arm() {
     ok(&["report", &d("study")]);
     let html = std::fs::read_to_string(t.path().join("study/report/index.html")).unwrap();
     assert!(html.contains("<img src=\"enforce_study.png\"") && html.contains("minus_cos") && html.contains("plus_cos"), "{html}");
+    assert!(!html.contains("noise sweep") && !html.contains("No audit"), "a study is neither a sweep nor a run missing its audit: {html}");
     assert!(image::open(t.path().join("study/report/enforce_study.png")).is_ok());
     // One arm alone: no step-cost ratio, and only that arm in the results.
     let v = ok(&["enforce-study", "--labels", &d("labels"), "--out", &d("one"), "--params", "seeds = 1, steps = 2, eval_every = 2, width = 2, depth = 2, corr_radius = 1, batch = 4, device = \"cpu\", arms = [\"baseline\"]"]);

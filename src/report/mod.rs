@@ -272,7 +272,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
         let _ = writeln!(html, "</div>");
     } else if single && !run.join(ENFORCE).exists() {
         notes.push("No audit (RUN/audit): run `simreg audit RUN` for the label-free estimates and the label ranking.".into());
-    } else {
+    } else if !single {
         notes.push("A noise sweep: each σ's similarity and audit are in RUN/sweep/sigma_<σ>/; `simreg report RUN/sweep/sigma_<σ>` makes that σ's full report.".into());
     }
 
@@ -328,8 +328,16 @@ fn enforce_section(v: &Value, dir: &Path, html: &mut String, files: &mut Vec<Str
         series.push(Series { name, colour, points: curve.iter().map(|c| (c.0, c.1)).collect(), bars: None, band: Some(curve.iter().map(|c| (c.0, c.1 - c.2, c.1 + c.2)).collect()) });
         let _ = writeln!(
             rows,
-            "<tr><td style=\"text-align:left\">{arm}</td><td>{}/{}</td><td>{} ± {}</td><td>{} ± {}</td><td>{}</td></tr>",
-            a["reached"], a["seeds"], f(num(a, "steps_mean"), 0), f(num(a, "steps_std"), 0), f(num(a, "final_error_mean"), 3), f(num(a, "final_error_std"), 3), f(num(a, "seconds_per_step"), 4)
+            "<tr><td style=\"text-align:left\">{arm}</td><td>{}/{}</td><td>{}</td><td>{} ± {}</td><td>{}</td></tr>",
+            a["reached"],
+            a["seeds"],
+            match (num(a, "steps_mean"), num(a, "steps_std")) {
+                (Some(m), Some(sd)) => format!("{m:.0} ± {sd:.0}"),
+                _ => "–".into(),
+            },
+            f(num(a, "final_error_mean"), 3),
+            f(num(a, "final_error_std"), 3),
+            f(num(a, "seconds_per_step"), 4)
         );
     }
     if series.is_empty() {
