@@ -2,7 +2,8 @@
 //! `RUN/report/`) and `RUN/report/summary.json` (every stage's summary). Accuracy against label
 //! noise (for a noise-sweep run, every σ), training curves, the N_S histogram with a
 //! representative tile per bin, nearest-neighbour galleries, the audit's top 20 with their
-//! labels drawn as arrows. Truth-based plots appear only when the run has truth, and the page
+//! labels drawn as arrows; for a similarity-enforcement study (RUN/enforce_study.json), its
+//! curves per arm and table. Truth-based plots appear only when the run has truth, and the page
 //! says when they are left out.
 pub mod plots;
 
