@@ -46,6 +46,13 @@ fn enforced_training_and_the_study_run_and_report_every_arm() {
     assert!(html.contains("<img src=\"enforce_study.png\"") && html.contains("minus_cos") && html.contains("plus_cos"), "{html}");
     assert!(!html.contains("noise sweep") && !html.contains("No audit"), "a study is neither a sweep nor a run missing its audit: {html}");
     assert!(image::open(t.path().join("study/report/enforce_study.png")).is_ok());
+    // A broken study file: one line naming it, non-zero exit, no report left behind.
+    let broken = t.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("enforce_study.json"), "{\"arms\": 3").unwrap();
+    let o = simreg(&["report", &broken.to_string_lossy()]);
+    assert!(!o.status.success() && stderr(&o).contains("enforce_study.json") && stderr(&o).trim().lines().count() == 1, "{}", stderr(&o));
+    assert!(!broken.join("report").exists());
     // One arm alone: no step-cost ratio, and only that arm in the results.
     let v = ok(&["enforce-study", "--labels", &d("labels"), "--out", &d("one"), "--params", "seeds = 1, steps = 2, eval_every = 2, width = 2, depth = 2, corr_radius = 1, batch = 4, device = \"cpu\", arms = [\"baseline\"]"]);
     assert!(v["step_cost_ratio"].is_null());

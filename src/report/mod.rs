@@ -158,13 +158,20 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
     let has_truth = run.join("labels").join("truth.json").exists() || (!single && all.contains_key("noise_sweep"));
 
     // 0. The similarity-enforcement study.
-    if let Some(v) = read_json(&run.join(ENFORCE)) {
+    // Optional, but when present it must parse: a broken file is an error, not a blank section.
+    let study_path = run.join(ENFORCE);
+    let study: Option<Value> = match std::fs::read_to_string(&study_path) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("'{}': not a study result ({e})", study_path.display()))?),
+        Err(_) => None,
+    };
+    let is_study = study.is_some();
+    if let Some(v) = study {
         enforce_section(&v, dir, &mut html, &mut files)?;
         all.insert("enforce_study".into(), v);
     }
 
     // 1. Accuracy against label noise.
-    let pts = if run.join("train").join("summary.json").exists() || !single { sigma_points(run) } else { vec![] };
+    let pts = sigma_points(run);
     if !pts.is_empty() {
         let _ = writeln!(html, "<h2>Accuracy against label noise</h2>");
         let mut series = vec![];
@@ -194,7 +201,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
         }
         let _ = writeln!(html, "</table>");
     }
-    if !has_truth && !run.join(ENFORCE).exists() {
+    if !has_truth && !is_study {
         notes.push("This run has no truth (RUN/labels/truth.json): plots against the truth are left out; the label-free estimates are shown alone.".into());
     }
 
@@ -271,7 +278,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
             let _ = writeln!(html, "<figure><img src=\"{name}\" alt=\"{}\"><figcaption>#{} {} score {:.1}, N_S {:.0}, residual {:.2} px</figcaption></figure>", esc(&r.tile), r.rank, esc(&r.tile), r.score, r.ns, r.residual);
         }
         let _ = writeln!(html, "</div>");
-    } else if single && !run.join(ENFORCE).exists() {
+    } else if single && !is_study {
         notes.push("No audit (RUN/audit): run `simreg audit RUN` for the label-free estimates and the label ranking.".into());
     } else if !single {
         notes.push("A noise sweep: each σ's similarity and audit are in RUN/sweep/sigma_<σ>/; `simreg report RUN/sweep/sigma_<σ>` makes that σ's full report.".into());
@@ -314,7 +321,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
 
 /// The study's held-out error against steps per arm (mean ± std over seeds) and its table.
 fn enforce_section(v: &Value, dir: &Path, html: &mut String, files: &mut Vec<String>) -> Result<()> {
-    let threshold = num(v, "threshold_px").or_else(|| v.get("params").and_then(|p| num(p, "threshold_px")));
+    let threshold = v.get("params").and_then(|p| num(p, "threshold_px"));
     let mut series = vec![];
     let mut rows = String::new();
     let f = |x: Option<f64>, d: usize| x.map_or("–".to_string(), |x| format!("{x:.d$}"));
