@@ -279,6 +279,8 @@ fn read_normalised(reader: &Reader, bands: &[usize], stats: &[BandStats], x0: i6
 
 const NODES_PER_BLOCK: usize = 16;
 const OUT_BLOCK: usize = 512;
+/// At most about this many pixels sampled for the median errors against `--truth`.
+const ERROR_SAMPLES: f64 = 1_048_576.0;
 
 /// Pass 1: every window's estimate, region by region. Returns the lattice and the seconds spent
 /// in the primary and baseline estimators.
@@ -416,6 +418,17 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
+/// The median of error samples kept in f32 (half the memory of f64; ample for px errors).
+fn median_f32(mut v: Vec<f32>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f32::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] as f64 } else { 0.5 * (v[n / 2 - 1] as f64 + v[n / 2] as f64) })
+}
+
 fn mean_shift(e: &[Option<Estimate>]) -> [f64; 2] {
     let v: Vec<&Estimate> = e.iter().flatten().collect();
     let n = v.len().max(1) as f64;
@@ -507,9 +520,11 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
         let mut disp = WorkRaster::create(&work.join("displacement.tif"), &g, &["dx".into(), "dy".into(), "reliability".into()], &displacement_metadata(&g, method))?;
         let descr: Vec<String> = inp.mb.iter().map(|b| format!("moving:b{b} corrected")).collect();
         let mut corr = WorkRaster::create(&work.join("corrected.tif"), &g, &descr, &[("SIMREG_CORRECTED_BY", format!("{method} displacement, out(q) = moving(q + D(q)), bilinear"))])?;
-        // Error samples: every k-th pixel in both directions, ≤ ~2 M in all.
-        let k = (((g.width * g.height) as f64 / 2e6).sqrt().ceil() as usize).max(1);
-        let (mut err, mut err_base) = (Vec::new(), Vec::new());
+        // Error samples: every k-th pixel in both directions, at most ~2^20 whatever the scene
+        // size, in f32 and allocated once (the peak memory stays flat with the scene's size).
+        let k = (((g.width * g.height) as f64 / ERROR_SAMPLES).sqrt().ceil() as usize).max(1);
+        let cap = if inp.truth.is_some() { g.width.div_ceil(k) * g.height.div_ceil(k) } else { 0 };
+        let (mut err, mut err_base) = (Vec::<f32>::with_capacity(cap), Vec::<f32>::with_capacity(cap));
         let db = inp.moving_kind == ModalityKind::SarDb;
         for by in (0..g.height).step_by(OUT_BLOCK) {
             for bx in (0..g.width).step_by(OUT_BLOCK) {
@@ -523,7 +538,7 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
                         for c in (0..w).filter(|c| (bx + c) % k == 0) {
                             let i = r * w + c;
                             if tx[i].is_finite() && ty[i].is_finite() {
-                                let e = |x: f32, y: f32| (((x - tx[i]) as f64).powi(2) + ((y - ty[i]) as f64).powi(2)).sqrt();
+                                let e = |x: f32, y: f32| (((x - tx[i]) as f64).powi(2) + ((y - ty[i]) as f64).powi(2)).sqrt() as f32;
                                 err.push(e(dx[i], dy[i]));
                                 err_base.push(e(bdx[i], bdy[i]));
                             }
@@ -563,8 +578,8 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
             megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
             seconds,
             estimate_seconds: t_primary,
-            median_error_px: inp.truth.as_ref().and(median(err)),
-            baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
+            median_error_px: inp.truth.as_ref().and(median_f32(err)),
+            baseline_median_error_px: inp.truth.as_ref().and(median_f32(err_base)),
             n_error_samples: n_err,
             baseline: BaselineSummary {
                 method: "phase-correlation".into(),
