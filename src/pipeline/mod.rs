@@ -307,6 +307,9 @@ mod tests {
         assert!(sweep.sweep.is_some() && sweep.audit.is_some() && sweep.report.is_some());
         let four = Pipeline::load(&dir.join("noise_sweep_4scenes.toml")).unwrap();
         assert_eq!((four.synth.len(), four.sweep.as_ref().map(|s| s.sigma.clone())), (4, Some(vec![0.0, 4.0])));
+        let eight = Pipeline::load(&dir.join("noise_sweep_8scenes.toml")).unwrap();
+        assert_eq!((eight.synth.len(), eight.sweep.as_ref().map(|s| s.sigma.clone())), (8, Some(vec![0.0, 4.0])));
+        assert_eq!(eight.train, four.train.map(|t| TrainParams { epochs: 40, patience: 40, ..t }), "the four-scene settings, 40 epochs");
         let study = Pipeline::load(&dir.join("enforce_study.toml")).unwrap();
         let e = study.enforce_study.as_ref().unwrap();
         assert_eq!((e.seeds, e.arms.len()), (10, 3), "the study: at least 10 seeds, every arm");
