@@ -408,25 +408,16 @@ fn displacement_metadata(grid: &Grid, method: &str) -> Vec<(&'static str, String
     ]
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
+/// The median of the finite values (f64 for the lattice's figures, f32 for the error samples:
+/// half the memory, ample for px errors).
+fn median<T: Copy + Into<f64>>(mut v: Vec<T>) -> Option<f64> {
+    v.retain(|&x| x.into().is_finite());
     if v.is_empty() {
         return None;
     }
-    v.sort_by(f64::total_cmp);
+    v.sort_unstable_by(|&a, &b| a.into().total_cmp(&b.into()));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
-}
-
-/// The median of error samples kept in f32 (half the memory of f64; ample for px errors).
-fn median_f32(mut v: Vec<f32>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable_by(f32::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] as f64 } else { 0.5 * (v[n / 2 - 1] as f64 + v[n / 2] as f64) })
+    Some(if n % 2 == 1 { v[n / 2].into() } else { 0.5 * (v[n / 2 - 1].into() + v[n / 2].into()) })
 }
 
 fn mean_shift(e: &[Option<Estimate>]) -> [f64; 2] {
@@ -578,8 +569,8 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
             megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
             seconds,
             estimate_seconds: t_primary,
-            median_error_px: inp.truth.as_ref().and(median_f32(err)),
-            baseline_median_error_px: inp.truth.as_ref().and(median_f32(err_base)),
+            median_error_px: inp.truth.as_ref().and(median(err)),
+            baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
             n_error_samples: n_err,
             baseline: BaselineSummary {
                 method: "phase-correlation".into(),
