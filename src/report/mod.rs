@@ -162,7 +162,8 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
     let study_path = run.join(ENFORCE);
     let study: Option<Value> = match std::fs::read_to_string(&study_path) {
         Ok(text) => Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("'{}': not a study result ({e})", study_path.display()))?),
-        Err(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("'{}': cannot read ({e})", study_path.display()),
     };
     let is_study = study.is_some();
     if let Some(v) = study {
