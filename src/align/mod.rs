@@ -3,6 +3,7 @@
 //! correlation here), re-applying a saved displacement raster (`scene::apply`), and batches of
 //! pairs from a folder or zip archive (`batch`).
 pub mod batch;
+pub mod cfog;
 pub mod io;
 pub mod phase;
 pub mod scene;

@@ -36,7 +36,7 @@ pub fn gradient_magnitude(img: &[f32], w: usize, h: usize) -> Vec<f32> {
 }
 
 /// In-place 2-D FFT of a row-major w × h array (`inverse`: unnormalised inverse).
-fn fft2(data: &mut [Complex<f64>], w: usize, h: usize, inverse: bool) {
+pub(crate) fn fft2(data: &mut [Complex<f64>], w: usize, h: usize, inverse: bool) {
     let mut planner = FftPlanner::<f64>::new();
     let (row, col) = if inverse { (planner.plan_fft_inverse(w), planner.plan_fft_inverse(h)) } else { (planner.plan_fft_forward(w), planner.plan_fft_forward(h)) };
     for r in data.chunks_mut(w) {
@@ -164,13 +164,13 @@ pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::labels::warp::{warp, Interp, Source};
 
     /// A smooth random texture with a margin, and the same texture displaced by (dx, dy)
     /// (content at p appears at p + D), both `size`² (bicubic resampling).
-    fn pair(size: usize, dx: f64, dy: f64, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn pair(size: usize, dx: f64, dy: f64, seed: u64) -> (Vec<f32>, Vec<f32>) {
         use rand::{Rng, SeedableRng};
         let margin = 16;
         let big = size + 2 * margin;
