@@ -340,7 +340,7 @@ pub struct AuditArgs {
     /// Flag at least the K worst tiles
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub top: usize,
-    /// Phase-correlation search radius, px [default: from the network's predicted range]
+    /// Search radius of the image-only baseline (CFOG), px [default: from an unbounded search's confident shifts]
     #[arg(long, value_name = "PX")]
     pub max_shift: Option<f64>,
     /// Print a machine-readable summary on stdout

@@ -31,7 +31,7 @@ pub struct AuditParams {
     /// Flag at least this many of the worst tiles, whatever their score.
     #[serde(default)]
     pub top: usize,
-    /// Phase correlation searches its peak within ±this many px; by default 1.5 × the 95th
+    /// The baseline (CFOG matching) searches its peak within ±this many px; by default the 95th
     /// percentile of the |shifts| an unbounded search finds where its peak is above the median,
     /// + 1 px (from the images alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,12 +80,12 @@ pub struct AuditSummary {
     pub label_noise_inlier_rmse_px: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_label_noise_rmse_px: Option<f64>,
-    /// The calibration's scales: network and phase correlation ≈ α + β·truth (1 = no shrinkage).
+    /// The calibration's scales: network and the CFOG baseline ≈ α + β·truth (1 = no shrinkage).
     pub network_scale: f64,
     pub baseline_scale: f64,
     /// False when the network and the baseline did not covary and β_baseline = 1 was assumed.
     pub scaled: bool,
-    /// Phase correlation's error around its calibrated line, label-free.
+    /// The baseline's error around its calibrated line, label-free.
     pub baseline_error_rmse_px: f64,
     /// Calibrated network variance at a tile = floor + factor·σ̂²/N_S (px²).
     pub model_floor_px2: f64,
@@ -131,10 +131,10 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     let entries: BTreeMap<String, LabelEntry> = serde_json::from_str(&std::fs::read_to_string(&labels_path)?).with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
     let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
 
-    // Phase correlation on every tile (the third measurement).
+    // The CFOG baseline on every tile (the third measurement).
     let correlate = |max_shift: f64, what: &str| -> Result<Vec<crate::align::phase::Shift>> {
         let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
-        pb.set_style(ProgressStyle::with_template(&format!("audit: phase correlation{what} [{{bar:30}}] {{pos}}/{{len}} tiles ({{per_sec}}, eta {{eta}})")).unwrap().progress_chars("=> "));
+        pb.set_style(ProgressStyle::with_template(&format!("audit: CFOG baseline{what} [{{bar:30}}] {{pos}}/{{len}} tiles ({{per_sec}}, eta {{eta}})")).unwrap().progress_chars("=> "));
         let v = inp
             .rows
             .par_iter()

@@ -1,8 +1,8 @@
 //! The per-tile label-quality score, and how well a ranking finds known bad labels.
 //!
 //! A label is suspicious when it disagrees with the best label-free estimate of the truth more
-//! than that estimate's own uncertainty allows. The estimate combines the network and phase
-//! correlation by inverse variance; the network's variance at a tile is the neighbour-count
+//! than that estimate's own uncertainty allows. The estimate combines the network and the
+//! CFOG baseline by inverse variance; the network's variance at a tile is the neighbour-count
 //! model's: small where the network has many look-alikes (N_S large), so a large residual
 //! there is strong evidence, and large on isolated tiles, where it is not.
 

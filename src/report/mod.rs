@@ -249,7 +249,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
 
         let _ = writeln!(
             html,
-            "<h2>Label-free error estimate</h2><p>Network RMSE on held-out tiles, label-free: <b>{:.3} px</b> (bootstrap 5–95 %: {:.2}–{:.2}){}; label noise {:.3} px ({:.3} px without the flagged labels); the paper's σ̂·√(tr F) estimate: {}. Estimator: triple collocation with calibration of labels, network and phase correlation (README, “Label-free estimates”).</p>",
+            "<h2>Label-free error estimate</h2><p>Network RMSE on held-out tiles, label-free: <b>{:.3} px</b> (bootstrap 5–95 %: {:.2}–{:.2}){}; label noise {:.3} px ({:.3} px without the flagged labels); the paper's σ̂·√(tr F) estimate: {}. Estimator: triple collocation with calibration of labels, network and the CFOG baseline (README, “Label-free estimates”).</p>",
             a.predicted_rmse_px,
             a.predicted_rmse_interval_px[0],
             a.predicted_rmse_interval_px[1],
@@ -269,7 +269,7 @@ fn build(run: &Path, out: &Path, dir: &Path, single: bool) -> Result<ReportSumma
             let _ = writeln!(html, "<img src=\"calibration.png\" alt=\"calibration by N_S\">");
         }
 
-        let _ = writeln!(html, "<h2>Most suspicious labels</h2><p>{} tiles flagged (score &gt; {}){}. Arrows ×4 from the tile centre: <span style=\"color:#d22\">label</span>, <span style=\"color:#1a1\">network</span>, <span style=\"color:#33f\">phase correlation</span>. Full table: RUN/audit/audit.csv; footprints: RUN/audit/flagged.geojson.</p><div class=\"gallery\">",
+        let _ = writeln!(html, "<h2>Most suspicious labels</h2><p>{} tiles flagged (score &gt; {}){}. Arrows ×4 from the tile centre: <span style=\"color:#d22\">label</span>, <span style=\"color:#1a1\">network</span>, <span style=\"color:#33f\">CFOG baseline</span>. Full table: RUN/audit/audit.csv; footprints: RUN/audit/flagged.geojson.</p><div class=\"gallery\">",
             a.n_flagged, a.threshold,
             match (a.auroc, a.auroc_residual_only) { (Some(x), Some(r)) => format!("; against the truth's gross errors: AUROC {x:.3} (residual alone {r:.3})"), _ => String::new() });
         for r in rows.iter().take(TOP) {

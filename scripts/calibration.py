@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Calibration of the label-free error estimate on runs with synthetic truth.
+
+For every run directory given (a labelled, trained, audited run: RUN/audit/summary.json and
+RUN/labels/truth.json), prints the audit's label-free RMSE against the RMSE measured with the
+truth, and how good the image-only baseline (CFOG) is on the held-out tiles.
+
+    simreg audit RUN            # for each run first (after `similarity`)
+    python3 scripts/calibration.py runs/sweep_final/sweep/sigma_{1,2,4,8}
+
+Standard library only.
+"""
+import csv, json, math, sys
+
+def main(runs):
+    print("| run | σ̂ labels (px) | label-free RMSE (5–95 %) | measured | ratio | baseline RMSE | baseline > 2 px |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        s = json.load(open(f"{run}/audit/summary.json"))
+        truth = json.load(open(f"{run}/labels/truth.json"))
+        se, fails, n = 0.0, 0, 0
+        for r in csv.DictReader(open(f"{run}/audit/audit.csv")):
+            if r["split"] != "val":
+                continue
+            t = truth[r["tile"]]["displacement"]
+            e = (float(r["baseline_dx"]) - t[0], float(r["baseline_dy"]) - t[1])
+            se += (e[0] ** 2 + e[1] ** 2) / 2
+            fails += max(abs(e[0]), abs(e[1])) > 2
+            n += 1
+        pred, meas = s["predicted_rmse_px"], s.get("measured_rmse_px")
+        lo, hi = s["predicted_rmse_interval_px"]
+        ratio = f"{pred / meas:.2f}" if meas else "–"
+        print(f"| {run} | {s['label_noise_rmse_px']:.2f} | {pred:.3f} ({lo:.2f}–{hi:.2f}) | {meas:.3f} | {ratio} | {math.sqrt(se / n):.2f} | {100 * fails / n:.1f} % |")
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: calibration.py RUN...")
+    main(sys.argv[1:])
