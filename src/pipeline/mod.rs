@@ -305,6 +305,10 @@ mod tests {
         assert_eq!((noise.sigma, noise.outliers, noise.outlier_magnitude), (2.0, 0.05, 12.0));
         let sweep = Pipeline::load(&dir.join("noise_sweep.toml")).unwrap();
         assert!(sweep.sweep.is_some() && sweep.audit.is_some() && sweep.report.is_some());
+        let rep = Pipeline::load(&dir.join("noise_sweep_replicate.toml")).unwrap();
+        assert_eq!(rep.train, sweep.train.as_ref().map(|t| TrainParams { seed: 2, ..t.clone() }), "the sweep's settings, another seed");
+        assert_eq!(rep.sweep.as_ref().map(|s| s.sigma.clone()), Some(vec![1.0, 2.0, 4.0, 8.0]));
+        assert!(rep.synth.values().all(|s| sweep.synth.values().all(|o| o.seed != s.seed)), "new scenes");
         let four = Pipeline::load(&dir.join("noise_sweep_4scenes.toml")).unwrap();
         assert_eq!((four.synth.len(), four.sweep.as_ref().map(|s| s.sigma.clone())), (4, Some(vec![0.0, 4.0])));
         let eight = Pipeline::load(&dir.join("noise_sweep_8scenes.toml")).unwrap();
