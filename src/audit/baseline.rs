@@ -6,7 +6,7 @@
 //! CFOG rather than phase correlation of gradient magnitudes: on the sweep's optical/SAR tiles
 //! the latter failed (error > 2 px) on a third of the tiles, and its failures correlated with
 //! the network's errors enough to bias the collocation low at σ = 1 (ratio 0.75); CFOG fails
-//! on 5–9 % and brings every σ within ×1.25 (BENCHMARKS.md).
+//! on 7–8 % and brings every σ within ×1.25 (BENCHMARKS.md).
 use crate::align::cfog::cfog_correlation_within;
 use crate::align::phase::Shift;
 use crate::raster::one_line;

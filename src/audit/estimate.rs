@@ -4,7 +4,7 @@
 //! Three measurements of each tile's displacement t: the label y = t + ε (unbiased: label
 //! noise does not depend on the image), the network f = α_f + β_f·t + e_f, and the CFOG
 //! baseline p = α_p + β_p·t + e_p (`align::cfog`). Both image-based estimates shrink towards
-//! zero on hard tiles (β < 1: measured 0.64 and 0.90 on the σ = 4 run), which a plain triple
+//! zero on hard tiles (β < 1: measured 0.66 and 0.90 on the σ = 4 run), which a plain triple
 //! collocation would mistake for correlated errors; the scales absorb it. On held-out tiles ε
 //! is independent of f and p, and e_f, e_p are taken as independent of t and of each other:
 //!   Var t = C_yf·C_yp / C_fp,   β_f = C_yf / Var t,   β_p = C_yp / Var t,
