@@ -10,6 +10,8 @@ pub mod geo;
 pub mod inputs;
 pub mod score;
 
+use crate::align::cfog::bounded_search_agrees;
+use crate::align::phase::Shift;
 use crate::labels::LabelEntry;
 use crate::util::atomic;
 use anyhow::{bail, Context, Result};
@@ -131,15 +133,20 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     let entries: BTreeMap<String, LabelEntry> = serde_json::from_str(&std::fs::read_to_string(&labels_path)?).with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
     let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
 
-    // The CFOG baseline on every tile (the third measurement).
-    let correlate = |max_shift: f64, what: &str| -> Result<Vec<crate::align::phase::Shift>> {
+    // The CFOG baseline on every tile (the third measurement). `reuse`: an unbounded search's
+    // results, kept where the bounded search would return them unchanged.
+    let correlate = |max_shift: f64, what: &str, reuse: Option<&[Shift]>| -> Result<Vec<Shift>> {
         let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
         pb.set_style(ProgressStyle::with_template(&format!("audit: CFOG baseline{what} [{{bar:30}}] {{pos}}/{{len}} tiles ({{per_sec}}, eta {{eta}})")).unwrap().progress_chars("=> "));
         let v = inp
             .rows
             .par_iter()
             .progress_with(pb.clone())
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
+                if let Some(free) = reuse.map(|v| v[i]).filter(|s| bounded_search_agrees(s, max_shift)) {
+                    return Ok(free);
+                }
                 let t = tiles[r.tile.as_str()];
                 let scene = inp.manifest.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
                 let moving = entries.get(&r.tile).with_context(|| format!("'{}': no label for tile '{}'", labels_path.display(), r.tile))?;
@@ -151,19 +158,19 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     };
     // The search radius, from the images alone: where an unbounded search is confident (peak
     // above its median), the displacements it finds set the range.
-    let max_shift = match p.max_shift {
-        Some(m) => m,
+    let (max_shift, free) = match p.max_shift {
+        Some(m) => (m, None),
         None => {
-            let free = correlate(f64::INFINITY, " (range)")?;
+            let free = correlate(f64::INFINITY, " (range)", None)?;
             let mut peaks: Vec<f64> = free.iter().map(|s| s.peak).collect();
             peaks.sort_by(f64::total_cmp);
             let median = peaks[peaks.len() / 2];
             let mut a: Vec<f64> = free.iter().filter(|s| s.peak >= median).flat_map(|s| [s.dx.abs(), s.dy.abs()]).collect();
             a.sort_by(f64::total_cmp);
-            a[((a.len() as f64 * 0.95) as usize).min(a.len() - 1)] + 1.0
+            (a[((a.len() as f64 * 0.95) as usize).min(a.len() - 1)] + 1.0, Some(free))
         }
     };
-    let shifts = correlate(max_shift, "")?;
+    let shifts = correlate(max_shift, "", free.as_deref())?;
 
     let mut tiles_audit: Vec<TileAudit> = inp
         .rows
