@@ -1,13 +1,18 @@
 //! Command-line definitions only (clap); `main.rs` wires them to the library.
 use clap::{Args, Parser, Subcommand};
-use simreg::learn::DeviceChoice;
 use simreg::labels::{noise::NoiseModel, warp::Interp};
+use simreg::learn::DeviceChoice;
 use simreg::tiling::manifest::ModalityKind;
 use simreg::tiling::plan::EdgePolicy;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "simreg", version, args_override_self = true, about = "Multimodal satellite image registration with a learned model, and what it learned from noisy labels")]
+#[command(
+    name = "simreg",
+    version,
+    args_override_self = true,
+    about = "Multimodal satellite image registration with a learned model, and what it learned from noisy labels"
+)]
 pub struct Cli {
     /// Worker threads for GDAL I/O (rayon) and libtorch [default: all cores]
     #[arg(long, global = true)]

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// `--device`: auto picks CUDA when libtorch sees a GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     Auto,
@@ -65,17 +67,39 @@ pub struct TrainParams {
     pub enforce_sign: Option<EnforceSign>,
 }
 
-fn d_epochs() -> usize { 40 }
-fn d_batch() -> usize { 16 }
-fn d_lr() -> f64 { 2e-3 }
-fn d_wd() -> f64 { 1e-4 }
-fn d_width() -> i64 { 16 }
-fn d_depth() -> usize { 3 }
-fn d_corr() -> i64 { 3 }
-fn d_val() -> f64 { 0.2 }
-fn d_patience() -> usize { 10 }
-fn d_true() -> bool { true }
-fn d_device() -> DeviceChoice { DeviceChoice::Auto }
+fn d_epochs() -> usize {
+    40
+}
+fn d_batch() -> usize {
+    16
+}
+fn d_lr() -> f64 {
+    2e-3
+}
+fn d_wd() -> f64 {
+    1e-4
+}
+fn d_width() -> i64 {
+    16
+}
+fn d_depth() -> usize {
+    3
+}
+fn d_corr() -> i64 {
+    3
+}
+fn d_val() -> f64 {
+    0.2
+}
+fn d_patience() -> usize {
+    10
+}
+fn d_true() -> bool {
+    true
+}
+fn d_device() -> DeviceChoice {
+    DeviceChoice::Auto
+}
 
 impl Default for TrainParams {
     fn default() -> Self {
@@ -127,9 +151,22 @@ pub fn command(quiet: bool, threads: Option<usize>) -> Result<std::process::Comm
 }
 
 /// Predicts through `simreg-learn predict` and returns its summary.
-pub fn run_predict(model: &Path, tiles: Option<&Path>, labels: Option<&Path>, out: &Path, device: DeviceChoice, threads: Option<usize>) -> Result<PredictSummary> {
+pub fn run_predict(
+    model: &Path,
+    tiles: Option<&Path>,
+    labels: Option<&Path>,
+    out: &Path,
+    device: DeviceChoice,
+    threads: Option<usize>,
+) -> Result<PredictSummary> {
     let mut cmd = command(true, threads)?;
-    cmd.arg("predict").arg("--model").arg(model).arg("--out").arg(out).arg("--device").arg(device.name());
+    cmd.arg("predict")
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(out)
+        .arg("--device")
+        .arg(device.name());
     if let Some(t) = tiles {
         cmd.arg("--tiles").arg(t);
     }
@@ -137,25 +174,33 @@ pub fn run_predict(model: &Path, tiles: Option<&Path>, labels: Option<&Path>, ou
         cmd.arg("--labels").arg(l);
     }
     run_child(cmd)?;
-    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no prediction summary", out.display()))?;
+    let text = std::fs::read_to_string(out.join("summary.json"))
+        .with_context(|| format!("'{}': no prediction summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
 /// Aligns a scene with the network through `simreg-learn align` (the request as JSON).
-pub fn run_align(req: &crate::align::AlignRequest, threads: Option<usize>) -> Result<crate::align::AlignSummary> {
+pub fn run_align(
+    req: &crate::align::AlignRequest,
+    threads: Option<usize>,
+) -> Result<crate::align::AlignSummary> {
     if req.model.is_none() {
         bail!("--method network needs --model RUN/train (or --method phase-correlation)");
     }
     let mut cmd = command(req.quiet, threads)?;
     cmd.arg("align").arg("--request-json").arg(serde_json::to_string(req)?);
     run_child(cmd)?;
-    let text = std::fs::read_to_string(req.out.join("summary.json")).with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
+    let text = std::fs::read_to_string(req.out.join("summary.json"))
+        .with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
 /// `run_align` with simreg-learn's error captured (its last stderr line) instead of printed:
 /// for `simreg batch`, which records it per pair.
-pub fn run_align_captured(req: &crate::align::AlignRequest, threads: Option<usize>) -> Result<crate::align::AlignSummary> {
+pub fn run_align_captured(
+    req: &crate::align::AlignRequest,
+    threads: Option<usize>,
+) -> Result<crate::align::AlignSummary> {
     if req.model.is_none() {
         bail!("--method network needs --model RUN/train");
     }
@@ -164,10 +209,12 @@ pub fn run_align_captured(req: &crate::align::AlignRequest, threads: Option<usiz
     let out = cmd.output().context("cannot start simreg-learn")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("simreg-learn failed");
+        let line =
+            err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("simreg-learn failed");
         bail!("{}", line.trim_start_matches("simreg: error: "));
     }
-    let text = std::fs::read_to_string(req.out.join("summary.json")).with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
+    let text = std::fs::read_to_string(req.out.join("summary.json"))
+        .with_context(|| format!("'{}': no alignment summary", req.out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -192,7 +239,8 @@ pub fn run_child(mut cmd: std::process::Command) -> Result<()> {
     let status = cmd.status().context("cannot start simreg-learn")?;
     #[cfg(unix)]
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        let hint = if sig == 9 { " (out of memory? lower --max-memory or the batch size)" } else { "" };
+        let hint =
+            if sig == 9 { " (out of memory? lower --max-memory or the batch size)" } else { "" };
         bail!("simreg-learn was killed by signal {sig}{hint}");
     }
     if !status.success() {
@@ -202,11 +250,24 @@ pub fn run_child(mut cmd: std::process::Command) -> Result<()> {
 }
 
 /// Trains through `simreg-learn train` and returns its summary.
-pub fn run_train(labels: &Path, out: &Path, p: &TrainParams, quiet: bool, threads: Option<usize>) -> Result<TrainSummary> {
+pub fn run_train(
+    labels: &Path,
+    out: &Path,
+    p: &TrainParams,
+    quiet: bool,
+    threads: Option<usize>,
+) -> Result<TrainSummary> {
     let mut cmd = command(quiet, threads)?;
-    cmd.arg("train").arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    cmd.arg("train")
+        .arg("--labels")
+        .arg(labels)
+        .arg("--out")
+        .arg(out)
+        .arg("--params-json")
+        .arg(serde_json::to_string(p)?);
     run_child(cmd)?;
-    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no training summary", out.display()))?;
+    let text = std::fs::read_to_string(out.join("summary.json"))
+        .with_context(|| format!("'{}': no training summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -238,11 +299,21 @@ pub struct SimilarityParams {
     pub device: DeviceChoice,
 }
 
-fn d_n_queries() -> usize { 4 }
-fn d_k() -> usize { 8 }
-fn d_max_memory() -> f64 { 2048.0 }
-fn d_sketch() -> usize { 1024 }
-fn d_check() -> usize { 8 }
+fn d_n_queries() -> usize {
+    4
+}
+fn d_k() -> usize {
+    8
+}
+fn d_max_memory() -> f64 {
+    2048.0
+}
+fn d_sketch() -> usize {
+    1024
+}
+fn d_check() -> usize {
+    8
+}
 
 impl Default for SimilarityParams {
     fn default() -> Self {
@@ -280,11 +351,27 @@ pub struct SimilaritySummary {
 }
 
 /// Runs `simreg-learn similarity` and returns its summary.
-pub fn run_similarity(model: &Path, labels: &Path, out: &Path, p: &SimilarityParams, quiet: bool, threads: Option<usize>) -> Result<SimilaritySummary> {
+pub fn run_similarity(
+    model: &Path,
+    labels: &Path,
+    out: &Path,
+    p: &SimilarityParams,
+    quiet: bool,
+    threads: Option<usize>,
+) -> Result<SimilaritySummary> {
     let mut cmd = command(quiet, threads)?;
-    cmd.arg("similarity").arg("--model").arg(model).arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    cmd.arg("similarity")
+        .arg("--model")
+        .arg(model)
+        .arg("--labels")
+        .arg(labels)
+        .arg("--out")
+        .arg(out)
+        .arg("--params-json")
+        .arg(serde_json::to_string(p)?);
     run_child(cmd)?;
-    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no similarity summary", out.display()))?;
+    let text = std::fs::read_to_string(out.join("summary.json"))
+        .with_context(|| format!("'{}': no similarity summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -312,12 +399,24 @@ pub struct Toy1dParams {
     pub batch: usize,
 }
 
-fn d_toy_frequencies() -> Vec<u32> { vec![1, 2, 4, 8] }
-fn d_toy_seeds() -> Vec<u64> { vec![0, 1, 2] }
-fn d_toy_n() -> usize { 2048 }
-fn d_toy_epochs() -> usize { 200 }
-fn d_toy_lr() -> f64 { 3e-4 }
-fn d_toy_batch() -> usize { 64 }
+fn d_toy_frequencies() -> Vec<u32> {
+    vec![1, 2, 4, 8]
+}
+fn d_toy_seeds() -> Vec<u64> {
+    vec![0, 1, 2]
+}
+fn d_toy_n() -> usize {
+    2048
+}
+fn d_toy_epochs() -> usize {
+    200
+}
+fn d_toy_lr() -> f64 {
+    3e-4
+}
+fn d_toy_batch() -> usize {
+    64
+}
 
 impl Default for Toy1dParams {
     fn default() -> Self {
@@ -404,12 +503,18 @@ pub struct Toy1dFrequency {
 }
 
 /// Runs `simreg-learn toy1d` and returns its summary.
-pub fn run_toy1d(out: &Path, p: &Toy1dParams, quiet: bool, threads: Option<usize>) -> Result<Toy1dSummary> {
+pub fn run_toy1d(
+    out: &Path,
+    p: &Toy1dParams,
+    quiet: bool,
+    threads: Option<usize>,
+) -> Result<Toy1dSummary> {
     p.check()?;
     let mut cmd = command(quiet, threads)?;
     cmd.arg("toy1d").arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
     run_child(cmd)?;
-    let text = std::fs::read_to_string(out.join("summary.json")).with_context(|| format!("'{}': no toy1d summary", out.display()))?;
+    let text = std::fs::read_to_string(out.join("summary.json"))
+        .with_context(|| format!("'{}': no toy1d summary", out.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -477,20 +582,48 @@ pub struct EnforceStudyParams {
     pub arms: Vec<String>,
 }
 
-fn d_arms() -> Vec<String> { ["baseline", "plus_cos", "minus_cos"].map(String::from).to_vec() }
-fn d_seeds() -> usize { 10 }
-fn d_study_steps() -> usize { 300 }
-fn d_eval_every() -> usize { 10 }
-fn d_lambda() -> f64 { 1.0 }
-fn d_threshold() -> f64 { 2.0 }
-fn d_pairs() -> PairKind { PairKind::Noise }
-fn d_pairs_per_step() -> usize { 2 }
-fn d_study_batch() -> usize { 8 }
-fn d_study_lr() -> f64 { 1e-3 }
-fn d_study_width() -> i64 { 4 }
-fn d_study_depth() -> usize { 2 }
-fn d_study_corr() -> i64 { 2 }
-fn d_val_tiles() -> usize { 64 }
+fn d_arms() -> Vec<String> {
+    ["baseline", "plus_cos", "minus_cos"].map(String::from).to_vec()
+}
+fn d_seeds() -> usize {
+    10
+}
+fn d_study_steps() -> usize {
+    300
+}
+fn d_eval_every() -> usize {
+    10
+}
+fn d_lambda() -> f64 {
+    1.0
+}
+fn d_threshold() -> f64 {
+    2.0
+}
+fn d_pairs() -> PairKind {
+    PairKind::Noise
+}
+fn d_pairs_per_step() -> usize {
+    2
+}
+fn d_study_batch() -> usize {
+    8
+}
+fn d_study_lr() -> f64 {
+    1e-3
+}
+fn d_study_width() -> i64 {
+    4
+}
+fn d_study_depth() -> usize {
+    2
+}
+fn d_study_corr() -> i64 {
+    2
+}
+fn d_val_tiles() -> usize {
+    64
+}
 
 impl Default for EnforceStudyParams {
     fn default() -> Self {
@@ -499,11 +632,24 @@ impl Default for EnforceStudyParams {
 }
 
 /// Runs `simreg-learn enforce-study`; returns the path of RUN/enforce_study.json.
-pub fn run_enforce_study(labels: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool, threads: Option<usize>) -> Result<serde_json::Value> {
+pub fn run_enforce_study(
+    labels: &Path,
+    out: &Path,
+    p: &EnforceStudyParams,
+    quiet: bool,
+    threads: Option<usize>,
+) -> Result<serde_json::Value> {
     let mut cmd = command(quiet, threads)?;
-    cmd.arg("enforce-study").arg("--labels").arg(labels).arg("--out").arg(out).arg("--params-json").arg(serde_json::to_string(p)?);
+    cmd.arg("enforce-study")
+        .arg("--labels")
+        .arg(labels)
+        .arg("--out")
+        .arg(out)
+        .arg("--params-json")
+        .arg(serde_json::to_string(p)?);
     run_child(cmd)?;
     let path = out.join("enforce_study.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("'{}': not written", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("'{}': not written", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }

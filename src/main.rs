@@ -3,7 +3,9 @@ mod cli;
 use clap::Parser;
 use cli::{Cli, Command, TileArgs};
 use simreg::pipeline::{self, Pipeline};
-use simreg::tiling::{self, prepare::ModalityInput, manifest::TileParams, SceneInput, TileOptions, TileSummary};
+use simreg::tiling::{
+    self, manifest::TileParams, prepare::ModalityInput, SceneInput, TileOptions, TileSummary,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,20 +15,22 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, like every other error: clap's first line, without its usage tips.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            let first =
+                text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
             eprintln!("simreg: error: {first}");
             return ExitCode::from(2);
         }
     };
     init_logging(cli.verbose, cli.quiet);
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // simreg-learn failed and said why in its own line.
-        Err(e) if e.downcast_ref::<simreg::learn::ChildFailed>().is_some() => {
-            ExitCode::from(e.downcast_ref::<simreg::learn::ChildFailed>().map_or(1, |c| c.0.clamp(1, 255) as u8))
-        }
+        Err(e) if e.downcast_ref::<simreg::learn::ChildFailed>().is_some() => ExitCode::from(
+            e.downcast_ref::<simreg::learn::ChildFailed>().map_or(1, |c| c.0.clamp(1, 255) as u8),
+        ),
         Err(e) => {
             // One line: the error and its causes, joined.
             eprintln!("simreg: error: {}", simreg::raster::one_line(format!("{e:#}")));
@@ -37,8 +41,13 @@ fn main() -> ExitCode {
 
 fn init_logging(verbose: u8, quiet: bool) {
     let level = if quiet { "error" } else { ["warn", "info", "debug"][verbose.min(2) as usize] };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -66,7 +75,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !cli.quiet {
-                println!("synthetic scene in {}: {}x{} px at {} m, {} buildings, {} roads, {} parcels", s.out.display(), a.size, a.size, a.pixel_size, s.n_buildings, s.n_roads, s.n_parcels);
+                println!(
+                    "synthetic scene in {}: {}x{} px at {} m, {} buildings, {} roads, {} parcels",
+                    s.out.display(),
+                    a.size,
+                    a.size,
+                    a.pixel_size,
+                    s.n_buildings,
+                    s.n_roads,
+                    s.n_parcels
+                );
             }
             Ok(())
         }
@@ -93,7 +111,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     bias,
                 },
             };
-            let s = simreg::labels::run(&a.tiles, &a.out, &params, &simreg::labels::LabelOptions { quiet: cli.quiet })?;
+            let s = simreg::labels::run(
+                &a.tiles,
+                &a.out,
+                &params,
+                &simreg::labels::LabelOptions { quiet: cli.quiet },
+            )?;
             // The noise parameters are recorded only in the run's effective pipeline file.
             pipeline::record_stage(&a.out, "labels", &params)?;
             print_labels_summary(&s, a.json, cli.quiet)
@@ -116,25 +139,48 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 pairs: a.pairs,
                 enforce_sign: a.enforce_sign,
             };
-            let s = simreg::learn::run_train(&a.labels, &a.out, &params, cli.quiet || a.json, cli.threads)?;
+            let s = simreg::learn::run_train(
+                &a.labels,
+                &a.out,
+                &params,
+                cli.quiet || a.json,
+                cli.threads,
+            )?;
             pipeline::record_stage(&a.out, "train", &params)?;
             print_train_summary(&s, a.json, cli.quiet)
         }
         Command::Predict(a) => {
-            let s = simreg::learn::run_predict(&a.model, a.tiles.as_deref(), a.labels.as_deref(), &a.out, a.device, cli.threads)?;
+            let s = simreg::learn::run_predict(
+                &a.model,
+                a.tiles.as_deref(),
+                a.labels.as_deref(),
+                &a.out,
+                a.device,
+                cli.threads,
+            )?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !cli.quiet {
-                let r = s.rmse_labels_px.map_or(String::new(), |v| format!("; RMSE vs labels {v:.3} px per axis"));
+                let r = s
+                    .rmse_labels_px
+                    .map_or(String::new(), |v| format!("; RMSE vs labels {v:.3} px per axis"));
                 println!("predicted {} tiles into {}{r}", s.n_tiles, s.out.display());
             }
             Ok(())
         }
         Command::Similarity(a) => {
-            let need = |v: Option<std::path::PathBuf>, sub: &str, what: &str| -> anyhow::Result<std::path::PathBuf> {
-                v.or_else(|| a.run.as_ref().map(|r| r.join(sub))).ok_or_else(|| anyhow::anyhow!("similarity: give a run directory or --{what}"))
+            let need = |v: Option<std::path::PathBuf>,
+                        sub: &str,
+                        what: &str|
+             -> anyhow::Result<std::path::PathBuf> {
+                v.or_else(|| a.run.as_ref().map(|r| r.join(sub)))
+                    .ok_or_else(|| anyhow::anyhow!("similarity: give a run directory or --{what}"))
             };
-            let (model, labels, out) = (need(a.model.clone(), "train", "model")?, need(a.labels.clone(), "labels", "labels")?, need(a.out.clone(), "similarity", "out")?);
+            let (model, labels, out) = (
+                need(a.model.clone(), "train", "model")?,
+                need(a.labels.clone(), "labels", "labels")?,
+                need(a.out.clone(), "similarity", "out")?,
+            );
             let params = simreg::learn::SimilarityParams {
                 queries: a.query.clone(),
                 n_queries: a.n_queries,
@@ -145,7 +191,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 seed: a.seed,
                 device: a.device,
             };
-            let s = simreg::learn::run_similarity(&model, &labels, &out, &params, cli.quiet || a.json, cli.threads)?;
+            let s = simreg::learn::run_similarity(
+                &model,
+                &labels,
+                &out,
+                &params,
+                cli.quiet || a.json,
+                cli.threads,
+            )?;
             pipeline::record_stage(&out, "similarity", &params)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -159,13 +212,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(a) => {
             let out = a.out.clone().unwrap_or_else(|| a.run.join("audit"));
-            let params = simreg::audit::AuditParams { threshold: a.threshold, top: a.top, max_shift: a.max_shift };
+            let params = simreg::audit::AuditParams {
+                threshold: a.threshold,
+                top: a.top,
+                max_shift: a.max_shift,
+            };
             let s = simreg::audit::run(&a.run, &out, &params, cli.quiet || a.json)?;
             pipeline::record_stage(&out, "audit", &params)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if !cli.quiet {
-                let measured = s.measured_rmse_px.map_or(String::new(), |m| format!(" (measured against truth: {m:.3} px)"));
+                let measured = s
+                    .measured_rmse_px
+                    .map_or(String::new(), |m| format!(" (measured against truth: {m:.3} px)"));
                 let auroc = match (s.auroc, s.auroc_residual_only) {
                     (Some(a), Some(r)) => format!("; AUROC {a:.3} (residual alone {r:.3})"),
                     _ => String::new(),
@@ -188,7 +247,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Toy1d(a) => {
-            let params = simreg::learn::Toy1dParams { frequencies: a.frequencies, seeds: a.seeds, n: a.n, epochs: a.epochs, lr: a.lr, batch: a.batch };
+            let params = simreg::learn::Toy1dParams {
+                frequencies: a.frequencies,
+                seeds: a.seeds,
+                n: a.n,
+                epochs: a.epochs,
+                lr: a.lr,
+                batch: a.batch,
+            };
             params.check()?;
             let s = simreg::learn::run_toy1d(&a.out, &params, cli.quiet || a.json, cli.threads)?;
             pipeline::record_stage(&a.out, "toy1d", &params)?;
@@ -199,16 +265,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             struct Inline {
                 p: simreg::learn::EnforceStudyParams,
             }
-            let inline: Inline = toml::from_str(&format!("p = {{ {} }}", a.params)).map_err(|e| anyhow::anyhow!("--params '{}': {}", a.params, simreg::raster::one_line(e.message())))?;
+            let inline: Inline =
+                toml::from_str(&format!("p = {{ {} }}", a.params)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--params '{}': {}",
+                        a.params,
+                        simreg::raster::one_line(e.message())
+                    )
+                })?;
             let params = inline.p;
-            let v = simreg::learn::run_enforce_study(&a.labels, &a.out, &params, cli.quiet || a.json, cli.threads)?;
+            let v = simreg::learn::run_enforce_study(
+                &a.labels,
+                &a.out,
+                &params,
+                cli.quiet || a.json,
+                cli.threads,
+            )?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if !cli.quiet {
-                println!("enforce study in {} (step cost ratio {:.2}):", a.out.display(), v["step_cost_ratio"].as_f64().unwrap_or(f64::NAN));
+                println!(
+                    "enforce study in {} (step cost ratio {:.2}):",
+                    a.out.display(),
+                    v["step_cost_ratio"].as_f64().unwrap_or(f64::NAN)
+                );
                 for arm in &params.arms {
                     let x = &v["arms"][arm];
-                    println!("  {arm:9}  reached {}/{}  steps {:?} ± {:?}  final error {:.3} ± {:.3} px", x["reached"], x["seeds"], x["steps_mean"].as_f64(), x["steps_std"].as_f64(), x["final_error_mean"].as_f64().unwrap_or(f64::NAN), x["final_error_std"].as_f64().unwrap_or(f64::NAN));
+                    println!(
+                        "  {arm:9}  reached {}/{}  steps {:?} ± {:?}  final error {:.3} ± {:.3} px",
+                        x["reached"],
+                        x["seeds"],
+                        x["steps_mean"].as_f64(),
+                        x["steps_std"].as_f64(),
+                        x["final_error_mean"].as_f64().unwrap_or(f64::NAN),
+                        x["final_error_std"].as_f64().unwrap_or(f64::NAN)
+                    );
                 }
             }
             Ok(())
@@ -218,7 +309,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let p = Pipeline::load(&args.pipeline)?;
             let out = args.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {
-                let stem = args.pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+                let stem = args
+                    .pipeline
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "run".into());
                 std::path::Path::new("runs").join(stem)
             });
             let s = pipeline::run(&p, &out, cli.quiet, cli.threads)?;
@@ -227,7 +322,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for sy in &s.synth {
                     if !cli.quiet {
-                        println!("synthetic scene {}: {} buildings, {} roads, {} parcels", sy.out.display(), sy.n_buildings, sy.n_roads, sy.n_parcels);
+                        println!(
+                            "synthetic scene {}: {} buildings, {} roads, {} parcels",
+                            sy.out.display(),
+                            sy.n_buildings,
+                            sy.n_roads,
+                            sy.n_parcels
+                        );
                     }
                 }
                 if let Some(t) = &s.tile {
@@ -240,10 +341,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     print_train_summary(t, false, cli.quiet)?;
                 }
                 if let (Some(sm), false) = (&s.similarity, cli.quiet) {
-                    println!("similarity: {} tiles, N_S mean {:.1} median {:.1} → {}", sm.n_tiles, sm.ns_mean, sm.ns_median, sm.out.display());
+                    println!(
+                        "similarity: {} tiles, N_S mean {:.1} median {:.1} → {}",
+                        sm.n_tiles,
+                        sm.ns_mean,
+                        sm.ns_median,
+                        sm.out.display()
+                    );
                 }
                 if let (Some(a), false) = (&s.audit, cli.quiet) {
-                    let measured = a.measured_rmse_px.map_or(String::new(), |m| format!(" (against truth {m:.3} px)"));
+                    let measured = a
+                        .measured_rmse_px
+                        .map_or(String::new(), |m| format!(" (against truth {m:.3} px)"));
                     println!(
                         "audit: network RMSE on held-out tiles, label-free {:.3} px{measured}; label noise {:.3} px; {} labels flagged → {}",
                         a.predicted_rmse_px, a.label_noise_inlier_rmse_px, a.n_flagged, a.out.display()
@@ -255,9 +364,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 if !s.sweep.is_empty() && !cli.quiet {
                     println!("noise sweep (held-out RMSE per axis, px): σ | labels vs truth | network vs truth | ratio");
                     for t in &s.sweep {
-                        let (l, n) = (t.label_rmse_truth_px.unwrap_or(f64::NAN), t.net_rmse_truth_px.unwrap_or(f64::NAN));
-                        let ratio = if l > 1e-6 { format!("{:>5.2}", n / l) } else { "    -".into() };
-                        println!("  {:>4} | {l:>6.3} | {n:>6.3} | {ratio}", t.sigma_px.unwrap_or(f64::NAN));
+                        let (l, n) = (
+                            t.label_rmse_truth_px.unwrap_or(f64::NAN),
+                            t.net_rmse_truth_px.unwrap_or(f64::NAN),
+                        );
+                        let ratio =
+                            if l > 1e-6 { format!("{:>5.2}", n / l) } else { "    -".into() };
+                        println!(
+                            "  {:>4} | {l:>6.3} | {n:>6.3} | {ratio}",
+                            t.sigma_px.unwrap_or(f64::NAN)
+                        );
                     }
                 }
             }
@@ -295,12 +411,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn tile_inputs(a: TileArgs) -> (SceneInput, TileParams, std::path::PathBuf) {
     let scene = SceneInput {
         name: a.name,
-        reference: ModalityInput { files: a.reference, bands: a.reference_bands, kind: a.reference_kind },
+        reference: ModalityInput {
+            files: a.reference,
+            bands: a.reference_bands,
+            kind: a.reference_kind,
+        },
         moving: ModalityInput { files: a.moving, bands: a.moving_bands, kind: a.moving_kind },
         map: a.map.map(|f| ModalityInput { files: vec![f], bands: None, kind: None }),
         synth: None,
     };
-    let params = TileParams { tile_size: a.tile_size, overlap: a.overlap, min_valid: a.min_valid, edge: a.edge, deflate: a.deflate };
+    let params = TileParams {
+        tile_size: a.tile_size,
+        overlap: a.overlap,
+        min_valid: a.min_valid,
+        edge: a.edge,
+        deflate: a.deflate,
+    };
     (scene, params, a.out)
 }
 
@@ -309,7 +435,12 @@ fn print_tile_summary(s: &TileSummary, json: bool, quiet: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
         if s.up_to_date {
-            println!("tiles up to date in {}: {} tiles from {} scene(s); nothing to do", s.out.display(), s.n_tiles, s.n_scenes);
+            println!(
+                "tiles up to date in {}: {} tiles from {} scene(s); nothing to do",
+                s.out.display(),
+                s.n_tiles,
+                s.n_scenes
+            );
         } else {
             println!(
                 "tiled {} scene(s): {} tiles written to {} ({} windows, {} rejected below min-valid, {} reused) in {:.2} s ({:.1} tiles/s, {:.1} Mpx/s)",
@@ -320,20 +451,32 @@ fn print_tile_summary(s: &TileSummary, json: bool, quiet: bool) -> anyhow::Resul
     Ok(())
 }
 
-fn print_labels_summary(s: &simreg::labels::LabelSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+fn print_labels_summary(
+    s: &simreg::labels::LabelSummary,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
         let state = if s.up_to_date { "up to date" } else { "written" };
         println!(
             "labels {state} in {}: {} tiles, noise model {}, label noise RMSE {:.3}/{:.3} px (x/y)",
-            s.out.display(), s.n_tiles, s.noise_model, s.label_noise_rmse_px[0], s.label_noise_rmse_px[1]
+            s.out.display(),
+            s.n_tiles,
+            s.noise_model,
+            s.label_noise_rmse_px[0],
+            s.label_noise_rmse_px[1]
         );
     }
     Ok(())
 }
 
-fn print_train_summary(s: &simreg::learn::TrainSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+fn print_train_summary(
+    s: &simreg::learn::TrainSummary,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
@@ -346,18 +489,33 @@ fn print_train_summary(s: &simreg::learn::TrainSummary, json: bool, quiet: bool)
     Ok(())
 }
 
-fn print_toy1d_summary(s: &simreg::learn::Toy1dSummary, json: bool, quiet: bool) -> anyhow::Result<()> {
+fn print_toy1d_summary(
+    s: &simreg::learn::Toy1dSummary,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
         let flag = |v: Option<bool>| v.map_or("n/a", |b| if b { "yes" } else { "no" });
-        println!("1-D toy (seeds {:?}, n = {}, {} epochs, {:.1} s per run) → {}", s.settings.seeds, s.settings.n, s.settings.epochs, s.seconds_per_run, s.out.display());
+        println!(
+            "1-D toy (seeds {:?}, n = {}, {} epochs, {:.1} s per run) → {}",
+            s.settings.seeds,
+            s.settings.n,
+            s.settings.epochs,
+            s.seconds_per_run,
+            s.out.display()
+        );
         println!("  f | mean N_S | corr(N_S, log(1+curvature)) | MAE");
         for t in &s.frequencies {
             let c = t.corr_mean.map_or("n/a".to_string(), |c| format!("{c:+.2}"));
             println!("  {:>2} | {:>8.1} | {c:>6} | {:.4}", t.f, t.ns_mean, t.mae);
         }
-        println!("  mean N_S strictly decreasing in f: {}; corr < -0.5 for f <= 2: {}", flag(s.ns_strictly_decreasing), flag(s.corr_below_minus_half_for_f_le_2));
+        println!(
+            "  mean N_S strictly decreasing in f: {}; corr < -0.5 for f <= 2: {}",
+            flag(s.ns_strictly_decreasing),
+            flag(s.corr_below_minus_half_for_f_le_2)
+        );
     }
     Ok(())
 }
@@ -369,7 +527,14 @@ fn align(a: cli::AlignArgs, threads: Option<usize>, quiet: bool) -> anyhow::Resu
         if a.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else if !quiet {
-            println!("applied '{}' to '{}': {}/corrected.tif (mean shift {:.3}, {:.3} px)", shifts.display(), a.moving.display(), a.out.display(), s.mean_shift_px[0], s.mean_shift_px[1]);
+            println!(
+                "applied '{}' to '{}': {}/corrected.tif (mean shift {:.3}, {:.3} px)",
+                shifts.display(),
+                a.moving.display(),
+                a.out.display(),
+                s.mean_shift_px[0],
+                s.mean_shift_px[1]
+            );
         }
         return Ok(());
     }

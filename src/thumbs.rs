@@ -17,12 +17,25 @@ fn panel(bands: &[f32], n_bands: usize, size: usize) -> impl Fn(usize, usize) ->
 }
 
 /// Writes reference and moving side by side (2-pixel gap), each `size`² pixels, atomically.
-pub fn write_pair_png(path: &Path, reference: &[f32], reference_bands: usize, moving: &[f32], moving_bands: usize, size: usize) -> Result<()> {
+pub fn write_pair_png(
+    path: &Path,
+    reference: &[f32],
+    reference_bands: usize,
+    moving: &[f32],
+    moving_bands: usize,
+    size: usize,
+) -> Result<()> {
     save_png(&pair_image(reference, reference_bands, moving, moving_bands, size), path)
 }
 
 /// Reference and moving side by side (2-pixel gap), each `size`² pixels.
-pub fn pair_image(reference: &[f32], reference_bands: usize, moving: &[f32], moving_bands: usize, size: usize) -> RgbImage {
+pub fn pair_image(
+    reference: &[f32],
+    reference_bands: usize,
+    moving: &[f32],
+    moving_bands: usize,
+    size: usize,
+) -> RgbImage {
     let (r, m) = (panel(reference, reference_bands, size), panel(moving, moving_bands, size));
     RgbImage::from_fn((2 * size + 2) as u32, size as u32, |x, y| {
         let (x, y) = (x as usize, y as usize);
@@ -51,7 +64,17 @@ mod tests {
     fn pair_thumbnail_has_both_panels() {
         let dir = tempfile::tempdir().unwrap();
         let size = 4;
-        let reference: Vec<f32> = (0..3 * 16).map(|i| if i < 16 { -1.0 } else if i < 32 { 0.0 } else { 1.0 }).collect();
+        let reference: Vec<f32> = (0..3 * 16)
+            .map(|i| {
+                if i < 16 {
+                    -1.0
+                } else if i < 32 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         let moving = vec![1.0f32; 16];
         let path = dir.path().join("t.png");
         write_pair_png(&path, &reference, 3, &moving, 1, size).unwrap();

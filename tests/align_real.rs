@@ -21,7 +21,8 @@ fn s(p: &Path) -> String {
 }
 
 fn gdal(tool: &str, args: &[&str]) {
-    let o = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (gdal-bin): {e}"));
+    let o =
+        Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (gdal-bin): {e}"));
     assert!(o.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -29,7 +30,11 @@ fn gdal(tool: &str, args: &[&str]) {
 /// GeFolki S2 band order) into a VRT.
 fn real_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut pairs = vec![("gefolki_s1s2_east".to_string(), repo.join("pipelines/real_s1s2_align/S2_test.vrt"), repo.join("pipelines/real_s1s2_align/S1_test.vrt"))];
+    let mut pairs = vec![(
+        "gefolki_s1s2_east".to_string(),
+        repo.join("pipelines/real_s1s2_align/S2_test.vrt"),
+        repo.join("pipelines/real_s1s2_align/S1_test.vrt"),
+    )];
     let ben = shared.join("bigearthnet_mm");
     for (s1, s2) in [
         ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85", "S2A_MSIL2A_20170617T113321_36_85"),
@@ -39,7 +44,14 @@ fn real_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
         let vrt = dir.join(format!("{s2}.vrt"));
         let b = |band: &str| s(&ben.join("s2-tiny").join(s2).join(format!("{s2}_{band}.tif")));
         gdal("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
-        pairs.push((format!("bigearthnet_{}", s2.rsplit_once("113321_").or(s2.rsplit_once("112501_")).unwrap().1), vrt, ben.join("s1-tiny").join(s1).join(format!("{s1}_VV.tif"))));
+        pairs.push((
+            format!(
+                "bigearthnet_{}",
+                s2.rsplit_once("113321_").or(s2.rsplit_once("112501_")).unwrap().1
+            ),
+            vrt,
+            ben.join("s1-tiny").join(s1).join(format!("{s1}_VV.tif")),
+        ));
     }
     pairs
 }
@@ -52,13 +64,25 @@ fn fields(like: &Path, dir: &Path) {
     for r in 0..h {
         for c in 0..w {
             let (x, y) = (c as f64 + 0.5, r as f64 + 0.5);
-            dx[r * w + c] = 2.0 + (std::f64::consts::TAU * x / 200.0).sin() * (std::f64::consts::TAU * y / 260.0).cos();
+            dx[r * w + c] = 2.0
+                + (std::f64::consts::TAU * x / 200.0).sin()
+                    * (std::f64::consts::TAU * y / 260.0).cos();
             dy[r * w + c] = -1.5 + 0.8 * (std::f64::consts::TAU * (x + y) / 230.0).cos();
         }
     }
     for (name, sign) in [("truth.tif", 1.0), ("neg.tif", -1.0)] {
-        let bands = vec![dx.iter().map(|v| sign * v).collect(), dy.iter().map(|v| sign * v).collect()];
-        Fixture { width: w, height: h, geotransform: gt, epsg: None, wkt: Some(wkt.clone()), nodata: None, bands }.write_f32(&dir.join(name));
+        let bands =
+            vec![dx.iter().map(|v| sign * v).collect(), dy.iter().map(|v| sign * v).collect()];
+        Fixture {
+            width: w,
+            height: h,
+            geotransform: gt,
+            epsg: None,
+            wkt: Some(wkt.clone()),
+            nodata: None,
+            bands,
+        }
+        .write_f32(&dir.join(name));
     }
 }
 
@@ -71,7 +95,15 @@ fn semi_synthetic(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf, P
             std::fs::create_dir_all(&d).unwrap();
             // The moving raster on the reference grid first (BigEarthNet: same grid already).
             fields(&reference, &d);
-            ok(&["align", "--apply", &s(&d.join("neg.tif")), "--moving", &s(&moving), "--out", &s(&d.join("displaced"))]);
+            ok(&[
+                "align",
+                "--apply",
+                &s(&d.join("neg.tif")),
+                "--moving",
+                &s(&moving),
+                "--out",
+                &s(&d.join("displaced")),
+            ]);
             (name, reference, d.join("displaced/corrected.tif"), d.join("truth.tif"))
         })
         .collect()
@@ -83,9 +115,24 @@ fn shared_real_s1s2_pairs_align_with_the_baseline() {
     let t = tempfile::tempdir().unwrap();
     for (name, reference, moving, truth) in semi_synthetic(&shared, t.path()) {
         let out = t.path().join(&name).join("pc");
-        let a = ok(&["align", "--method", "phase-correlation", "--reference", &s(&reference), "--moving", &s(&moving), "--truth", &s(&truth), "--out", &s(&out)]);
+        let a = ok(&[
+            "align",
+            "--method",
+            "phase-correlation",
+            "--reference",
+            &s(&reference),
+            "--moving",
+            &s(&moving),
+            "--truth",
+            &s(&truth),
+            "--out",
+            &s(&out),
+        ]);
         let e = a["median_error_px"].as_f64().unwrap();
-        eprintln!("{name}: phase correlation median error {e:.3} px, global shift {}", a["baseline"]["global_shift_px"]);
+        eprintln!(
+            "{name}: phase correlation median error {e:.3} px, global shift {}",
+            a["baseline"]["global_shift_px"]
+        );
         assert!(e.is_finite() && a["n_valid_windows"].as_u64().unwrap() > 0, "{name}: {a}");
         let (bands, ..) = read_all(&out.join("displacement.tif"));
         assert!(bands[0].iter().any(|v| v.is_finite()), "{name}: a displacement somewhere");
@@ -95,11 +142,18 @@ fn shared_real_s1s2_pairs_align_with_the_baseline() {
 #[test]
 #[ignore = "acceptance: needs the real-data model (trains it when missing, minutes); cargo test --release --test align_real -- --ignored"]
 fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
-    let Some(shared) = shared_dir("shared_real_s1s2_semi_synthetic_network_meets_the_targets") else { return };
+    let Some(shared) = shared_dir("shared_real_s1s2_semi_synthetic_network_meets_the_targets")
+    else {
+        return;
+    };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = std::env::var_os("SIMREG_REAL_MODEL").map(PathBuf::from).unwrap_or_else(|| repo.join("runs/real_s1s2_align/train"));
+    let model = std::env::var_os("SIMREG_REAL_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("runs/real_s1s2_align/train"));
     if !model.join("model.safetensors").is_file() {
-        eprintln!("training the real-data model: simreg run pipelines/real_s1s2_align.toml (minutes)");
+        eprintln!(
+            "training the real-data model: simreg run pipelines/real_s1s2_align.toml (minutes)"
+        );
         ok(&["run", &s(&repo.join("pipelines/real_s1s2_align.toml"))]);
     }
     let t = tempfile::tempdir().unwrap();
@@ -109,7 +163,21 @@ fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
     let mut similarity: Option<PathBuf> = None;
     for (name, reference, moving, truth) in semi_synthetic(&shared, t.path()) {
         let out = t.path().join(&name).join("net");
-        let mut args = vec!["align".to_string(), "--model".into(), s(&model), "--reference".into(), s(&reference), "--moving".into(), s(&moving), "--truth".into(), s(&truth), "--out".into(), s(&out), "--device".into(), "cpu".into()];
+        let mut args = vec![
+            "align".to_string(),
+            "--model".into(),
+            s(&model),
+            "--reference".into(),
+            s(&reference),
+            "--moving".into(),
+            s(&moving),
+            "--truth".into(),
+            s(&truth),
+            "--out".into(),
+            s(&out),
+            "--device".into(),
+            "cpu".into(),
+        ];
         if let Some(d) = &similarity {
             args.extend(["--similarity".into(), s(d)]);
         }
@@ -117,13 +185,23 @@ fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
         if out.join("s_a.safetensors").is_file() {
             similarity = Some(out.clone());
         }
-        let (e, b) = (a["median_error_px"].as_f64().unwrap(), a["baseline_median_error_px"].as_f64().unwrap());
+        let (e, b) = (
+            a["median_error_px"].as_f64().unwrap(),
+            a["baseline_median_error_px"].as_f64().unwrap(),
+        );
         eprintln!("{name}: network median error {e:.3} px, phase correlation {b:.3} px (ratio {:.2}); median N_S {}", e / b, a["median_reliability"]);
         report.push(serde_json::json!({"pair": name, "median_error_px": e, "baseline_median_error_px": b, "ratio": e / b, "median_reliability": a["median_reliability"], "mean_shift_px": a["mean_shift_px"], "n_valid_windows": a["n_valid_windows"]}));
     }
-    std::fs::write(repo.join("target/align_real.json"), serde_json::to_string_pretty(&Value::from(report.clone())).unwrap()).unwrap();
+    std::fs::write(
+        repo.join("target/align_real.json"),
+        serde_json::to_string_pretty(&Value::from(report.clone())).unwrap(),
+    )
+    .unwrap();
     for r in &report {
-        let (e, b) = (r["median_error_px"].as_f64().unwrap(), r["baseline_median_error_px"].as_f64().unwrap());
+        let (e, b) = (
+            r["median_error_px"].as_f64().unwrap(),
+            r["baseline_median_error_px"].as_f64().unwrap(),
+        );
         assert!(e <= 0.5 && e <= 0.5 * b, "{}: median error {e:.3} px, baseline {b:.3} px: targets ≤ 0.5 px and ≤ 0.5× the baseline", r["pair"]);
     }
 }

@@ -15,22 +15,62 @@ fn cfog_fails_far_less_often_than_phase_correlation_on_optical_sar_tiles() {
     let t = tempfile::tempdir().unwrap();
     let d = |p: &str| t.path().join(p).to_string_lossy().into_owned();
     ok(&["synth", "--out", &d("synth"), "--size", "256", "--seed", "9"]);
-    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "64", "--overlap", "32", "--out", &d("tiles")]);
-    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "4", "--noise", "iid", "--sigma", "0", "--seed", "3"]);
+    ok(&[
+        "tile",
+        "--reference",
+        &d("synth/optical.tif"),
+        "--moving",
+        &d("synth/sar.tif"),
+        "--tile-size",
+        "64",
+        "--overlap",
+        "32",
+        "--out",
+        &d("tiles"),
+    ]);
+    ok(&[
+        "labels",
+        "--tiles",
+        &d("tiles"),
+        "--out",
+        &d("labels"),
+        "--amplitude",
+        "4",
+        "--noise",
+        "iid",
+        "--sigma",
+        "0",
+        "--seed",
+        "3",
+    ]);
     simreg::raster::init_gdal();
     let manifest = Manifest::load(&t.path().join("tiles")).unwrap();
-    let labels: BTreeMap<String, LabelEntry> = serde_json::from_str(&std::fs::read_to_string(t.path().join("labels/labels.json")).unwrap()).unwrap();
-    let truth: BTreeMap<String, TruthEntry> = serde_json::from_str(&std::fs::read_to_string(t.path().join("labels/truth.json")).unwrap()).unwrap();
+    let labels: BTreeMap<String, LabelEntry> = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("labels/labels.json")).unwrap(),
+    )
+    .unwrap();
+    let truth: BTreeMap<String, TruthEntry> =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("labels/truth.json")).unwrap())
+            .unwrap();
     let (mut cfog, mut phase) = (vec![], vec![]);
     for tile in &manifest.tiles {
         let scene = manifest.scene(&tile.scene).unwrap();
-        let (tile_path, moving) = (t.path().join("tiles").join(&tile.path), t.path().join("labels").join(&labels[&tile.id].moving));
+        let (tile_path, moving) = (
+            t.path().join("tiles").join(&tile.path),
+            t.path().join("labels").join(&labels[&tile.id].moving),
+        );
         let d = truth[&tile.id].displacement;
         let err = |dx: f64, dy: f64| (dx - d[0]).abs().max((dy - d[1]).abs());
         let c = tile_shift(scene, &tile_path, &moving, 8.0).unwrap();
         cfog.push(err(c.dx, c.dy));
         let (r, m, w, h) = tile_images(scene, &tile_path, &moving).unwrap();
-        let p = phase_correlation_within(&gradient_magnitude(&r, w, h), &gradient_magnitude(&m, w, h), w, h, 8.0);
+        let p = phase_correlation_within(
+            &gradient_magnitude(&r, w, h),
+            &gradient_magnitude(&m, w, h),
+            w,
+            h,
+            8.0,
+        );
         phase.push(err(p.dx, p.dy));
     }
     let n = cfog.len() as f64;

@@ -18,9 +18,15 @@ fn assert_links_exist(report: &Path) -> usize {
     let mut n = 0;
     for part in html.split("src=\"").skip(1) {
         let target = &part[..part.find('"').unwrap()];
-        assert!(!target.starts_with('/') && !target.contains(".."), "the page links outside its directory: {target}");
+        assert!(
+            !target.starts_with('/') && !target.contains(".."),
+            "the page links outside its directory: {target}"
+        );
         let f = report.join(target);
-        assert!(std::fs::metadata(&f).map(|m| m.len() > 100).unwrap_or(false), "index.html references a missing file: {target}");
+        assert!(
+            std::fs::metadata(&f).map(|m| m.len() > 100).unwrap_or(false),
+            "index.html references a missing file: {target}"
+        );
         n += 1;
     }
     n
@@ -32,14 +38,66 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     let run = t.path().join("run");
     let d = |p: &str| run.join(p).to_string_lossy().into_owned();
     ok(&["synth", "--out", &d("synth"), "--size", "160", "--seed", "5"]);
-    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "16", "--out", &d("tiles")]);
-    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3", "--noise", "iid", "--sigma", "1", "--outliers", "0.1", "--outlier-magnitude", "10", "--seed", "2"]);
+    ok(&[
+        "tile",
+        "--reference",
+        &d("synth/optical.tif"),
+        "--moving",
+        &d("synth/sar.tif"),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "16",
+        "--out",
+        &d("tiles"),
+    ]);
+    ok(&[
+        "labels",
+        "--tiles",
+        &d("tiles"),
+        "--out",
+        &d("labels"),
+        "--amplitude",
+        "3",
+        "--noise",
+        "iid",
+        "--sigma",
+        "1",
+        "--outliers",
+        "0.1",
+        "--outlier-magnitude",
+        "10",
+        "--seed",
+        "2",
+    ]);
     // Bad input first: the stages that are missing are named.
     let o = simreg(&["audit", &d("")]);
     assert!(!o.status.success() && stderr(&o).contains("`train` stage first"), "{}", stderr(&o));
-    ok(&["train", "--labels", &d("labels"), "--out", &d("train"), "--width", "4", "--depth", "2", "--corr-radius", "1", "--batch", "8", "--epochs", "2", "--device", "cpu"]);
+    ok(&[
+        "train",
+        "--labels",
+        &d("labels"),
+        "--out",
+        &d("train"),
+        "--width",
+        "4",
+        "--depth",
+        "2",
+        "--corr-radius",
+        "1",
+        "--batch",
+        "8",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]);
     let o = simreg(&["audit", &d("")]);
-    assert!(!o.status.success() && stderr(&o).contains("`similarity` stage first"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("`similarity` stage first"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(stderr(&o).trim().lines().count(), 1, "one-line error: {}", stderr(&o));
     ok(&["similarity", &d(""), "--device", "cpu", "--n-queries", "2", "--k", "3"]);
 
@@ -63,14 +121,16 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
 
     // audit.csv: every tile once, ranked by decreasing score, positions in lon/lat.
     let (header, rows) = csv(&run.join("audit/audit.csv"));
-    let col = |n: &str| header.iter().position(|h| h == n).unwrap_or_else(|| panic!("no column {n}"));
+    let col =
+        |n: &str| header.iter().position(|h| h == n).unwrap_or_else(|| panic!("no column {n}"));
     assert_eq!(rows.len(), 81);
     let scores: Vec<f64> = rows.iter().map(|r| r[col("score")].parse().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]));
     assert!(rows.iter().enumerate().all(|(i, r)| r[col("rank")] == (i + 1).to_string()));
     // The synthetic scene sits at UTM 31N (500 000, 5 000 000): ≈ 3° E, 45.1° N.
     for r in &rows {
-        let (lon, lat): (f64, f64) = (r[col("lon")].parse().unwrap(), r[col("lat")].parse().unwrap());
+        let (lon, lat): (f64, f64) =
+            (r[col("lon")].parse().unwrap(), r[col("lat")].parse().unwrap());
         assert!((lon - 3.0).abs() < 0.02 && (lat - 45.15).abs() < 0.05, "{lon}, {lat}");
         let x: f64 = r[col("centre_x")].parse().unwrap();
         assert!((500_000.0..500_000.0 + 160.0 * 2.0 + 1.0).contains(&x), "{x}");
@@ -80,7 +140,9 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     assert_eq!(outliers, n_out);
 
     // flagged.geojson: the flagged tiles' footprints, worst first, in lon/lat.
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(run.join("audit/flagged.geojson")).unwrap()).unwrap();
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("audit/flagged.geojson")).unwrap())
+            .unwrap();
     let f = g["features"].as_array().unwrap();
     assert_eq!(f.len(), n_flagged);
     assert_eq!(f[0]["properties"]["tile"].as_str().unwrap(), rows[0][col("tile")]);
@@ -95,10 +157,17 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     let n_links = assert_links_exist(&run.join("report"));
     assert!(n_links >= 20 + 3, "accuracy, training, histogram, the top 20, ...: {n_links} images");
     let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
-    for needle in ["Accuracy against label noise", "Training", "Most suspicious labels", "Tiles the network sees as alike"] {
+    for needle in [
+        "Accuracy against label noise",
+        "Training",
+        "Most suspicious labels",
+        "Tiles the network sees as alike",
+    ] {
         assert!(html.contains(needle), "{needle}");
     }
-    let sum: Value = serde_json::from_str(&std::fs::read_to_string(run.join("report/summary.json")).unwrap()).unwrap();
+    let sum: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/summary.json")).unwrap())
+            .unwrap();
     for k in ["tiles", "labels", "train", "similarity", "audit", "report"] {
         assert!(sum.get(k).is_some(), "report/summary.json lacks {k}");
     }
@@ -110,7 +179,10 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     for k in ["measured_rmse_px", "auroc", "auroc_residual_only", "n_outliers_true"] {
         assert!(s.get(k).is_none(), "{k} without truth");
     }
-    assert!((s["predicted_rmse_px"].as_f64().unwrap() - p).abs() < 1e-9, "the estimate never reads the truth");
+    assert!(
+        (s["predicted_rmse_px"].as_f64().unwrap() - p).abs() < 1e-9,
+        "the estimate never reads the truth"
+    );
     let (header, _) = csv(&run.join("audit/audit.csv"));
     assert!(!header.iter().any(|h| h == "true_error_px"));
     let r = ok(&["report", &d("")]);
@@ -126,7 +198,11 @@ fn report_and_audit_name_the_missing_stage() {
     let t = tempfile::tempdir().unwrap();
     let run = t.path().to_string_lossy().into_owned();
     let o = simreg(&["report", &run]);
-    assert!(!o.status.success() && stderr(&o).contains("run the `labels` stage first"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("run the `labels` stage first"),
+        "{}",
+        stderr(&o)
+    );
     let o = simreg(&["audit", &run]);
     assert!(!o.status.success() && stderr(&o).contains("`labels` stage first"), "{}", stderr(&o));
     let o = simreg(&["audit", &run, "--threshold=-1"]);

@@ -20,15 +20,37 @@ fn ramp_tiles(dir: &Path) -> PathBuf {
     let r = dir.join("opt.tif");
     let m = dir.join("ramp.tif");
     Fixture::utm(160, 160, 1, |_, c, r| noise(0, c, r)).write_f32(&r);
-    Fixture::utm(160, 160, 2, |b, c, r| if b == 0 { c as f64 + 0.5 } else { r as f64 + 0.5 }).write_f32(&m);
+    Fixture::utm(160, 160, 2, |b, c, r| if b == 0 { c as f64 + 0.5 } else { r as f64 + 0.5 })
+        .write_f32(&m);
     let tiles = dir.join("run/tiles");
-    let o = simreg(&["tile", "--reference", r.to_str().unwrap(), "--moving", m.to_str().unwrap(), "--moving-kind", "dem", "--tile-size", "32", "--overlap", "0", "--out", tiles.to_str().unwrap()]);
+    let o = simreg(&[
+        "tile",
+        "--reference",
+        r.to_str().unwrap(),
+        "--moving",
+        m.to_str().unwrap(),
+        "--moving-kind",
+        "dem",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "0",
+        "--out",
+        tiles.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     tiles
 }
 
 fn labels(tiles: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut a = vec!["labels", "--tiles", tiles.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"];
+    let mut a = vec![
+        "labels",
+        "--tiles",
+        tiles.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
     a.extend_from_slice(extra);
     simreg(&a)
 }
@@ -38,12 +60,30 @@ fn displaced_moving_tiles_follow_the_documented_convention() {
     let t = tempfile::tempdir().unwrap();
     let tiles = ramp_tiles(t.path());
     let out = t.path().join("run/labels");
-    let s = json_of(&labels(&tiles, &out, &["--amplitude", "5", "--field-amplitude", "2", "--noise", "iid", "--sigma", "1", "--seed", "3"]));
+    let s = json_of(&labels(
+        &tiles,
+        &out,
+        &[
+            "--amplitude",
+            "5",
+            "--field-amplitude",
+            "2",
+            "--noise",
+            "iid",
+            "--sigma",
+            "1",
+            "--seed",
+            "3",
+        ],
+    ));
     assert_eq!(s["n_tiles"], 25);
     let lab = read_json(&out.join("labels.json"));
     let truth = read_json(&out.join("truth.json"));
     let target = read_json(&out.join("target.json"));
-    assert_eq!((target["centre_offset"].as_u64(), target["centre_size"].as_u64()), (Some(8), Some(16)));
+    assert_eq!(
+        (target["centre_offset"].as_u64(), target["centre_size"].as_u64()),
+        (Some(8), Some(16))
+    );
     let mut noise_sq = 0.0;
     for (id, entry) in lab.as_object().unwrap() {
         let tr = &truth[id];
@@ -57,13 +97,20 @@ fn displaced_moving_tiles_follow_the_documented_convention() {
                 let i = y * 32 + x;
                 let (qx, qy) = (col + x as f64 + 0.5, row + y as f64 + 0.5);
                 let (dx, dy) = (qx - mv[0][i] as f64, qy - mv[1][i] as f64);
-                assert!((dx - field[0][i] as f64).abs() < 1e-3 && (dy - field[1][i] as f64).abs() < 1e-3, "{id} ({x},{y}): {dx},{dy} vs field");
+                assert!(
+                    (dx - field[0][i] as f64).abs() < 1e-3
+                        && (dy - field[1][i] as f64).abs() < 1e-3,
+                    "{id} ({x},{y}): {dx},{dy} vs field"
+                );
                 mx += dx / 256.0;
                 my += dy / 256.0;
             }
         }
         let d = [tr["displacement"][0].as_f64().unwrap(), tr["displacement"][1].as_f64().unwrap()];
-        assert!((mx - d[0]).abs() < 1e-3 && (my - d[1]).abs() < 1e-3, "{id}: centre mean {mx},{my} vs truth {d:?}");
+        assert!(
+            (mx - d[0]).abs() < 1e-3 && (my - d[1]).abs() < 1e-3,
+            "{id}: centre mean {mx},{my} vs truth {d:?}"
+        );
         let l = [entry["label"][0].as_f64().unwrap(), entry["label"][1].as_f64().unwrap()];
         let e = [tr["noise"][0].as_f64().unwrap(), tr["noise"][1].as_f64().unwrap()];
         assert!((l[0] - d[0] - e[0]).abs() < 1e-12 && (l[1] - d[1] - e[1]).abs() < 1e-12);
@@ -78,24 +125,53 @@ fn displaced_moving_tiles_follow_the_documented_convention() {
 fn same_seed_gives_byte_identical_files_and_labels_reveal_no_truth() {
     let t = tempfile::tempdir().unwrap();
     let tiles = ramp_tiles(t.path());
-    let args = ["--amplitude", "4", "--noise", "iid", "--sigma", "2", "--outliers", "0.1", "--outlier-magnitude", "9", "--seed", "7"];
+    let args = [
+        "--amplitude",
+        "4",
+        "--noise",
+        "iid",
+        "--sigma",
+        "2",
+        "--outliers",
+        "0.1",
+        "--outlier-magnitude",
+        "9",
+        "--seed",
+        "7",
+    ];
     let (a, b) = (t.path().join("run/la"), t.path().join("run/lb"));
     json_of(&labels(&tiles, &a, &args));
     json_of(&labels(&tiles, &b, &args));
     let files = |d: &Path| {
-        let mut v: Vec<PathBuf> = walk(d).into_iter().filter(|p| p.file_name().unwrap() != "summary.json").map(|p| p.strip_prefix(d).unwrap().to_path_buf()).collect();
+        let mut v: Vec<PathBuf> = walk(d)
+            .into_iter()
+            .filter(|p| p.file_name().unwrap() != "summary.json")
+            .map(|p| p.strip_prefix(d).unwrap().to_path_buf())
+            .collect();
         v.sort();
         v
     };
     assert_eq!(files(&a), files(&b));
     assert!(files(&a).len() > 75);
     for f in files(&a) {
-        assert_eq!(std::fs::read(a.join(&f)).unwrap(), std::fs::read(b.join(&f)).unwrap(), "{}", f.display());
+        assert_eq!(
+            std::fs::read(a.join(&f)).unwrap(),
+            std::fs::read(b.join(&f)).unwrap(),
+            "{}",
+            f.display()
+        );
     }
     // Another seed, other labels.
     let c = t.path().join("run/lc");
-    json_of(&labels(&tiles, &c, &["--amplitude", "4", "--noise", "iid", "--sigma", "2", "--seed", "8"]));
-    assert_ne!(std::fs::read(a.join("labels.json")).unwrap(), std::fs::read(c.join("labels.json")).unwrap());
+    json_of(&labels(
+        &tiles,
+        &c,
+        &["--amplitude", "4", "--noise", "iid", "--sigma", "2", "--seed", "8"],
+    ));
+    assert_ne!(
+        std::fs::read(a.join("labels.json")).unwrap(),
+        std::fs::read(c.join("labels.json")).unwrap()
+    );
 
     // labels.json: per tile only the noisy label and file paths; nothing about the noise or truth.
     let text = std::fs::read_to_string(a.join("labels.json")).unwrap();
@@ -156,7 +232,11 @@ fn bad_label_inputs_fail_cleanly() {
     json_of(&labels(&tiles, &biased, &["--amplitude", "2", "--bias", "1.5,-2"]));
     let truth = read_json(&biased.join("truth.json"));
     for v in truth.as_object().unwrap().values() {
-        assert!((v["noise"][0].as_f64().unwrap() - 1.5).abs() < 1e-9 && (v["noise"][1].as_f64().unwrap() + 2.0).abs() < 1e-9, "{v}");
+        assert!(
+            (v["noise"][0].as_f64().unwrap() - 1.5).abs() < 1e-9
+                && (v["noise"][1].as_f64().unwrap() + 2.0).abs() < 1e-9,
+            "{v}"
+        );
     }
     let o = labels(&tiles, &t.path().join("run/b3"), &["--amplitude", "2", "--bias", "1,2,3"]);
     assert!(!o.status.success() && stderr(&o).contains("two values"), "{}", stderr(&o));
@@ -170,7 +250,12 @@ fn bad_label_inputs_fail_cleanly() {
     std::fs::remove_file(&missing).unwrap();
     let o = labels(&tiles, &out, &["--amplitude", "2"]);
     let err = stderr(&o);
-    assert!(!o.status.success() && err.contains("is missing") && err.contains(man["tiles"][3]["id"].as_str().unwrap()), "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("is missing")
+            && err.contains(man["tiles"][3]["id"].as_str().unwrap()),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
@@ -179,7 +264,16 @@ fn synth_scene_feeds_tile_and_labels_and_is_reproducible() {
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     for d in [&a, &b] {
-        json_of(&simreg(&["synth", "--out", d.to_str().unwrap(), "--size", "160", "--seed", "7", "--json"]));
+        json_of(&simreg(&[
+            "synth",
+            "--out",
+            d.to_str().unwrap(),
+            "--size",
+            "160",
+            "--seed",
+            "7",
+            "--json",
+        ]));
     }
     for f in ["optical.tif", "sar.tif", "map.tif", "map.geojson", "scene.json"] {
         let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
@@ -191,10 +285,29 @@ fn synth_scene_feeds_tile_and_labels_and_is_reproducible() {
     assert!(proj.contains("32631") && gt[1] == 2.0);
     assert_eq!(band_descriptions(&a.join("sar.tif")), ["VV", "VH"]);
     let geo = read_json(&a.join("map.geojson"));
-    assert!(geo["features"].as_array().unwrap().iter().any(|f| f["properties"]["kind"] == "building"));
+    assert!(geo["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["properties"]["kind"] == "building"));
 
     let tiles = t.path().join("run/tiles");
-    let o = simreg(&["tile", "--reference", a.join("optical.tif").to_str().unwrap(), "--moving", a.join("sar.tif").to_str().unwrap(), "--map", a.join("map.geojson").to_str().unwrap(), "--tile-size", "64", "--overlap", "16", "--out", tiles.to_str().unwrap(), "--json"]);
+    let o = simreg(&[
+        "tile",
+        "--reference",
+        a.join("optical.tif").to_str().unwrap(),
+        "--moving",
+        a.join("sar.tif").to_str().unwrap(),
+        "--map",
+        a.join("map.geojson").to_str().unwrap(),
+        "--tile-size",
+        "64",
+        "--overlap",
+        "16",
+        "--out",
+        tiles.to_str().unwrap(),
+        "--json",
+    ]);
     let s = json_of(&o);
     assert_eq!(s["n_tiles"], 9);
     let man = read_json(&tiles.join("manifest.json"));
@@ -213,7 +326,11 @@ fn synth_scene_feeds_tile_and_labels_and_is_reproducible() {
         }
     }
     assert!(agree as f64 / total as f64 > 0.97, "map agreement {agree}/{total}");
-    let ls = json_of(&labels(&tiles, &t.path().join("run/labels"), &["--amplitude", "4", "--noise", "iid", "--sigma", "2", "--seed", "1"]));
+    let ls = json_of(&labels(
+        &tiles,
+        &t.path().join("run/labels"),
+        &["--amplitude", "4", "--noise", "iid", "--sigma", "2", "--seed", "1"],
+    ));
     assert_eq!(ls["n_tiles"], 9);
     assert_eq!(ls["noise_model"], "iid");
 }
@@ -237,7 +354,13 @@ noise = { model = "correlated", sigma = 1.0, corr_length = 100.0 }
 "#;
     std::fs::write(t.path().join("p.toml"), toml).unwrap();
     let run = t.path().join("run");
-    let s = json_of(&simreg(&["run", t.path().join("p.toml").to_str().unwrap(), "--out", run.to_str().unwrap(), "--json"]));
+    let s = json_of(&simreg(&[
+        "run",
+        t.path().join("p.toml").to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--json",
+    ]));
     assert_eq!(s["tile"]["n_tiles"], 4);
     assert_eq!(s["labels"]["noise_model"], "correlated");
     let man = read_json(&run.join("tiles/manifest.json"));
@@ -245,12 +368,20 @@ noise = { model = "correlated", sigma = 1.0, corr_length = 100.0 }
     assert_eq!(man["scenes"][0]["modalities"].as_array().unwrap().len(), 3);
     // Correlated noise over a 100 px length: neighbouring tiles' label noise is similar.
     let truth = read_json(&run.join("labels/truth.json"));
-    let e: Vec<f64> = truth.as_object().unwrap().values().map(|v| v["noise"][0].as_f64().unwrap()).collect();
-    let spread = e.iter().cloned().fold(f64::MIN, f64::max) - e.iter().cloned().fold(f64::MAX, f64::min);
+    let e: Vec<f64> =
+        truth.as_object().unwrap().values().map(|v| v["noise"][0].as_f64().unwrap()).collect();
+    let spread =
+        e.iter().cloned().fold(f64::MIN, f64::max) - e.iter().cloned().fold(f64::MAX, f64::min);
     assert!(spread < 2.0, "noise across 4 adjacent tiles {e:?}");
 
-    std::fs::write(t.path().join("bad.toml"), "[tile]\n[[tile.scene]]\nsynth = \"nope\"\n").unwrap();
-    let o = simreg(&["run", t.path().join("bad.toml").to_str().unwrap(), "--out", t.path().join("run2").to_str().unwrap()]);
+    std::fs::write(t.path().join("bad.toml"), "[tile]\n[[tile.scene]]\nsynth = \"nope\"\n")
+        .unwrap();
+    let o = simreg(&[
+        "run",
+        t.path().join("bad.toml").to_str().unwrap(),
+        "--out",
+        t.path().join("run2").to_str().unwrap(),
+    ]);
     assert!(!o.status.success() && stderr(&o).contains("no [synth.nope]"), "{}", stderr(&o));
 }
 
@@ -258,11 +389,28 @@ noise = { model = "correlated", sigma = 1.0, corr_length = 100.0 }
 fn relative_input_paths_still_resolve_in_later_stages() {
     let t = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let o = std::process::Command::new(bin()).args(args).current_dir(t.path()).env("OMP_NUM_THREADS", "1").output().unwrap();
+        let o = std::process::Command::new(bin())
+            .args(args)
+            .current_dir(t.path())
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     };
     run(&["synth", "--out", "s", "--size", "64", "--seed", "1"]);
-    run(&["tile", "--reference", "s/optical.tif", "--moving", "s/sar.tif", "--tile-size", "32", "--overlap", "0", "--out", "r/tiles"]);
+    run(&[
+        "tile",
+        "--reference",
+        "s/optical.tif",
+        "--moving",
+        "s/sar.tif",
+        "--tile-size",
+        "32",
+        "--overlap",
+        "0",
+        "--out",
+        "r/tiles",
+    ]);
     run(&["labels", "--tiles", "r/tiles", "--out", "r/labels", "--amplitude", "2"]);
     let man = read_json(&t.path().join("r/tiles/manifest.json"));
     let src = man["scenes"][0]["modalities"][1]["sources"][0]["path"].as_str().unwrap().to_string();

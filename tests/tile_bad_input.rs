@@ -30,9 +30,28 @@ impl Case {
 
 /// Runs `simreg tile` expecting failure; checks the message names `names_file` and contains
 /// `problem`, that it is a single line, and that nothing was written.
-fn fails(c: &Case, reference: &Path, moving: &Path, extra: &[&str], names_file: &str, problem: &str) {
+fn fails(
+    c: &Case,
+    reference: &Path,
+    moving: &Path,
+    extra: &[&str],
+    names_file: &str,
+    problem: &str,
+) {
     let out = c.out();
-    let mut args = vec!["tile", "--reference", reference.to_str().unwrap(), "--moving", moving.to_str().unwrap(), "--tile-size", "32", "--overlap", "8", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "tile",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--moving",
+        moving.to_str().unwrap(),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = simreg(&args);
     let err = stderr(&o);
@@ -42,7 +61,10 @@ fn fails(c: &Case, reference: &Path, moving: &Path, extra: &[&str], names_file: 
     assert!(err.contains(names_file), "error should name '{names_file}': {err}");
     assert!(err.contains(problem), "error should say '{problem}': {err}");
     assert!(!out.exists(), "output left behind for {problem}");
-    assert!(!c.dir.path().join("run/tiles.partial").exists(), "partial output left behind for {problem}");
+    assert!(
+        !c.dir.path().join("run/tiles.partial").exists(),
+        "partial output left behind for {problem}"
+    );
 }
 
 #[test]
@@ -64,7 +86,8 @@ fn non_raster_file() {
     std::fs::write(c.p("notes.tif"), b"these are field notes, not a raster\n").unwrap();
     fails(&c, &c.p("notes.tif"), &c.moving, &[], "notes.tif", "not a raster format GDAL can read");
     // A vector file given as a raster.
-    std::fs::write(c.p("shapes.geojson"), br#"{"type":"FeatureCollection","features":[]}"#).unwrap();
+    std::fs::write(c.p("shapes.geojson"), br#"{"type":"FeatureCollection","features":[]}"#)
+        .unwrap();
     fails(&c, &c.reference, &c.p("shapes.geojson"), &[], "shapes.geojson", "");
 }
 
@@ -98,7 +121,14 @@ fn all_nodata() {
     let mut f = Fixture::utm(64, 64, 1, |_, _, _| -9999.0);
     f.nodata = Some(-9999.0);
     f.write_f32(&nd);
-    fails(&c, &c.reference, &nd, &["--moving-kind", "sar-db"], "blank.tif", "all pixels are nodata");
+    fails(
+        &c,
+        &c.reference,
+        &nd,
+        &["--moving-kind", "sar-db"],
+        "blank.tif",
+        "all pixels are nodata",
+    );
     // Auto-detecting the kind reads the data first and must say the same.
     fails(&c, &c.reference, &nd, &[], "blank.tif", "all pixels are nodata");
 }
@@ -106,13 +136,27 @@ fn all_nodata() {
 #[test]
 fn tile_size_larger_than_the_raster() {
     let c = case();
-    fails(&c, &c.reference, &c.moving, &["--tile-size", "65", "--overlap", "0"], "opt.tif", "larger than the raster");
+    fails(
+        &c,
+        &c.reference,
+        &c.moving,
+        &["--tile-size", "65", "--overlap", "0"],
+        "opt.tif",
+        "larger than the raster",
+    );
 }
 
 #[test]
 fn band_index_out_of_range() {
     let c = case();
-    fails(&c, &c.reference, &c.moving, &["--reference-bands", "1,4"], "opt.tif", "band 4 out of range");
+    fails(
+        &c,
+        &c.reference,
+        &c.moving,
+        &["--reference-bands", "1,4"],
+        "opt.tif",
+        "band 4 out of range",
+    );
     fails(&c, &c.reference, &c.moving, &["--moving-bands", "0"], "sar.tif", "band 0 out of range");
 }
 
@@ -140,7 +184,19 @@ fn unwritable_output_directory() {
     let c = case();
     // A regular file where a directory must go (root ignores permission bits).
     std::fs::write(c.p("run"), b"a file").unwrap();
-    let o = simreg(&["tile", "--reference", c.reference.to_str().unwrap(), "--moving", c.moving.to_str().unwrap(), "--tile-size", "32", "--overlap", "8", "--out", c.out().to_str().unwrap()]);
+    let o = simreg(&[
+        "tile",
+        "--reference",
+        c.reference.to_str().unwrap(),
+        "--moving",
+        c.moving.to_str().unwrap(),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        c.out().to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert!(!o.status.success());
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -149,7 +205,19 @@ fn unwritable_output_directory() {
     std::fs::remove_file(c.p("run")).unwrap();
     std::fs::create_dir_all(c.out()).unwrap();
     std::fs::write(c.out().join("precious.txt"), b"keep me").unwrap();
-    let o = simreg(&["tile", "--reference", c.reference.to_str().unwrap(), "--moving", c.moving.to_str().unwrap(), "--tile-size", "32", "--overlap", "8", "--out", c.out().to_str().unwrap()]);
+    let o = simreg(&[
+        "tile",
+        "--reference",
+        c.reference.to_str().unwrap(),
+        "--moving",
+        c.moving.to_str().unwrap(),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        c.out().to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("refusing to replace"), "{}", stderr(&o));
     assert_eq!(std::fs::read(c.out().join("precious.txt")).unwrap(), b"keep me");
@@ -158,7 +226,14 @@ fn unwritable_output_directory() {
 #[test]
 fn bad_parameters() {
     let c = case();
-    fails(&c, &c.reference, &c.moving, &["--overlap", "32"], "overlap", "must be smaller than the tile size");
+    fails(
+        &c,
+        &c.reference,
+        &c.moving,
+        &["--overlap", "32"],
+        "overlap",
+        "must be smaller than the tile size",
+    );
     fails(&c, &c.reference, &c.moving, &["--min-valid", "1.5"], "min-valid", "within [0, 1]");
 }
 

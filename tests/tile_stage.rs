@@ -31,7 +31,18 @@ fn same_grid_tiles_hold_exact_source_pixels_and_geotransforms() {
     let t = tempfile::tempdir().unwrap();
     let (r, m) = same_grid_pair(t.path(), 100, 90);
     let out = t.path().join("tiles");
-    let s = tile(&["--reference", &r, "--moving", &m, "--tile-size", "32", "--overlap", "8", "--out", out.to_str().unwrap()]);
+    let s = tile(&[
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     // Stride 24: columns 0, 24, 48 and 68 (shifted flush); rows 0, 24, 48 and 58 (shifted).
     assert_eq!(s["n_tiles"], 16);
     let (src_r, ..) = read_all(Path::new(&r));
@@ -40,23 +51,48 @@ fn same_grid_tiles_hold_exact_source_pixels_and_geotransforms() {
     let tiles = man["tiles"].as_array().unwrap();
     assert_eq!(tiles.len(), 16);
     for t in tiles {
-        let (col, row) = (t["window"]["col"].as_u64().unwrap() as usize, t["window"]["row"].as_u64().unwrap() as usize);
+        let (col, row) = (
+            t["window"]["col"].as_u64().unwrap() as usize,
+            t["window"]["row"].as_u64().unwrap() as usize,
+        );
         let (bands, gt, tw, th, proj) = read_all(&out.join(t["path"].as_str().unwrap()));
         assert_eq!((tw, th, bands.len()), (32, 32, 5));
         // Exact: the reference geotransform offset by the window.
-        let expect = [src_gt[0] + col as f64 * src_gt[1], src_gt[1], 0.0, src_gt[3] + row as f64 * src_gt[5], 0.0, src_gt[5]];
+        let expect = [
+            src_gt[0] + col as f64 * src_gt[1],
+            src_gt[1],
+            0.0,
+            src_gt[3] + row as f64 * src_gt[5],
+            0.0,
+            src_gt[5],
+        ];
         assert_eq!(gt, expect, "tile {}", t["id"]);
         assert!(proj.contains("32631"), "tile CRS is the reference CRS");
         for (b, src) in src_r.iter().chain(src_m.iter()).enumerate() {
             for y in 0..32 {
                 for x in 0..32 {
-                    assert_eq!(bands[b][y * 32 + x], src[(row + y) * w + col + x], "tile {} band {} ({x},{y})", t["id"], b + 1);
+                    assert_eq!(
+                        bands[b][y * 32 + x],
+                        src[(row + y) * w + col + x],
+                        "tile {} band {} ({x},{y})",
+                        t["id"],
+                        b + 1
+                    );
                 }
             }
         }
     }
     let descs = band_descriptions(&out.join(tiles[0]["path"].as_str().unwrap()));
-    assert_eq!(descs, ["reference:opt:b1", "reference:opt:b2", "reference:opt:b3", "moving:sar:b1", "moving:sar:b2"]);
+    assert_eq!(
+        descs,
+        [
+            "reference:opt:b1",
+            "reference:opt:b2",
+            "reference:opt:b3",
+            "moving:sar:b1",
+            "moving:sar:b2"
+        ]
+    );
     // Statistics: the moving floats are non-negative → linear SAR, summarised in dB.
     let moving = &man["scenes"][0]["modalities"][1];
     assert_eq!(moving["kind"], "sar-linear");
@@ -70,7 +106,22 @@ fn edge_policies_place_the_last_tiles_as_documented() {
     let (r, m) = same_grid_pair(t.path(), 70, 40);
     let count = |edge: &str| {
         let out = t.path().join(format!("tiles_{edge}"));
-        let s = tile(&["--reference", &r, "--moving", &m, "--tile-size", "32", "--overlap", "0", "--edge", edge, "--min-valid", "0", "--out", out.to_str().unwrap()]);
+        let s = tile(&[
+            "--reference",
+            &r,
+            "--moving",
+            &m,
+            "--tile-size",
+            "32",
+            "--overlap",
+            "0",
+            "--edge",
+            edge,
+            "--min-valid",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         (s["n_tiles"].as_u64().unwrap(), manifest(&out))
     };
     // 70 = 2×32 + 6; 40 = 32 + 8.
@@ -80,18 +131,45 @@ fn edge_policies_place_the_last_tiles_as_documented() {
     let (n, man) = count("shift");
     assert_eq!(n, 6);
     let last = &man["tiles"][5];
-    assert_eq!((last["window"]["col"].as_u64(), last["window"]["row"].as_u64(), last["placement"].as_str()), (Some(38), Some(8), Some("shifted")));
+    assert_eq!(
+        (
+            last["window"]["col"].as_u64(),
+            last["window"]["row"].as_u64(),
+            last["placement"].as_str()
+        ),
+        (Some(38), Some(8), Some("shifted"))
+    );
     let (n, man) = count("pad");
     assert_eq!(n, 6);
     let last = &man["tiles"][5];
-    assert_eq!((last["window"]["col"].as_u64(), last["window"]["row"].as_u64(), last["placement"].as_str()), (Some(64), Some(32), Some("padded")));
+    assert_eq!(
+        (
+            last["window"]["col"].as_u64(),
+            last["window"]["row"].as_u64(),
+            last["placement"].as_str()
+        ),
+        (Some(64), Some(32), Some("padded"))
+    );
     // 6×8 of the padded corner tile's 32×32 pixels are inside the raster.
     assert!((last["valid_fraction"].as_f64().unwrap() - 48.0 / 1024.0).abs() < 1e-12);
     let (bands, ..) = read_all(&t.path().join("tiles_pad").join(last["path"].as_str().unwrap()));
     assert!(bands[0][0].is_finite() && bands[0][6].is_nan() && bands[0][8 * 32].is_nan());
     // With the default min-valid (0.9) the padded tiles are rejected and counted.
     let out = t.path().join("tiles_pad_default");
-    let s = tile(&["--reference", &r, "--moving", &m, "--tile-size", "32", "--overlap", "0", "--edge", "pad", "--out", out.to_str().unwrap()]);
+    let s = tile(&[
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--tile-size",
+        "32",
+        "--overlap",
+        "0",
+        "--edge",
+        "pad",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!((s["n_tiles"].as_u64(), s["n_rejected"].as_u64()), (Some(2), Some(4)));
 }
 
@@ -102,27 +180,55 @@ fn nodata_in_either_modality_rejects_tiles() {
     let m = t.path().join("sar.tif");
     // 96×64 → six 32×32 windows. Reference: nodata (0) in the top-left 40×40; moving: NaN
     // where col ≥ 70 and row ≥ 34.
-    let mut f = Fixture::utm(96, 64, 1, |_, c, r| if c < 40 && r < 40 { 0.0 } else { 100.0 + noise(0, c, r) });
+    let mut f =
+        Fixture::utm(
+            96,
+            64,
+            1,
+            |_, c, r| if c < 40 && r < 40 { 0.0 } else { 100.0 + noise(0, c, r) },
+        );
     f.nodata = Some(0.0);
     f.write_f32(&r);
-    Fixture::utm(96, 64, 1, |_, c, r| if c >= 70 && r >= 34 { f64::NAN } else { 0.2 }).write_f32(&m);
+    Fixture::utm(96, 64, 1, |_, c, r| if c >= 70 && r >= 34 { f64::NAN } else { 0.2 })
+        .write_f32(&m);
     let run = |min_valid: &str, name: &str| {
         let out = t.path().join(name);
-        let s = tile(&["--reference", r.to_str().unwrap(), "--moving", m.to_str().unwrap(), "--tile-size", "32", "--overlap", "0", "--min-valid", min_valid, "--out", out.to_str().unwrap()]);
+        let s = tile(&[
+            "--reference",
+            r.to_str().unwrap(),
+            "--moving",
+            m.to_str().unwrap(),
+            "--tile-size",
+            "32",
+            "--overlap",
+            "0",
+            "--min-valid",
+            min_valid,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         let man = manifest(&out);
         let fractions: std::collections::BTreeMap<String, f64> = man["tiles"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| (t["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), t["valid_fraction"].as_f64().unwrap()))
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string(),
+                    t["valid_fraction"].as_f64().unwrap(),
+                )
+            })
             .collect();
         (s, fractions)
     };
     let (s, kept) = run("0.9", "tiles");
-    assert_eq!((s["n_windows"].as_u64(), s["n_tiles"].as_u64(), s["n_rejected"].as_u64()), (Some(6), Some(2), Some(4)));
+    assert_eq!(
+        (s["n_windows"].as_u64(), s["n_tiles"].as_u64(), s["n_rejected"].as_u64()),
+        (Some(6), Some(2), Some(4))
+    );
     assert_eq!(kept["x00064_y00000"], 1.0);
     assert_eq!(kept["x00032_y00032"], 1.0 - 64.0 / 1024.0); // 8×8 of reference nodata
-    // Lower the bar: windows with any jointly valid pixel are kept; fractions are exact.
+                                                            // Lower the bar: windows with any jointly valid pixel are kept; fractions are exact.
     let (s, kept) = run("0.1", "tiles_low");
     assert_eq!(s["n_tiles"], 5);
     assert!(!kept.contains_key("x00000_y00000"));
@@ -147,7 +253,12 @@ fn another_crs_lands_on_the_reference_grid_within_a_tenth_of_a_pixel() {
     geo.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
     let to_geo = CoordTransform::new(&utm, &geo).unwrap();
     let to_utm = CoordTransform::new(&geo, &utm).unwrap();
-    let b = to_geo.transform_bounds(&[x0 - 200.0, y0 - h as f64 * px - 200.0, x0 + w as f64 * px + 200.0, y0 + 200.0], 21).unwrap();
+    let b = to_geo
+        .transform_bounds(
+            &[x0 - 200.0, y0 - h as f64 * px - 200.0, x0 + w as f64 * px + 200.0, y0 + 200.0],
+            21,
+        )
+        .unwrap();
     let (gw, gh) = (150usize, 150usize);
     let (dlon, dlat) = ((b[2] - b[0]) / gw as f64, (b[3] - b[1]) / gh as f64);
     let (off_x, off_y) = (23.7, -14.2); // metres: 2.37 px east, 1.42 px north
@@ -163,9 +274,31 @@ fn another_crs_lands_on_the_reference_grid_within_a_tenth_of_a_pixel() {
         }
     }
     let m = t.path().join("geo.tif");
-    Fixture { width: gw, height: gh, geotransform: [b[0], dlon, 0.0, b[3], 0.0, -dlat], epsg: Some(4326), wkt: None, nodata: None, bands: vec![ex, ny] }.write_f32(&m);
+    Fixture {
+        width: gw,
+        height: gh,
+        geotransform: [b[0], dlon, 0.0, b[3], 0.0, -dlat],
+        epsg: Some(4326),
+        wkt: None,
+        nodata: None,
+        bands: vec![ex, ny],
+    }
+    .write_f32(&m);
     let out = t.path().join("tiles");
-    tile(&["--reference", r.to_str().unwrap(), "--moving", m.to_str().unwrap(), "--moving-kind", "dem", "--tile-size", "96", "--overlap", "0", "--out", out.to_str().unwrap()]);
+    tile(&[
+        "--reference",
+        r.to_str().unwrap(),
+        "--moving",
+        m.to_str().unwrap(),
+        "--moving-kind",
+        "dem",
+        "--tile-size",
+        "96",
+        "--overlap",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let man = manifest(&out);
     assert_eq!(man["scenes"][0]["modalities"][1]["sources"][0]["resampling"], "bilinear");
     let (bands, ..) = read_all(&out.join(man["tiles"][0]["path"].as_str().unwrap()));
@@ -188,7 +321,18 @@ fn rerun_is_a_no_op_and_an_interrupted_run_resumes() {
     let (r, m) = same_grid_pair(t.path(), 80, 80);
     let (hr, hm) = (hash_file(Path::new(&r)), hash_file(Path::new(&m)));
     let out = t.path().join("tiles");
-    let args = ["--reference", &r, "--moving", &m, "--tile-size", "32", "--overlap", "8", "--out", out.to_str().unwrap()];
+    let args = [
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let first = tile(&args);
     assert_eq!(first["up_to_date"], false);
     let man = std::fs::read_to_string(out.join("manifest.json")).unwrap();
@@ -204,7 +348,18 @@ fn rerun_is_a_no_op_and_an_interrupted_run_resumes() {
     assert!(!t.path().join("opt.tif.aux.xml").exists());
 
     // A changed parameter re-tiles.
-    let changed = tile(&["--reference", &r, "--moving", &m, "--tile-size", "40", "--overlap", "8", "--out", out.to_str().unwrap()]);
+    let changed = tile(&[
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--tile-size",
+        "40",
+        "--overlap",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(changed["up_to_date"], false);
     assert_eq!(manifest(&out)["params"]["tile_size"], 40);
 
@@ -215,7 +370,18 @@ fn rerun_is_a_no_op_and_an_interrupted_run_resumes() {
     std::fs::rename(&out, &partial).unwrap();
     std::fs::remove_file(partial.join("manifest.json")).unwrap();
     std::fs::write(partial.join(".input_hash"), &hash).unwrap();
-    let resumed = tile(&["--reference", &r, "--moving", &m, "--tile-size", "40", "--overlap", "8", "--out", out.to_str().unwrap()]);
+    let resumed = tile(&[
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--tile-size",
+        "40",
+        "--overlap",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(resumed["n_reused"].as_u64(), Some(n));
     assert!(!partial.exists() && out.join("manifest.json").exists());
 }
@@ -236,7 +402,8 @@ fn vector_map_is_rasterised_with_fill_and_edge() {
         ct.transform_coords(&mut x, &mut y, &mut []).unwrap();
         format!("[{:.10},{:.10}]", x[0], y[0])
     };
-    let square = [ll(10.0, 10.0), ll(30.0, 10.0), ll(30.0, 30.0), ll(10.0, 30.0), ll(10.0, 10.0)].join(",");
+    let square =
+        [ll(10.0, 10.0), ll(30.0, 10.0), ll(30.0, 30.0), ll(10.0, 30.0), ll(10.0, 10.0)].join(",");
     let road = [ll(0.0, 50.5), ll(64.0, 50.5)].join(",");
     let geojson = format!(
         r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{}},"geometry":{{"type":"Polygon","coordinates":[[{square}]]}}}},{{"type":"Feature","properties":{{}},"geometry":{{"type":"LineString","coordinates":[{road}]}}}}]}}"#
@@ -244,14 +411,28 @@ fn vector_map_is_rasterised_with_fill_and_edge() {
     let map = t.path().join("map.geojson");
     std::fs::write(&map, geojson).unwrap();
     let out = t.path().join("tiles");
-    tile(&["--reference", &r, "--moving", &m, "--map", map.to_str().unwrap(), "--tile-size", "64", "--overlap", "0", "--out", out.to_str().unwrap()]);
+    tile(&[
+        "--reference",
+        &r,
+        "--moving",
+        &m,
+        "--map",
+        map.to_str().unwrap(),
+        "--tile-size",
+        "64",
+        "--overlap",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let man = manifest(&out);
     let (bands, ..) = read_all(&out.join(man["tiles"][0]["path"].as_str().unwrap()));
     assert_eq!(bands.len(), 7);
     let (fill, edge) = (&bands[5], &bands[6]);
     let at = |v: &Vec<f32>, c: usize, r: usize| v[r * 64 + c];
     // The square covers pixels 10..30 (about; reprojection moves corners by < 0.01 px).
-    let square_px: f32 = (0..40).flat_map(|r| (0..40).map(move |c| (c, r))).map(|(c, r)| at(fill, c, r)).sum();
+    let square_px: f32 =
+        (0..40).flat_map(|r| (0..40).map(move |c| (c, r))).map(|(c, r)| at(fill, c, r)).sum();
     assert!((square_px - 400.0).abs() <= 2.0, "square fill {square_px}");
     assert_eq!((at(fill, 20, 20), at(edge, 20, 20)), (1.0, 0.0));
     assert_eq!((at(fill, 10, 20), at(edge, 10, 20)), (1.0, 1.0));
@@ -259,7 +440,10 @@ fn vector_map_is_rasterised_with_fill_and_edge() {
     // The road burns one row of pixels, all of it edge.
     assert_eq!((0..64).map(|c| at(fill, c, 50)).sum::<f32>(), 64.0);
     assert_eq!((0..64).map(|c| at(edge, c, 50)).sum::<f32>(), 64.0);
-    assert_eq!(band_descriptions(&out.join(man["tiles"][0]["path"].as_str().unwrap()))[5], "map:map:fill");
+    assert_eq!(
+        band_descriptions(&out.join(man["tiles"][0]["path"].as_str().unwrap()))[5],
+        "map:map:fill"
+    );
 }
 
 #[test]
@@ -298,12 +482,20 @@ moving = { files = ["sar.tif"], bands = [2] }
     assert_eq!(man["scenes"][1]["modalities"][1]["bands"].as_array().unwrap().len(), 1);
     assert_eq!(band_descriptions(&run.join("tiles/b/x00000_y00000.tif")).len(), 4);
     let eff = std::fs::read_to_string(run.join("pipeline.toml")).unwrap();
-    assert!(eff.contains("min_valid = 0.9") && eff.contains(&t.path().join("opt.tif").to_string_lossy().into_owned()), "{eff}");
+    assert!(
+        eff.contains("min_valid = 0.9")
+            && eff.contains(&t.path().join("opt.tif").to_string_lossy().into_owned()),
+        "{eff}"
+    );
 }
 
 #[test]
 fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
-    use simreg::tiling::{manifest::{Manifest, Role}, plan::Window, read::{read_modality, OpenFiles}};
+    use simreg::tiling::{
+        manifest::{Manifest, Role},
+        plan::Window,
+        read::{read_modality, OpenFiles},
+    };
     let t = tempfile::tempdir().unwrap();
     let r = t.path().join("opt.tif");
     Fixture::utm(64, 64, 2, |b, c, r| noise(b, c, r)).write_f32(&r);
@@ -313,13 +505,34 @@ fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
     f.geotransform[0] += 5.0;
     f.write_f32(&m);
     let out = t.path().join("tiles");
-    tile(&["--reference", r.to_str().unwrap(), "--moving", m.to_str().unwrap(), "--tile-size", "32", "--overlap", "0", "--min-valid", "0.5", "--out", out.to_str().unwrap()]);
+    tile(&[
+        "--reference",
+        r.to_str().unwrap(),
+        "--moving",
+        m.to_str().unwrap(),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "0",
+        "--min-valid",
+        "0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let man = Manifest::load(&out).unwrap();
     let scene = &man.scenes[0];
-    assert!(scene.modalities[1].bands[0].grid_file.is_relative(), "warped copy lives with the tiles");
+    assert!(
+        scene.modalities[1].bands[0].grid_file.is_relative(),
+        "warped copy lives with the tiles"
+    );
     let tile = man.tiles.iter().find(|t| t.window.col == 32 && t.window.row == 0).unwrap();
     let margin = 4;
-    let around = Window { col: 32 - margin, row: -margin, width: 32 + 2 * margin as usize, height: 32 + 2 * margin as usize };
+    let around = Window {
+        col: 32 - margin,
+        row: -margin,
+        width: 32 + 2 * margin as usize,
+        height: 32 + 2 * margin as usize,
+    };
     let mut open = OpenFiles::default();
     let mv = read_modality(&mut open, &out, scene, Role::Moving, around).unwrap();
     let rf = read_modality(&mut open, &out, scene, Role::Reference, around).unwrap();
@@ -329,7 +542,10 @@ fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
         for x in 0..32 {
             let i = (y + margin as usize) * w + x + margin as usize;
             assert_eq!(rf[1][i], bands[1][y * 32 + x]);
-            assert!(mv[0][i] == bands[2][y * 32 + x] || (mv[0][i].is_nan() && bands[2][y * 32 + x].is_nan()));
+            assert!(
+                mv[0][i] == bands[2][y * 32 + x]
+                    || (mv[0][i].is_nan() && bands[2][y * 32 + x].is_nan())
+            );
         }
     }
     assert!(rf[0][0].is_nan(), "above the raster is nodata");

@@ -9,8 +9,34 @@ fn labelled_run(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     let d = |p: &str| run.join(p).to_string_lossy().into_owned();
     ok(&["synth", "--out", &d("synth"), "--size", "128", "--seed", "5"]);
-    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "16", "--out", &d("tiles")]);
-    ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3", "--noise", "iid", "--sigma", "1", "--seed", "2"]);
+    ok(&[
+        "tile",
+        "--reference",
+        &d("synth/optical.tif"),
+        "--moving",
+        &d("synth/sar.tif"),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "16",
+        "--out",
+        &d("tiles"),
+    ]);
+    ok(&[
+        "labels",
+        "--tiles",
+        &d("tiles"),
+        "--out",
+        &d("labels"),
+        "--amplitude",
+        "3",
+        "--noise",
+        "iid",
+        "--sigma",
+        "1",
+        "--seed",
+        "2",
+    ]);
     run
 }
 
@@ -61,30 +87,75 @@ fn training_writes_a_model_a_log_and_a_summary_and_is_deterministic() {
     assert_eq!(std::fs::read_to_string(run.join("train/log.jsonl")).unwrap().lines().count(), 3);
     // Predict: per-tile means and dense fields on each tile's grid.
     let d = |p: &str| run.join(p).to_string_lossy().into_owned();
-    let p = ok(&["predict", "--model", &d("train"), "--labels", &d("labels"), "--out", &d("predict"), "--device", "cpu"]);
+    let p = ok(&[
+        "predict",
+        "--model",
+        &d("train"),
+        "--labels",
+        &d("labels"),
+        "--out",
+        &d("predict"),
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(p["n_tiles"], 49);
     assert!(p["rmse_labels_px"].as_f64().unwrap().is_finite());
-    let preds: Value = serde_json::from_str(&std::fs::read_to_string(run.join("predict/predictions.json")).unwrap()).unwrap();
-    let man: Value = serde_json::from_str(&std::fs::read_to_string(run.join("tiles/manifest.json")).unwrap()).unwrap();
+    let preds: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("predict/predictions.json")).unwrap(),
+    )
+    .unwrap();
+    let man: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("tiles/manifest.json")).unwrap())
+            .unwrap();
     let tile = &man["tiles"][5];
     let pr = &preds[tile["id"].as_str().unwrap()];
     let (field, gt, w, h, _) = read_all(&run.join("predict").join(pr["field"].as_str().unwrap()));
     assert_eq!((w, h), (32, 32));
-    let tile_gt: Vec<f64> = tile["geotransform"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let tile_gt: Vec<f64> =
+        tile["geotransform"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(gt.to_vec(), tile_gt);
-    assert!(field[0][0].is_nan() && field[0][16 * 32 + 16].is_finite(), "dense field only over the centre window");
-    let centre_mean: f64 = (8..24).flat_map(|y| (8..24).map(move |x| (x, y))).map(|(x, y)| field[0][y * 32 + x] as f64).sum::<f64>() / 256.0;
+    assert!(
+        field[0][0].is_nan() && field[0][16 * 32 + 16].is_finite(),
+        "dense field only over the centre window"
+    );
+    let centre_mean: f64 = (8..24)
+        .flat_map(|y| (8..24).map(move |x| (x, y)))
+        .map(|(x, y)| field[0][y * 32 + x] as f64)
+        .sum::<f64>()
+        / 256.0;
     assert!((centre_mean - pr["displacement"][0].as_f64().unwrap()).abs() < 1e-4);
     // Unlabelled tiles work too.
-    let p = ok(&["predict", "--model", &d("train"), "--tiles", &d("tiles"), "--out", &d("predict_tiles")]);
+    let p = ok(&[
+        "predict",
+        "--model",
+        &d("train"),
+        "--tiles",
+        &d("tiles"),
+        "--out",
+        &d("predict_tiles"),
+    ]);
     assert_eq!(p["n_tiles"], 49);
     assert!(p["rmse_labels_px"].is_null());
     // Weights from another architecture are refused with a clear message.
     let info = std::fs::read_to_string(run.join("train/model.json")).unwrap();
-    std::fs::write(run.join("train/model.json"), info.replace("\"width\": 4", "\"width\": 6")).unwrap();
-    let o = simreg(&["predict", "--model", &d("train"), "--tiles", &d("tiles"), "--out", &d("predict_bad")]);
+    std::fs::write(run.join("train/model.json"), info.replace("\"width\": 4", "\"width\": 6"))
+        .unwrap();
+    let o = simreg(&[
+        "predict",
+        "--model",
+        &d("train"),
+        "--tiles",
+        &d("tiles"),
+        "--out",
+        &d("predict_bad"),
+    ]);
     let err = stderr(&o);
-    assert!(!o.status.success() && err.contains("do not fit the architecture") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("do not fit the architecture")
+            && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
     assert!(!run.join("predict_bad").exists());
     std::fs::write(run.join("train/model.json"), info).unwrap();
 
@@ -101,10 +172,31 @@ fn training_fits_the_labels_it_is_given() {
     // loss well below its first epoch.
     let t = tempfile::tempdir().unwrap();
     let run = labelled_run(t.path());
-    let o = train(&run, "train", &["--epochs", "25", "--patience", "25", "--no-augment", "--val-fraction", "0", "--lr", "3e-3", "--width", "8", "--corr-radius", "2"]);
+    let o = train(
+        &run,
+        "train",
+        &[
+            "--epochs",
+            "25",
+            "--patience",
+            "25",
+            "--no-augment",
+            "--val-fraction",
+            "0",
+            "--lr",
+            "3e-3",
+            "--width",
+            "8",
+            "--corr-radius",
+            "2",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let log = std::fs::read_to_string(run.join("train/log.jsonl")).unwrap();
-    let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["train_loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["train_loss"].as_f64().unwrap())
+        .collect();
     assert!(losses.last().unwrap() < &(0.6 * losses[0]), "{losses:?}");
 }
 
@@ -119,17 +211,42 @@ fn bad_training_inputs_are_named() {
         assert!(err.contains(what), "expected '{what}' in: {err}");
     };
     // A device that is not there.
-    let info: Value = serde_json::from_str(&stdout(&simreg(&["info", "--json"]))).expect("simreg info --json");
+    let info: Value =
+        serde_json::from_str(&stdout(&simreg(&["info", "--json"]))).expect("simreg info --json");
     if info["libtorch"]["cuda_available"] == false {
         expect_err(train(&run, "t_cuda", &["--epochs", "1", "--device", "cuda"]), "--device cuda");
     }
     // Diverging training stops with a clear message.
-    expect_err(train(&run, "t_nan", &["--epochs", "5", "--lr", "1e15", "--no-augment"]), "diverged");
+    expect_err(
+        train(&run, "t_nan", &["--epochs", "5", "--lr", "1e15", "--no-augment"]),
+        "diverged",
+    );
     // Labels without a target file / not a labels directory.
-    expect_err(simreg(&["train", "--labels", run.join("tiles").to_str().unwrap(), "--out", run.join("t2").to_str().unwrap()]), "run `simreg labels` first");
+    expect_err(
+        simreg(&[
+            "train",
+            "--labels",
+            run.join("tiles").to_str().unwrap(),
+            "--out",
+            run.join("t2").to_str().unwrap(),
+        ]),
+        "run `simreg labels` first",
+    );
     // Labels and tiles from different runs: the tiles were cut again with other parameters.
     let d = |p: &str| run.join(p).to_string_lossy().into_owned();
-    ok(&["tile", "--reference", &d("synth/optical.tif"), "--moving", &d("synth/sar.tif"), "--tile-size", "32", "--overlap", "8", "--out", &d("tiles")]);
+    ok(&[
+        "tile",
+        "--reference",
+        &d("synth/optical.tif"),
+        "--moving",
+        &d("synth/sar.tif"),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        &d("tiles"),
+    ]);
     expect_err(train(&run, "t3", &["--epochs", "1"]), "made from other tiles");
     // An empty training set.
     ok(&["labels", "--tiles", &d("tiles"), "--out", &d("labels"), "--amplitude", "3"]);

@@ -77,7 +77,10 @@ pub struct BatchSummary {
 fn glob(pattern: &str, name: &str) -> Option<String> {
     match pattern.split_once('*') {
         None => (pattern == name).then(String::new),
-        Some((pre, post)) => (name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post)).then(|| name[pre.len()..name.len() - post.len()].to_string()),
+        Some((pre, post)) => {
+            (name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post))
+                .then(|| name[pre.len()..name.len() - post.len()].to_string())
+        }
     }
 }
 
@@ -105,9 +108,18 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
     Ok(groups
         .into_iter()
         .map(|((dir, star), (r, m))| {
-            let name = [dir.as_str(), star.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
+            let name = [dir.as_str(), star.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("/");
             let name = if name.is_empty() { "pair".to_string() } else { name };
-            let key = format!("{}|{}", r.as_ref().map_or("", |v| v.1.as_str()), m.as_ref().map_or("", |v| v.1.as_str()));
+            let key = format!(
+                "{}|{}",
+                r.as_ref().map_or("", |v| v.1.as_str()),
+                m.as_ref().map_or("", |v| v.1.as_str())
+            );
             Pair { name, reference: r.map(|v| v.0), moving: m.map(|v| v.0), key }
         })
         .collect())
@@ -115,17 +127,24 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
 
 /// Every file of a folder tree or zip archive: (relative path, path for GDAL, identity).
 fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
-    let meta = std::fs::metadata(input).with_context(|| format!("input '{}': cannot read", input.display()))?;
+    let meta = std::fs::metadata(input)
+        .with_context(|| format!("input '{}': cannot read", input.display()))?;
     if meta.is_dir() {
         let mut out = Vec::new();
         let mut stack = vec![input.to_path_buf()];
         while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).with_context(|| format!("input '{}': cannot list", d.display()))? {
+            for e in std::fs::read_dir(&d)
+                .with_context(|| format!("input '{}': cannot list", d.display()))?
+            {
                 let path = e?.path();
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    let rel = path.strip_prefix(input).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                    let rel = path
+                        .strip_prefix(input)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .replace('\\', "/");
                     let key = fingerprint::hash_json(&fingerprint::file_id(&path)?);
                     out.push((rel, path.to_string_lossy().into_owned(), key));
                 }
@@ -134,17 +153,30 @@ fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
         out.sort();
         Ok(out)
     } else {
-        let file = std::fs::File::open(input).with_context(|| format!("input '{}': cannot open", input.display()))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| anyhow::anyhow!("input '{}': not a folder or a readable zip archive: {}", input.display(), one_line(e)))?;
+        let file = std::fs::File::open(input)
+            .with_context(|| format!("input '{}': cannot open", input.display()))?;
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+            anyhow::anyhow!(
+                "input '{}': not a folder or a readable zip archive: {}",
+                input.display(),
+                one_line(e)
+            )
+        })?;
         let abs = std::fs::canonicalize(input)?;
         let mut out = Vec::new();
         for i in 0..zip.len() {
-            let f = zip.by_index(i).map_err(|e| anyhow::anyhow!("input '{}': entry {i}: {}", input.display(), one_line(e)))?;
+            let f = zip.by_index(i).map_err(|e| {
+                anyhow::anyhow!("input '{}': entry {i}: {}", input.display(), one_line(e))
+            })?;
             if f.is_dir() {
                 continue;
             }
             let name = f.name().to_string();
-            out.push((name.clone(), format!("/vsizip/{}/{}", abs.display(), name), format!("{}:{}:{}", name, f.crc32(), f.size())));
+            out.push((
+                name.clone(),
+                format!("/vsizip/{}/{}", abs.display(), name),
+                format!("{}:{}:{}", name, f.crc32(), f.size()),
+            ));
         }
         out.sort();
         Ok(out)
@@ -159,7 +191,11 @@ fn write_status(out: &Path, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
 
 /// The table of an earlier run (empty when there is none or it cannot be read: everything is redone).
 fn read_status(out: &Path) -> BTreeMap<String, StatusRow> {
-    table::read::<StatusRow>(&out.join(STATUS)).unwrap_or_default().into_iter().map(|r| (r.pair.clone(), r)).collect()
+    table::read::<StatusRow>(&out.join(STATUS))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.pair.clone(), r))
+        .collect()
 }
 
 /// The pair's output folder name.
@@ -170,7 +206,10 @@ fn folder(name: &str) -> String {
 /// Aligns one pair; the error is the one-line message.
 fn align_pair(pair: &Pair, p: &BatchParams, out: &Path) -> Result<super::AlignSummary> {
     let (Some(r), Some(m)) = (&pair.reference, &pair.moving) else {
-        bail!("incomplete pair: no {} file", if pair.reference.is_none() { &p.reference_role } else { &p.moving_role });
+        bail!(
+            "incomplete pair: no {} file",
+            if pair.reference.is_none() { &p.reference_role } else { &p.moving_role }
+        );
     };
     let req = AlignRequest {
         method: p.method,
@@ -207,17 +246,35 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
     let files = list_files(&p.input)?;
     let pairs = find_pairs(&files, p)?;
     if pairs.is_empty() {
-        bail!("input '{}': no file matches --pattern '{}' with role '{}' or '{}'", p.input.display(), p.pattern, p.reference_role, p.moving_role);
+        bail!(
+            "input '{}': no file matches --pattern '{}' with role '{}' or '{}'",
+            p.input.display(),
+            p.pattern,
+            p.reference_role,
+            p.moving_role
+        );
     }
     atomic::create_dir(&p.out)?;
-    let settings = fingerprint::hash_json(&(p.method.name(), p.model.as_ref().map(|m| m.to_string_lossy().into_owned())));
+    let settings = fingerprint::hash_json(&(
+        p.method.name(),
+        p.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
+    ));
     let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
     let previous = read_status(&p.out);
     let mut rows: BTreeMap<String, StatusRow> = BTreeMap::new();
     let mut todo = Vec::new();
     for pair in &pairs {
         match previous.get(&pair.name) {
-            Some(r) if r.key == key(pair) && (r.status == "ok" || (r.status == "failed" && !p.retry_failed)) && (r.status != "ok" || p.out.join("pairs").join(folder(&pair.name)).join("summary.json").is_file()) => {
+            Some(r)
+                if r.key == key(pair)
+                    && (r.status == "ok" || (r.status == "failed" && !p.retry_failed))
+                    && (r.status != "ok"
+                        || p.out
+                            .join("pairs")
+                            .join(folder(&pair.name))
+                            .join("summary.json")
+                            .is_file()) =>
+            {
                 rows.insert(pair.name.clone(), r.clone());
             }
             _ => todo.push(pair.clone()),
@@ -270,7 +327,14 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
     }
     let rows = rows.into_inner().expect("not poisoned");
     let count = |s: &str| rows.values().filter(|r| r.status == s).count();
-    let summary = BatchSummary { ok: count("ok"), failed: count("failed"), skipped, processed: todo.len(), n_pairs: pairs.len(), seconds: start.elapsed().as_secs_f64() };
+    let summary = BatchSummary {
+        ok: count("ok"),
+        failed: count("failed"),
+        skipped,
+        processed: todo.len(),
+        n_pairs: pairs.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
     atomic::write_json(&p.out.join("summary.json"), &summary)?;
     Ok(summary)
 }
@@ -280,7 +344,19 @@ mod tests {
     use super::*;
 
     fn params(pattern: &str) -> BatchParams {
-        BatchParams { input: PathBuf::new(), pattern: pattern.into(), reference_role: "reference".into(), moving_role: "moving".into(), out: PathBuf::new(), method: Method::PhaseCorrelation, model: None, jobs: 1, retry_failed: false, threads: None, quiet: true }
+        BatchParams {
+            input: PathBuf::new(),
+            pattern: pattern.into(),
+            reference_role: "reference".into(),
+            moving_role: "moving".into(),
+            out: PathBuf::new(),
+            method: Method::PhaseCorrelation,
+            model: None,
+            jobs: 1,
+            retry_failed: false,
+            threads: None,
+            quiet: true,
+        }
     }
 
     fn files(names: &[&str]) -> Vec<(String, String, String)> {
@@ -289,14 +365,26 @@ mod tests {
 
     #[test]
     fn pairs_by_folder_and_by_star() {
-        let f = files(&["a/reference.tif", "a/moving.tif", "b/reference.tif", "c/moving.tif", "c/notes.txt"]);
+        let f = files(&[
+            "a/reference.tif",
+            "a/moving.tif",
+            "b/reference.tif",
+            "c/moving.tif",
+            "c/notes.txt",
+        ]);
         let p = find_pairs(&f, &params("{role}.tif")).unwrap();
         assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(p[0].reference.as_deref(), Some("/x/a/reference.tif"));
         assert_eq!(p[0].moving.as_deref(), Some("/x/a/moving.tif"));
         assert!(p[1].moving.is_none() && p[2].reference.is_none());
 
-        let f = files(&["s1_reference.tif", "s1_moving.tif", "s2_reference.tif", "s2_moving.tif", "d/s1_moving.tif"]);
+        let f = files(&[
+            "s1_reference.tif",
+            "s1_moving.tif",
+            "s2_reference.tif",
+            "s2_moving.tif",
+            "d/s1_moving.tif",
+        ]);
         let p = find_pairs(&f, &params("*_{role}.tif")).unwrap();
         assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["s1", "s2", "d/s1"]);
         assert!(find_pairs(&f, &params("*_*_{role}")).is_err());
@@ -306,8 +394,22 @@ mod tests {
     #[test]
     fn status_table_round_trips_quoted_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let row = |pair: &str, error: &str| StatusRow { pair: pair.into(), status: "failed".into(), error: error.into(), seconds: 0.5, megapixels_per_s: 0.0, mean_dx_px: f64::NAN, mean_dy_px: 1.25, reference: "r,1.tif".into(), moving: "m.tif".into(), key: "k".into() };
-        let rows: BTreeMap<String, StatusRow> = [row("a,b", "bad \"x\", y"), row("c", "")].into_iter().map(|r| (r.pair.clone(), r)).collect();
+        let row = |pair: &str, error: &str| StatusRow {
+            pair: pair.into(),
+            status: "failed".into(),
+            error: error.into(),
+            seconds: 0.5,
+            megapixels_per_s: 0.0,
+            mean_dx_px: f64::NAN,
+            mean_dy_px: 1.25,
+            reference: "r,1.tif".into(),
+            moving: "m.tif".into(),
+            key: "k".into(),
+        };
+        let rows: BTreeMap<String, StatusRow> = [row("a,b", "bad \"x\", y"), row("c", "")]
+            .into_iter()
+            .map(|r| (r.pair.clone(), r))
+            .collect();
         write_status(dir.path(), &rows).unwrap();
         let back = read_status(dir.path());
         assert_eq!(back.keys().collect::<Vec<_>>(), ["a,b", "c"]);

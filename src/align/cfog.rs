@@ -37,7 +37,11 @@ fn blur(img: &[f64], w: usize, h: usize, sigma: f64) -> Vec<f64> {
                 let mut acc = 0.0;
                 for (j, kv) in k.iter().enumerate() {
                     let o = j as i64 - r;
-                    let (sx, sy) = if along_x { ((x + o).clamp(0, w as i64 - 1), y) } else { (x, (y + o).clamp(0, h as i64 - 1)) };
+                    let (sx, sy) = if along_x {
+                        ((x + o).clamp(0, w as i64 - 1), y)
+                    } else {
+                        (x, (y + o).clamp(0, h as i64 - 1))
+                    };
                     acc += kv * src[sy as usize * w + sx as usize];
                 }
                 out[y as usize * w + x as usize] = acc;
@@ -59,7 +63,8 @@ pub fn descriptor(img: &[f32], w: usize, h: usize) -> Vec<f64> {
         let (a, b) = (i.saturating_sub(1), (i + 1).min(n - 1));
         (at(b) - at(a)) / (b - a) as f64
     };
-    let directions: Vec<(f64, f64)> = (0..BINS).map(|k| (k as f64 * std::f64::consts::PI / BINS as f64).sin_cos()).collect();
+    let directions: Vec<(f64, f64)> =
+        (0..BINS).map(|k| (k as f64 * std::f64::consts::PI / BINS as f64).sin_cos()).collect();
     let mut channels = vec![0.0; BINS * w * h];
     for y in 0..h {
         for x in 0..w {
@@ -70,11 +75,13 @@ pub fn descriptor(img: &[f32], w: usize, h: usize) -> Vec<f64> {
             }
         }
     }
-    let spatial: Vec<Vec<f64>> = channels.chunks(w * h).map(|c| blur(c, w, h, CHANNEL_SIGMA)).collect();
+    let spatial: Vec<Vec<f64>> =
+        channels.chunks(w * h).map(|c| blur(c, w, h, CHANNEL_SIGMA)).collect();
     // [1, 2, 1]/4 across orientations (circular: 0 and π are the same direction).
     let mut smoothed: Vec<Vec<f64>> = (0..BINS)
         .map(|k| {
-            let (a, b, c) = (&spatial[(k + BINS - 1) % BINS], &spatial[k], &spatial[(k + 1) % BINS]);
+            let (a, b, c) =
+                (&spatial[(k + BINS - 1) % BINS], &spatial[k], &spatial[(k + 1) % BINS]);
             (0..w * h).map(|i| (a[i] + 2.0 * b[i] + c[i]) / 4.0).collect()
         })
         .collect();
@@ -97,8 +104,17 @@ pub fn descriptor(img: &[f32], w: usize, h: usize) -> Vec<f64> {
 /// |dx|, |dy| ≤ `max_shift` that maximises the CFOG descriptors' summed (circular)
 /// cross-correlation. `peak` is that correlation divided by the descriptors' norms (1 for an
 /// image and its integer shift, up to the wrap-around; near 0 when nothing correlates).
-pub fn cfog_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: usize, max_shift: f64) -> Shift {
-    assert!(reference.len() == w * h && moving.len() == w * h && w >= 4 && h >= 4, "CFOG matching needs two w×h images, w, h ≥ 4");
+pub fn cfog_correlation_within(
+    reference: &[f32],
+    moving: &[f32],
+    w: usize,
+    h: usize,
+    max_shift: f64,
+) -> Shift {
+    assert!(
+        reference.len() == w * h && moving.len() == w * h && w >= 4 && h >= 4,
+        "CFOG matching needs two w×h images, w, h ≥ 4"
+    );
     let (a, b) = (descriptor(reference, w, h), descriptor(moving, w, h));
     let energy = |d: &[f64]| d.iter().map(|v| v * v).sum::<f64>();
     let norm = (energy(&a) * energy(&b)).sqrt();
@@ -117,18 +133,36 @@ pub fn cfog_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: u
     let n = (w * h) as f64;
     let surface: Vec<f64> = cross.iter().map(|c| c.re / n).collect();
     let wrap = |p: usize, n: usize| if p > n / 2 { p as i64 - n as i64 } else { p as i64 };
-    let inside = |dx: i64, dy: i64| (dx as f64).abs() <= max_shift && (dy as f64).abs() <= max_shift;
-    let best = (0..w * h).filter(|&i| inside(wrap(i % w, w), wrap(i / w, h))).max_by(|&i, &j| surface[i].total_cmp(&surface[j])).unwrap_or(0);
+    let inside =
+        |dx: i64, dy: i64| (dx as f64).abs() <= max_shift && (dy as f64).abs() <= max_shift;
+    let best = (0..w * h)
+        .filter(|&i| inside(wrap(i % w, w), wrap(i / w, h)))
+        .max_by(|&i, &j| surface[i].total_cmp(&surface[j]))
+        .unwrap_or(0);
     let (x0, y0) = (wrap(best % w, w), wrap(best / w, h));
-    let at = |dx: i64, dy: i64| surface[(dy.rem_euclid(h as i64) as usize) * w + dx.rem_euclid(w as i64) as usize];
+    let at = |dx: i64, dy: i64| {
+        surface[(dy.rem_euclid(h as i64) as usize) * w + dx.rem_euclid(w as i64) as usize]
+    };
     let c = at(x0, y0);
     // A parabola through the peak and its two neighbours on each axis (when they are searched).
     let vertex = |lo: f64, hi: f64| {
         let d = lo - 2.0 * c + hi;
-        if d < 0.0 { (0.5 * (lo - hi) / d).clamp(-0.5, 0.5) } else { 0.0 }
+        if d < 0.0 {
+            (0.5 * (lo - hi) / d).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
     };
-    let fx = if inside(x0 - 1, y0) && inside(x0 + 1, y0) { vertex(at(x0 - 1, y0), at(x0 + 1, y0)) } else { 0.0 };
-    let fy = if inside(x0, y0 - 1) && inside(x0, y0 + 1) { vertex(at(x0, y0 - 1), at(x0, y0 + 1)) } else { 0.0 };
+    let fx = if inside(x0 - 1, y0) && inside(x0 + 1, y0) {
+        vertex(at(x0 - 1, y0), at(x0 + 1, y0))
+    } else {
+        0.0
+    };
+    let fy = if inside(x0, y0 - 1) && inside(x0, y0 + 1) {
+        vertex(at(x0, y0 - 1), at(x0, y0 + 1))
+    } else {
+        0.0
+    };
     Shift { dx: x0 as f64 + fx, dy: y0 as f64 + fy, peak: if norm > 0.0 { c / norm } else { 0.0 } }
 }
 
@@ -151,7 +185,12 @@ mod tests {
         // Circularly shifted by (+3, −2): equal except along the wrap seam, where the shifted
         // image has edges the original lacks (and the blur repeats border pixels rather than
         // wrapping), so the peak is below 1 but high.
-        let m: Vec<f32> = (0..64 * 64).map(|i| { let (x, y) = ((i % 64) as i64, (i / 64) as i64); r[((y + 2).rem_euclid(64) * 64 + (x - 3).rem_euclid(64)) as usize] }).collect();
+        let m: Vec<f32> = (0..64 * 64)
+            .map(|i| {
+                let (x, y) = ((i % 64) as i64, (i / 64) as i64);
+                r[((y + 2).rem_euclid(64) * 64 + (x - 3).rem_euclid(64)) as usize]
+            })
+            .collect();
         let s = cfog_correlation_within(&r, &m, 64, 64, f64::INFINITY);
         assert!((s.dx - 3.0).abs() < 0.05 && (s.dy + 2.0).abs() < 0.05, "{s:?}");
         assert!(s.peak > 0.8 && s.peak <= 1.0, "{s:?}");
@@ -166,7 +205,13 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for (dx, dy) in [(2.3, -1.6), (-3.7, 0.4), (0.0, 2.5)] {
             let (r, m) = pair(64, dx, dy, 11);
-            let m: Vec<f32> = m.iter().map(|v| { let u = -v; u * u.abs() + 0.02 * rng.gen_range(-1.0f32..1.0) }).collect();
+            let m: Vec<f32> = m
+                .iter()
+                .map(|v| {
+                    let u = -v;
+                    u * u.abs() + 0.02 * rng.gen_range(-1.0f32..1.0)
+                })
+                .collect();
             let s = cfog_correlation_within(&r, &m, 64, 64, 8.0);
             assert!((s.dx - dx).abs() < 0.3 && (s.dy - dy).abs() < 0.3, "({dx}, {dy}): {s:?}");
             assert!(s.peak > 0.3 && s.peak < 1.0, "{s:?}");
@@ -179,7 +224,10 @@ mod tests {
         let free = cfog_correlation_within(&r, &m, 64, 64, f64::INFINITY);
         assert!((free.dx - 6.0).abs() < 0.3, "{free:?}");
         let bounded = cfog_correlation_within(&r, &m, 64, 64, 3.0);
-        assert!(bounded.dx.abs() <= 3.0 && bounded.dy.abs() <= 3.0 && bounded.peak < free.peak, "{bounded:?}");
+        assert!(
+            bounded.dx.abs() <= 3.0 && bounded.dy.abs() <= 3.0 && bounded.peak < free.peak,
+            "{bounded:?}"
+        );
         assert!(!bounded_search_agrees(&free, 3.0));
     }
 
@@ -187,12 +235,18 @@ mod tests {
     fn a_free_result_well_inside_the_bound_is_the_bounded_result() {
         // The audit reuses such results instead of searching again: they must be identical.
         let mut agreed = 0;
-        for (k, (dx, dy)) in [(2.3, -1.6), (-0.4, 0.7), (3.6, 3.1), (-5.2, 0.0)].into_iter().enumerate() {
+        for (k, (dx, dy)) in
+            [(2.3, -1.6), (-0.4, 0.7), (3.6, 3.1), (-5.2, 0.0)].into_iter().enumerate()
+        {
             let (r, m) = pair(64, dx, dy, 20 + k as u64);
             let free = cfog_correlation_within(&r, &m, 64, 64, f64::INFINITY);
             for bound in [2.0, 4.0, 5.5, 7.7] {
                 if bounded_search_agrees(&free, bound) {
-                    assert_eq!(cfog_correlation_within(&r, &m, 64, 64, bound), free, "({dx}, {dy}) within ±{bound}");
+                    assert_eq!(
+                        cfog_correlation_within(&r, &m, 64, 64, bound),
+                        free,
+                        "({dx}, {dy}) within ±{bound}"
+                    );
                     agreed += 1;
                 }
             }

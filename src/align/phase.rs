@@ -20,7 +20,11 @@ pub struct Shift {
 pub fn gradient_magnitude(img: &[f32], w: usize, h: usize) -> Vec<f32> {
     let at = |x: usize, y: usize| {
         let v = img[y * w + x];
-        if v.is_finite() { v } else { 0.0 }
+        if v.is_finite() {
+            v
+        } else {
+            0.0
+        }
     };
     let mut out = vec![0f32; w * h];
     for y in 0..h {
@@ -38,7 +42,11 @@ pub fn gradient_magnitude(img: &[f32], w: usize, h: usize) -> Vec<f32> {
 /// In-place 2-D FFT of a row-major w × h array (`inverse`: unnormalised inverse).
 pub(crate) fn fft2(data: &mut [Complex<f64>], w: usize, h: usize, inverse: bool) {
     let mut planner = FftPlanner::<f64>::new();
-    let (row, col) = if inverse { (planner.plan_fft_inverse(w), planner.plan_fft_inverse(h)) } else { (planner.plan_fft_forward(w), planner.plan_fft_forward(h)) };
+    let (row, col) = if inverse {
+        (planner.plan_fft_inverse(w), planner.plan_fft_inverse(h))
+    } else {
+        (planner.plan_fft_forward(w), planner.plan_fft_forward(h))
+    };
     for r in data.chunks_mut(w) {
         row.process(r);
     }
@@ -58,7 +66,9 @@ pub(crate) fn fft2(data: &mut [Complex<f64>], w: usize, h: usize, inverse: bool)
 fn windowed(img: &[f32], w: usize, h: usize) -> Vec<Complex<f64>> {
     let finite: Vec<f64> = img.iter().filter(|v| v.is_finite()).map(|&v| v as f64).collect();
     let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-    let hann = |i: usize, n: usize| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * (i as f64 + 0.5) / n as f64).cos();
+    let hann = |i: usize, n: usize| {
+        0.5 - 0.5 * (2.0 * std::f64::consts::PI * (i as f64 + 0.5) / n as f64).cos()
+    };
     (0..w * h)
         .map(|i| {
             let (x, y) = (i % w, i / w);
@@ -88,7 +98,13 @@ fn upsampled_surface(r: &[Complex<f64>], w: usize, h: usize, x0: f64, y0: f64) -
     let offs: Vec<f64> = (0..m).map(|i| (i as f64 - UPSAMPLE as f64) / UPSAMPLE as f64).collect();
     let tau = 2.0 * std::f64::consts::PI;
     // T[ky][i] = Σ_kx R[ky][kx]·e^{2πi·fx·x_i/w}.
-    let ex: Vec<Vec<Complex<f64>>> = (0..w).map(|kx| offs.iter().map(|o| Complex::from_polar(1.0, tau * signed(kx, w) * (x0 + o) / w as f64)).collect()).collect();
+    let ex: Vec<Vec<Complex<f64>>> = (0..w)
+        .map(|kx| {
+            offs.iter()
+                .map(|o| Complex::from_polar(1.0, tau * signed(kx, w) * (x0 + o) / w as f64))
+                .collect()
+        })
+        .collect();
     let mut t = vec![Complex::new(0.0, 0.0); h * m];
     for ky in 0..h {
         for kx in 0..w {
@@ -121,8 +137,17 @@ pub fn phase_correlation(reference: &[f32], moving: &[f32], w: usize, h: usize) 
 
 /// [`phase_correlation`] with the integer peak searched only where |dx|, |dy| ≤ `max_shift`:
 /// when the displacements are known to be small, a spurious peak far away cannot win.
-pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: usize, max_shift: f64) -> Shift {
-    assert!(reference.len() == w * h && moving.len() == w * h && w >= 4 && h >= 4, "phase correlation needs two w×h images, w, h ≥ 4");
+pub fn phase_correlation_within(
+    reference: &[f32],
+    moving: &[f32],
+    w: usize,
+    h: usize,
+    max_shift: f64,
+) -> Shift {
+    assert!(
+        reference.len() == w * h && moving.len() == w * h && w >= 4 && h >= 4,
+        "phase correlation needs two w×h images, w, h ≥ 4"
+    );
     let mut a = windowed(reference, w, h);
     let mut b = windowed(moving, w, h);
     fft2(&mut a, w, h, false);
@@ -130,7 +155,8 @@ pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: 
     // R = B·conj(A)/|B·conj(A)|: moving(x) = reference(x − D) makes R = e^{−2πi k·D}, whose
     // inverse transform is a delta at D.
     let f0 = LOW_PASS;
-    let freq = |k: usize, n: usize| (if k > n / 2 { k as f64 - n as f64 } else { k as f64 }) / n as f64;
+    let freq =
+        |k: usize, n: usize| (if k > n / 2 { k as f64 - n as f64 } else { k as f64 }) / n as f64;
     let mut r: Vec<Complex<f64>> = a
         .iter()
         .zip(&b)
@@ -140,11 +166,21 @@ pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: 
             let n = c.norm();
             let (fx, fy) = (freq(i % w, w), freq(i / w, h));
             let weight = (-(fx * fx + fy * fy) / (f0 * f0)).exp();
-            if n > 1e-300 { c / n * weight } else { Complex::new(0.0, 0.0) }
+            if n > 1e-300 {
+                c / n * weight
+            } else {
+                Complex::new(0.0, 0.0)
+            }
         })
         .collect();
     // The peak of a perfect match is Σ weight / n: divide by it so that it is 1.
-    let norm: f64 = (0..w * h).map(|i| { let (fx, fy) = (freq(i % w, w), freq(i / w, h)); (-(fx * fx + fy * fy) / (f0 * f0)).exp() }).sum::<f64>() / (w * h) as f64;
+    let norm: f64 = (0..w * h)
+        .map(|i| {
+            let (fx, fy) = (freq(i % w, w), freq(i / w, h));
+            (-(fx * fx + fy * fy) / (f0 * f0)).exp()
+        })
+        .sum::<f64>()
+        / (w * h) as f64;
     let spectrum: Vec<Complex<f64>> = r.iter().map(|c| c / norm).collect();
     for c in r.iter_mut() {
         *c /= norm;
@@ -154,13 +190,23 @@ pub fn phase_correlation_within(reference: &[f32], moving: &[f32], w: usize, h: 
     let v: Vec<f64> = r.iter().map(|c| c.re / n).collect();
     let wrap = |p: usize, n: usize| if p > n / 2 { p as f64 - n as f64 } else { p as f64 };
     let inside = |i: usize| wrap(i % w, w).abs() <= max_shift && wrap(i / w, h).abs() <= max_shift;
-    let (best, _) = v.iter().enumerate().filter(|(i, _)| inside(*i)).max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
+    let (best, _) = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| inside(*i))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap_or((0, &0.0));
     let (x0, y0) = (wrap(best % w, w), wrap(best / w, h));
     let surface = upsampled_surface(&spectrum, w, h, x0, y0);
     let m = 2 * UPSAMPLE + 1;
-    let (k, &peak) = surface.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("non-empty");
+    let (k, &peak) =
+        surface.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("non-empty");
     let step = 1.0 / UPSAMPLE as f64;
-    Shift { dx: x0 + ((k % m) as f64 - UPSAMPLE as f64) * step, dy: y0 + ((k / m) as f64 - UPSAMPLE as f64) * step, peak }
+    Shift {
+        dx: x0 + ((k % m) as f64 - UPSAMPLE as f64) * step,
+        dy: y0 + ((k / m) as f64 - UPSAMPLE as f64) * step,
+        peak,
+    }
 }
 
 #[cfg(test)]
@@ -194,17 +240,31 @@ pub(crate) mod tests {
         }
         let src = Source { pixels: &px, width: big, height: big, margin };
         let zero = vec![0.0; size * size];
-        let reference: Vec<f32> = warp(&src, &zero, &zero, size, Interp::Bicubic).iter().map(|&v| v as f32).collect();
-        let moving: Vec<f32> = warp(&src, &vec![dx; size * size], &vec![dy; size * size], size, Interp::Bicubic).iter().map(|&v| v as f32).collect();
+        let reference: Vec<f32> =
+            warp(&src, &zero, &zero, size, Interp::Bicubic).iter().map(|&v| v as f32).collect();
+        let moving: Vec<f32> =
+            warp(&src, &vec![dx; size * size], &vec![dy; size * size], size, Interp::Bicubic)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
         (reference, moving)
     }
 
     #[test]
     fn recovers_integer_and_subpixel_shifts() {
-        for (k, &(dx, dy)) in [(0.0, 0.0), (3.0, -2.0), (-5.0, 4.0), (1.3, -0.6), (-2.7, 3.45), (0.25, 0.5)].iter().enumerate() {
+        for (k, &(dx, dy)) in
+            [(0.0, 0.0), (3.0, -2.0), (-5.0, 4.0), (1.3, -0.6), (-2.7, 3.45), (0.25, 0.5)]
+                .iter()
+                .enumerate()
+        {
             let (r, m) = pair(64, dx, dy, k as u64);
             let s = phase_correlation(&r, &m, 64, 64);
-            assert!((s.dx - dx).abs() <= 0.1 && (s.dy - dy).abs() <= 0.1, "shift ({dx}, {dy}) measured ({:.3}, {:.3})", s.dx, s.dy);
+            assert!(
+                (s.dx - dx).abs() <= 0.1 && (s.dy - dy).abs() <= 0.1,
+                "shift ({dx}, {dy}) measured ({:.3}, {:.3})",
+                s.dx,
+                s.dy
+            );
             assert!(s.peak > 0.2, "peak {}", s.peak);
         }
     }
@@ -233,7 +293,8 @@ pub(crate) mod tests {
     #[test]
     fn gradient_magnitude_of_a_ramp_is_its_slope() {
         let (w, h) = (8, 6);
-        let img: Vec<f32> = (0..w * h).map(|i| 3.0 * (i % w) as f32 + 4.0 * (i / w) as f32).collect();
+        let img: Vec<f32> =
+            (0..w * h).map(|i| 3.0 * (i % w) as f32 + 4.0 * (i / w) as f32).collect();
         let g = gradient_magnitude(&img, w, h);
         assert!(g.iter().all(|&v| (v - 5.0).abs() < 1e-5));
     }

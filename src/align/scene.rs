@@ -63,10 +63,13 @@ pub struct PhaseCorrelation;
 impl PhaseCorrelation {
     fn one(&self, w: &Windows, k: usize) -> Estimate {
         let (t, cr, cm) = (w.t, w.cr, w.cm);
-        let mean = |px: &[f32], c: usize| -> Vec<f32> { (0..t * t).map(|i| (0..c).map(|b| px[b * t * t + i]).sum::<f32>() / c as f32).collect() };
+        let mean = |px: &[f32], c: usize| -> Vec<f32> {
+            (0..t * t).map(|i| (0..c).map(|b| px[b * t * t + i]).sum::<f32>() / c as f32).collect()
+        };
         let r = mean(&w.reference[k * cr * t * t..][..cr * t * t], cr);
         let m = mean(&w.moving[k * cm * t * t..][..cm * t * t], cm);
-        let s = phase_correlation(&gradient_magnitude(&r, t, t), &gradient_magnitude(&m, t, t), t, t);
+        let s =
+            phase_correlation(&gradient_magnitude(&r, t, t), &gradient_magnitude(&m, t, t), t, t);
         Estimate { dx: s.dx, dy: s.dy, reliability: s.peak }
     }
 }
@@ -129,7 +132,13 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
         bail!("reference '{}': its geotransform is rotated or not north-up; warp it to a north-up grid first", req.reference.display());
     }
     if grid.width < shape.tile || grid.height < shape.tile {
-        bail!("reference '{}': {}x{} px is smaller than the {}-px alignment window", req.reference.display(), grid.width, grid.height, shape.tile);
+        bail!(
+            "reference '{}': {}x{} px is smaller than the {}-px alignment window",
+            req.reference.display(),
+            grid.width,
+            grid.height,
+            shape.tile
+        );
     }
     let rb = pick_bands(&ri, &req.reference_bands, "reference")?;
     let mb = pick_bands(&mi, &req.moving_bands, "moving")?;
@@ -138,29 +147,46 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             bail!("reference '{}': {} band(s) used, the model takes {cr} (choose with --reference-bands)", req.reference.display(), rb.len());
         }
         if mb.len() != cm {
-            bail!("moving '{}': {} band(s) used, the model takes {cm} (choose with --moving-bands)", req.moving.display(), mb.len());
+            bail!(
+                "moving '{}': {} band(s) used, the model takes {cm} (choose with --moving-bands)",
+                req.moving.display(),
+                mb.len()
+            );
         }
     }
-    let moving_path = if mi.grid.same_geometry(&grid) && warp::same_crs(&mi.grid.crs_wkt, &grid.crs_wkt) {
-        req.moving.clone()
-    } else {
-        warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
-        let dst = work.join("moving_on_grid.tif");
-        warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
-        dst
-    };
+    let moving_path =
+        if mi.grid.same_geometry(&grid) && warp::same_crs(&mi.grid.crs_wkt, &grid.crs_wkt) {
+            req.moving.clone()
+        } else {
+            warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
+            let dst = work.join("moving_on_grid.tif");
+            warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
+            dst
+        };
     let moving_kind = match req.moving_kind {
         Some(k) => k,
         None => crate::tiling::prepare::resolve_kind(Role::Moving, &req.moving, &mi)?,
     };
     let reference = Reader::open(&req.reference, "reference")?;
     let moving = Reader::open(&moving_path, "moving")?;
-    let r_stats = rb.iter().map(|&b| reference.band_stats(b, ModalityKind::Optical.stat_scale())).collect::<Result<Vec<_>>>()?;
+    let r_stats = rb
+        .iter()
+        .map(|&b| reference.band_stats(b, ModalityKind::Optical.stat_scale()))
+        .collect::<Result<Vec<_>>>()?;
     let m_stats = mb
         .iter()
         .map(|&b| moving.band_stats(b, moving_kind.stat_scale()))
         .collect::<Result<Vec<_>>>()
-        .map_err(|e| if moving_path != req.moving { anyhow::anyhow!("moving '{}': no valid pixel on the reference grid ({e})", req.moving.display()) } else { e })?;
+        .map_err(|e| {
+            if moving_path != req.moving {
+                anyhow::anyhow!(
+                    "moving '{}': no valid pixel on the reference grid ({e})",
+                    req.moving.display()
+                )
+            } else {
+                e
+            }
+        })?;
     let truth = match &req.truth {
         None => None,
         Some(p) => {
@@ -210,19 +236,31 @@ impl Lattice {
     }
 
     fn weight(&self, d: f64) -> f64 {
-        if d.abs() >= self.h { 0.0 } else { (std::f64::consts::FRAC_PI_2 * d / self.h).cos().powi(2) }
+        if d.abs() >= self.h {
+            0.0
+        } else {
+            (std::f64::consts::FRAC_PI_2 * d / self.h).cos().powi(2)
+        }
     }
 
     /// The blended field over a block: (dx, dy, reliability) per pixel, NaN where no valid node
     /// is within reach.
-    fn blend(&self, which: &[Option<Estimate>], x0: usize, y0: usize, w: usize, h: usize) -> [Vec<f32>; 3] {
+    fn blend(
+        &self,
+        which: &[Option<Estimate>],
+        x0: usize,
+        y0: usize,
+        w: usize,
+        h: usize,
+    ) -> [Vec<f32>; 3] {
         let nx = self.xs.len();
         let rows: Vec<[Vec<f32>; 3]> = (0..h)
             .into_par_iter()
             .map(|r| {
                 let py = (y0 + r) as f64 + 0.5;
                 let jr = Lattice::range(&self.ys, self.t, self.h, py);
-                let wy: Vec<(usize, f64)> = jr.map(|j| (j, self.weight(py - self.centre(0, j).1))).collect();
+                let wy: Vec<(usize, f64)> =
+                    jr.map(|j| (j, self.weight(py - self.centre(0, j).1))).collect();
                 let mut out = [vec![f32::NAN; w], vec![f32::NAN; w], vec![f32::NAN; w]];
                 for c in 0..w {
                     let px = (x0 + c) as f64 + 0.5;
@@ -252,7 +290,8 @@ impl Lattice {
                 out
             })
             .collect();
-        let mut out = [Vec::with_capacity(w * h), Vec::with_capacity(w * h), Vec::with_capacity(w * h)];
+        let mut out =
+            [Vec::with_capacity(w * h), Vec::with_capacity(w * h), Vec::with_capacity(w * h)];
         for r in rows {
             for (o, v) in out.iter_mut().zip(r) {
                 o.extend(v);
@@ -263,7 +302,16 @@ impl Lattice {
 }
 
 /// Normalised bands of a region, and which pixels are valid in every band.
-fn read_normalised(reader: &Reader, bands: &[usize], stats: &[BandStats], x0: i64, y0: i64, w: usize, h: usize, valid: &mut [bool]) -> Result<Vec<Vec<f32>>> {
+fn read_normalised(
+    reader: &Reader,
+    bands: &[usize],
+    stats: &[BandStats],
+    x0: i64,
+    y0: i64,
+    w: usize,
+    h: usize,
+    valid: &mut [bool],
+) -> Result<Vec<Vec<f32>>> {
     bands
         .iter()
         .zip(stats)
@@ -284,7 +332,16 @@ const ERROR_SAMPLES: f64 = 1_048_576.0;
 
 /// Pass 1: every window's estimate, region by region. Returns the lattice and the seconds spent
 /// in the primary and baseline estimators.
-fn estimate_lattice(inp: &Inputs, shape: &ModelShape, stride: usize, min_valid: f64, batch: usize, primary: &mut dyn WindowModel, baseline: Option<&mut PhaseCorrelation>, quiet: bool) -> Result<(Lattice, f64, f64)> {
+fn estimate_lattice(
+    inp: &Inputs,
+    shape: &ModelShape,
+    stride: usize,
+    min_valid: f64,
+    batch: usize,
+    primary: &mut dyn WindowModel,
+    baseline: Option<&mut PhaseCorrelation>,
+    quiet: bool,
+) -> Result<(Lattice, f64, f64)> {
     let (t, g) = (shape.tile, &inp.grid);
     let xs = axis(g.width, t, stride);
     let ys = axis(g.height, t, stride);
@@ -294,15 +351,19 @@ fn estimate_lattice(inp: &Inputs, shape: &ModelShape, stride: usize, min_valid: 
     let (cr, cm) = (inp.rb.len(), inp.mb.len());
     let (mut t_primary, mut t_base) = (0.0, 0.0);
     let mut baseline = baseline;
-    let blocks: Vec<(usize, usize)> = (0..ny.div_ceil(NODES_PER_BLOCK)).flat_map(|bj| (0..nx.div_ceil(NODES_PER_BLOCK)).map(move |bi| (bi, bj))).collect();
-    let bar = (!quiet).then(|| indicatif::ProgressBar::new((nx * ny) as u64).with_message("windows"));
+    let blocks: Vec<(usize, usize)> = (0..ny.div_ceil(NODES_PER_BLOCK))
+        .flat_map(|bj| (0..nx.div_ceil(NODES_PER_BLOCK)).map(move |bi| (bi, bj)))
+        .collect();
+    let bar =
+        (!quiet).then(|| indicatif::ProgressBar::new((nx * ny) as u64).with_message("windows"));
     for (bi, bj) in blocks {
         let (i0, i1) = (bi * NODES_PER_BLOCK, ((bi + 1) * NODES_PER_BLOCK).min(nx));
         let (j0, j1) = (bj * NODES_PER_BLOCK, ((bj + 1) * NODES_PER_BLOCK).min(ny));
         let (rx0, ry0) = (xs[i0], ys[j0]);
         let (rw, rh) = ((xs[i1 - 1] - rx0) as usize + t, (ys[j1 - 1] - ry0) as usize + t);
         let mut valid = vec![true; rw * rh];
-        let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, rx0, ry0, rw, rh, &mut valid)?;
+        let r =
+            read_normalised(&inp.reference, &inp.rb, &inp.r_stats, rx0, ry0, rw, rh, &mut valid)?;
         let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, rx0, ry0, rw, rh, &mut valid)?;
         // Cut the windows with enough valid pixels.
         let mut nodes = Vec::new();
@@ -310,7 +371,9 @@ fn estimate_lattice(inp: &Inputs, shape: &ModelShape, stride: usize, min_valid: 
         for j in j0..j1 {
             for i in i0..i1 {
                 let (ox, oy) = ((xs[i] - rx0) as usize, (ys[j] - ry0) as usize);
-                let n_valid: usize = (0..t).map(|y| valid[(oy + y) * rw + ox..][..t].iter().filter(|&&v| v).count()).sum();
+                let n_valid: usize = (0..t)
+                    .map(|y| valid[(oy + y) * rw + ox..][..t].iter().filter(|&&v| v).count())
+                    .sum();
                 if (n_valid as f64) < min_valid * (t * t) as f64 {
                     continue;
                 }
@@ -327,7 +390,14 @@ fn estimate_lattice(inp: &Inputs, shape: &ModelShape, stride: usize, min_valid: 
         for (k0, chunk) in nodes.chunks(batch.max(1)).enumerate() {
             let start = k0 * batch.max(1);
             let n = chunk.len();
-            let win = Windows { reference: &wr[start * cr * t * t..][..n * cr * t * t], moving: &wm[start * cm * t * t..][..n * cm * t * t], n, cr, cm, t };
+            let win = Windows {
+                reference: &wr[start * cr * t * t..][..n * cr * t * t],
+                moving: &wm[start * cm * t * t..][..n * cm * t * t],
+                n,
+                cr,
+                cm,
+                t,
+            };
             let t0 = Instant::now();
             let est = primary.estimate(&win)?;
             t_primary += t0.elapsed().as_secs_f64();
@@ -361,7 +431,17 @@ fn estimate_lattice(inp: &Inputs, shape: &ModelShape, stride: usize, min_valid: 
 /// Resamples bands of `src` over the block (x0, y0, w, h) by the field: out(q) = src(q + D(q))
 /// (bilinear; SAR in dB through linear power). The moving content that belongs at q sits at
 /// q + D(q), so this puts it back on the reference. NaN where D or the source is NaN.
-fn resample_block(src: &Reader, bands: &[usize], db: bool, dx: &[f32], dy: &[f32], x0: usize, y0: usize, w: usize, h: usize) -> Result<Vec<Vec<f32>>> {
+fn resample_block(
+    src: &Reader,
+    bands: &[usize],
+    db: bool,
+    dx: &[f32],
+    dy: &[f32],
+    x0: usize,
+    y0: usize,
+    w: usize,
+    h: usize,
+) -> Result<Vec<Vec<f32>>> {
     let reach = dx.iter().chain(dy).filter(|v| v.is_finite()).fold(0f32, |a, v| a.max(v.abs()));
     if !reach.is_finite() || reach > 1e5 {
         bail!("displacement of {reach} px: not a usable displacement field");
@@ -385,7 +465,11 @@ fn resample_block(src: &Reader, bands: &[usize], db: bool, dx: &[f32], dy: &[f32
                     if !ddx.is_finite() || !ddy.is_finite() {
                         return f32::NAN;
                     }
-                    source.sample(c as f64 + 0.5 + ddx, r as f64 + 0.5 + ddy, crate::labels::warp::Interp::Bilinear) as f32
+                    source.sample(
+                        c as f64 + 0.5 + ddx,
+                        r as f64 + 0.5 + ddy,
+                        crate::labels::warp::Interp::Bilinear,
+                    ) as f32
                 })
                 .collect();
             if db {
@@ -437,8 +521,15 @@ fn global_phase_correlation(inp: &Inputs) -> Result<super::phase::Shift> {
     let mut valid = vec![true; w * h];
     let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, x0, y0, w, h, &mut valid)?;
     let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, x0, y0, w, h, &mut valid)?;
-    let mean = |b: &[Vec<f32>]| -> Vec<f32> { (0..w * h).map(|i| b.iter().map(|x| x[i]).sum::<f32>() / b.len() as f32).collect() };
-    Ok(phase_correlation(&gradient_magnitude(&mean(&r), w, h), &gradient_magnitude(&mean(&m), w, h), w, h))
+    let mean = |b: &[Vec<f32>]| -> Vec<f32> {
+        (0..w * h).map(|i| b.iter().map(|x| x[i]).sum::<f32>() / b.len() as f32).collect()
+    };
+    Ok(phase_correlation(
+        &gradient_magnitude(&mean(&r), w, h),
+        &gradient_magnitude(&mean(&m), w, h),
+        w,
+        h,
+    ))
 }
 
 /// Tie points: CSV in the reference CRS (and lon/lat), GeoJSON in WGS 84 longitude/latitude as
@@ -458,11 +549,19 @@ fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
             let ll = to_ll.apply(&[[x, y]])?.map(|v| v[0]);
             let (mx, my) = (e.dx * g[1] + e.dy * g[2], e.dx * g[4] + e.dy * g[5]);
             let b = lat.baseline[j * nx + i];
-            let (bx, by, bp) = b.map_or((f64::NAN, f64::NAN, f64::NAN), |b| (b.dx, b.dy, b.reliability));
+            let (bx, by, bp) =
+                b.map_or((f64::NAN, f64::NAN, f64::NAN), |b| (b.dx, b.dy, b.reliability));
             let id = format!("x{i:04}_y{j:04}");
-            let (lon, la) = ll.map_or((String::new(), String::new()), |v| (format!("{:.8}", v[0]), format!("{:.8}", v[1])));
-            let _ = writeln!(csv, "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}", e.dx, e.dy, mx, my, e.reliability, bx, by, bp);
-            let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
+            let (lon, la) = ll.map_or((String::new(), String::new()), |v| {
+                (format!("{:.8}", v[0]), format!("{:.8}", v[1]))
+            });
+            let _ = writeln!(
+                csv,
+                "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}",
+                e.dx, e.dy, mx, my, e.reliability, bx, by, bp
+            );
+            let num =
+                |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
             let point = ll.unwrap_or([x, y]);
             features.push(serde_json::json!({
                 "type": "Feature",
@@ -472,7 +571,8 @@ fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
             }));
         }
     }
-    let fc = serde_json::json!({"type": "FeatureCollection", "name": "tiepoints", "features": features});
+    let fc =
+        serde_json::json!({"type": "FeatureCollection", "name": "tiepoints", "features": features});
     atomic::write_json(&dir.join("tiepoints.geojson"), &fc)?;
     atomic::write_bytes(&dir.join("tiepoints.csv"), csv.as_bytes())
 }
@@ -481,7 +581,11 @@ fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
 /// beside it) into `req.out`: displacement.tif (COG: dx, dy, reliability), corrected.tif (COG:
 /// the moving bands on the reference grid with the correction applied), tiepoints.geojson/.csv,
 /// summary.json. Built in `<out>.partial` and swapped in when complete.
-pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel) -> Result<AlignSummary> {
+pub fn run(
+    req: &AlignRequest,
+    shape: &ModelShape,
+    primary: &mut dyn WindowModel,
+) -> Result<AlignSummary> {
     let start = Instant::now();
     crate::raster::init_gdal();
     bound_block_cache();
@@ -492,100 +596,150 @@ pub fn run(req: &AlignRequest, shape: &ModelShape, primary: &mut dyn WindowModel
     if !(0.0..=1.0).contains(&req.min_valid) {
         bail!("--min-valid must be within [0, 1], not {}", req.min_valid);
     }
-    atomic::build_dir(&req.out, "summary.json", |_| false, |partial| {
-        let work = partial.join("work");
-        atomic::create_dir(&work)?;
-        let inp = open_inputs(req, shape, &work)?;
-        let g = inp.grid.clone();
-        let is_pc = primary.method() == "phase-correlation";
-        let mut pc = PhaseCorrelation;
-        let (lat, t_primary, t_base) = estimate_lattice(&inp, shape, stride, req.min_valid, req.batch, primary, (!is_pc).then_some(&mut pc), req.quiet)?;
-        let n_valid = lat.primary.iter().flatten().count();
-        if n_valid == 0 {
-            bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.min_valid * 100.0, req.reference.display(), req.moving.display());
-        }
-        let global = global_phase_correlation(&inp)?;
+    atomic::build_dir(
+        &req.out,
+        "summary.json",
+        |_| false,
+        |partial| {
+            let work = partial.join("work");
+            atomic::create_dir(&work)?;
+            let inp = open_inputs(req, shape, &work)?;
+            let g = inp.grid.clone();
+            let is_pc = primary.method() == "phase-correlation";
+            let mut pc = PhaseCorrelation;
+            let (lat, t_primary, t_base) = estimate_lattice(
+                &inp,
+                shape,
+                stride,
+                req.min_valid,
+                req.batch,
+                primary,
+                (!is_pc).then_some(&mut pc),
+                req.quiet,
+            )?;
+            let n_valid = lat.primary.iter().flatten().count();
+            if n_valid == 0 {
+                bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.min_valid * 100.0, req.reference.display(), req.moving.display());
+            }
+            let global = global_phase_correlation(&inp)?;
 
-        // Pass 2: outputs, block by block.
-        let method = primary.method();
-        let mut disp = WorkRaster::create(&work.join("displacement.tif"), &g, &["dx".into(), "dy".into(), "reliability".into()], &displacement_metadata(&g, method))?;
-        let descr: Vec<String> = inp.mb.iter().map(|b| format!("moving:b{b} corrected")).collect();
-        let mut corr = WorkRaster::create(&work.join("corrected.tif"), &g, &descr, &[("SIMREG_CORRECTED_BY", format!("{method} displacement, out(q) = moving(q + D(q)), bilinear"))])?;
-        // Error samples: every k-th pixel in both directions, at most ~2^20 whatever the scene
-        // size, in f32 and allocated once (the peak memory stays flat with the scene's size).
-        let k = (((g.width * g.height) as f64 / ERROR_SAMPLES).sqrt().ceil() as usize).max(1);
-        let cap = if inp.truth.is_some() { g.width.div_ceil(k) * g.height.div_ceil(k) } else { 0 };
-        let (mut err, mut err_base) = (Vec::<f32>::with_capacity(cap), Vec::<f32>::with_capacity(cap));
-        let db = inp.moving_kind == ModalityKind::SarDb;
-        for by in (0..g.height).step_by(OUT_BLOCK) {
-            for bx in (0..g.width).step_by(OUT_BLOCK) {
-                let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
-                let [dx, dy, rel] = lat.blend(&lat.primary, bx, by, w, h);
-                if let Some(truth) = &inp.truth {
-                    let tx = truth.region(1, bx as i64, by as i64, w, h)?;
-                    let ty = truth.region(2, bx as i64, by as i64, w, h)?;
-                    let [bdx, bdy, _] = if is_pc { [dx.clone(), dy.clone(), Vec::new()] } else { lat.blend(&lat.baseline, bx, by, w, h) };
-                    for r in (0..h).filter(|r| (by + r) % k == 0) {
-                        for c in (0..w).filter(|c| (bx + c) % k == 0) {
-                            let i = r * w + c;
-                            if tx[i].is_finite() && ty[i].is_finite() {
-                                let e = |x: f32, y: f32| (((x - tx[i]) as f64).powi(2) + ((y - ty[i]) as f64).powi(2)).sqrt() as f32;
-                                err.push(e(dx[i], dy[i]));
-                                err_base.push(e(bdx[i], bdy[i]));
+            // Pass 2: outputs, block by block.
+            let method = primary.method();
+            let mut disp = WorkRaster::create(
+                &work.join("displacement.tif"),
+                &g,
+                &["dx".into(), "dy".into(), "reliability".into()],
+                &displacement_metadata(&g, method),
+            )?;
+            let descr: Vec<String> =
+                inp.mb.iter().map(|b| format!("moving:b{b} corrected")).collect();
+            let mut corr = WorkRaster::create(
+                &work.join("corrected.tif"),
+                &g,
+                &descr,
+                &[(
+                    "SIMREG_CORRECTED_BY",
+                    format!("{method} displacement, out(q) = moving(q + D(q)), bilinear"),
+                )],
+            )?;
+            // Error samples: every k-th pixel in both directions, at most ~2^20 whatever the scene
+            // size, in f32 and allocated once (the peak memory stays flat with the scene's size).
+            let k = (((g.width * g.height) as f64 / ERROR_SAMPLES).sqrt().ceil() as usize).max(1);
+            let cap =
+                if inp.truth.is_some() { g.width.div_ceil(k) * g.height.div_ceil(k) } else { 0 };
+            let (mut err, mut err_base) =
+                (Vec::<f32>::with_capacity(cap), Vec::<f32>::with_capacity(cap));
+            let db = inp.moving_kind == ModalityKind::SarDb;
+            for by in (0..g.height).step_by(OUT_BLOCK) {
+                for bx in (0..g.width).step_by(OUT_BLOCK) {
+                    let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
+                    let [dx, dy, rel] = lat.blend(&lat.primary, bx, by, w, h);
+                    if let Some(truth) = &inp.truth {
+                        let tx = truth.region(1, bx as i64, by as i64, w, h)?;
+                        let ty = truth.region(2, bx as i64, by as i64, w, h)?;
+                        let [bdx, bdy, _] = if is_pc {
+                            [dx.clone(), dy.clone(), Vec::new()]
+                        } else {
+                            lat.blend(&lat.baseline, bx, by, w, h)
+                        };
+                        for r in (0..h).filter(|r| (by + r) % k == 0) {
+                            for c in (0..w).filter(|c| (bx + c) % k == 0) {
+                                let i = r * w + c;
+                                if tx[i].is_finite() && ty[i].is_finite() {
+                                    let e = |x: f32, y: f32| {
+                                        (((x - tx[i]) as f64).powi(2)
+                                            + ((y - ty[i]) as f64).powi(2))
+                                        .sqrt() as f32
+                                    };
+                                    err.push(e(dx[i], dy[i]));
+                                    err_base.push(e(bdx[i], bdy[i]));
+                                }
                             }
                         }
                     }
+                    let bands = resample_block(&inp.moving, &inp.mb, db, &dx, &dy, bx, by, w, h)?;
+                    for (b, px) in bands.into_iter().enumerate() {
+                        corr.write(b + 1, bx, by, w, h, px)?;
+                    }
+                    disp.write(1, bx, by, w, h, dx)?;
+                    disp.write(2, bx, by, w, h, dy)?;
+                    disp.write(3, bx, by, w, h, rel)?;
                 }
-                let bands = resample_block(&inp.moving, &inp.mb, db, &dx, &dy, bx, by, w, h)?;
-                for (b, px) in bands.into_iter().enumerate() {
-                    corr.write(b + 1, bx, by, w, h, px)?;
-                }
-                disp.write(1, bx, by, w, h, dx)?;
-                disp.write(2, bx, by, w, h, dy)?;
-                disp.write(3, bx, by, w, h, rel)?;
             }
-        }
-        disp.into_cog(&partial.join("displacement.tif"))?;
-        corr.into_cog(&partial.join("corrected.tif"))?;
-        write_tiepoints(partial, &g, &lat)?;
-        drop(inp.moving);
-        let _ = std::fs::remove_dir_all(&work);
+            disp.into_cog(&partial.join("displacement.tif"))?;
+            corr.into_cog(&partial.join("corrected.tif"))?;
+            write_tiepoints(partial, &g, &lat)?;
+            drop(inp.moving);
+            let _ = std::fs::remove_dir_all(&work);
 
-        let n_err = err.len();
-        let seconds = start.elapsed().as_secs_f64();
-        let summary = AlignSummary {
-            method: method.to_string(),
-            reference: req.reference.clone(),
-            moving: req.moving.clone(),
-            width: g.width,
-            height: g.height,
-            window: shape.tile,
-            stride,
-            n_windows: lat.primary.len(),
-            n_valid_windows: n_valid,
-            mean_shift_px: mean_shift(&lat.primary),
-            median_reliability: median(lat.primary.iter().flatten().map(|e| e.reliability).collect()),
-            reliability: primary.reliability(),
-            megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
-            seconds,
-            estimate_seconds: t_primary,
-            median_error_px: inp.truth.as_ref().and(median(err)),
-            baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
-            n_error_samples: n_err,
-            baseline: BaselineSummary {
-                method: "phase-correlation".into(),
-                mean_shift_px: mean_shift(&lat.baseline),
-                median_peak: median(lat.baseline.iter().flatten().map(|e| e.reliability).collect()),
-                global_shift_px: [global.dx, global.dy],
-                global_peak: global.peak,
-                estimate_seconds: t_base,
-            },
-            peak_rss_mb: peak_rss_mb(),
-            outputs: ["displacement.tif", "corrected.tif", "tiepoints.geojson", "tiepoints.csv", "summary.json"].map(String::from).to_vec(),
-        };
-        atomic::write_json(&partial.join("summary.json"), &summary)?;
-        Ok(summary)
-    })
+            let n_err = err.len();
+            let seconds = start.elapsed().as_secs_f64();
+            let summary = AlignSummary {
+                method: method.to_string(),
+                reference: req.reference.clone(),
+                moving: req.moving.clone(),
+                width: g.width,
+                height: g.height,
+                window: shape.tile,
+                stride,
+                n_windows: lat.primary.len(),
+                n_valid_windows: n_valid,
+                mean_shift_px: mean_shift(&lat.primary),
+                median_reliability: median(
+                    lat.primary.iter().flatten().map(|e| e.reliability).collect(),
+                ),
+                reliability: primary.reliability(),
+                megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
+                seconds,
+                estimate_seconds: t_primary,
+                median_error_px: inp.truth.as_ref().and(median(err)),
+                baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
+                n_error_samples: n_err,
+                baseline: BaselineSummary {
+                    method: "phase-correlation".into(),
+                    mean_shift_px: mean_shift(&lat.baseline),
+                    median_peak: median(
+                        lat.baseline.iter().flatten().map(|e| e.reliability).collect(),
+                    ),
+                    global_shift_px: [global.dx, global.dy],
+                    global_peak: global.peak,
+                    estimate_seconds: t_base,
+                },
+                peak_rss_mb: peak_rss_mb(),
+                outputs: [
+                    "displacement.tif",
+                    "corrected.tif",
+                    "tiepoints.geojson",
+                    "tiepoints.csv",
+                    "summary.json",
+                ]
+                .map(String::from)
+                .to_vec(),
+            };
+            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            Ok(summary)
+        },
+    )
 }
 
 /// GDAL's block cache, through which every work file and COG is written and read, defaults to
@@ -604,13 +758,23 @@ fn bound_block_cache() {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// `simreg align --apply SHIFTS.tif`: resamples `moving` (on the same grid as the shifts) by
 /// the saved displacement into `out/corrected.tif` (COG) + summary.json.
-pub fn apply(shifts: &Path, moving: &Path, moving_kind: Option<ModalityKind>, out: &Path, quiet: bool) -> Result<ApplySummary> {
+pub fn apply(
+    shifts: &Path,
+    moving: &Path,
+    moving_kind: Option<ModalityKind>,
+    out: &Path,
+    quiet: bool,
+) -> Result<ApplySummary> {
     let start = Instant::now();
     crate::raster::init_gdal();
     bound_block_cache();
@@ -628,54 +792,80 @@ pub fn apply(shifts: &Path, moving: &Path, moving_kind: Option<ModalityKind>, ou
     };
     let g = si.grid.clone();
     let bands: Vec<usize> = (1..=mi.bands.len()).collect();
-    atomic::build_dir(out, "summary.json", |_| false, |partial| {
-        let sr = Reader::open(shifts, "shifts")?;
-        let mr = Reader::open(moving, "moving")?;
-        let descr: Vec<String> = bands.iter().map(|b| format!("moving:b{b} corrected")).collect();
-        let mut corr = WorkRaster::create(&partial.join("corrected.work.tif"), &g, &descr, &[("SIMREG_CORRECTED_BY", format!("'{}', out(q) = moving(q + D(q)), bilinear", shifts.display()))])?;
-        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
-        let bar = (!quiet).then(|| indicatif::ProgressBar::new(g.height as u64));
-        for by in (0..g.height).step_by(OUT_BLOCK) {
-            for bx in (0..g.width).step_by(OUT_BLOCK) {
-                let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
-                let dx = sr.region(1, bx as i64, by as i64, w, h)?;
-                let dy = sr.region(2, bx as i64, by as i64, w, h)?;
-                for (a, b) in dx.iter().zip(&dy).filter(|(a, b)| a.is_finite() && b.is_finite()) {
-                    sx += *a as f64;
-                    sy += *b as f64;
-                    n += 1;
+    atomic::build_dir(
+        out,
+        "summary.json",
+        |_| false,
+        |partial| {
+            let sr = Reader::open(shifts, "shifts")?;
+            let mr = Reader::open(moving, "moving")?;
+            let descr: Vec<String> =
+                bands.iter().map(|b| format!("moving:b{b} corrected")).collect();
+            let mut corr = WorkRaster::create(
+                &partial.join("corrected.work.tif"),
+                &g,
+                &descr,
+                &[(
+                    "SIMREG_CORRECTED_BY",
+                    format!("'{}', out(q) = moving(q + D(q)), bilinear", shifts.display()),
+                )],
+            )?;
+            let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
+            let bar = (!quiet).then(|| indicatif::ProgressBar::new(g.height as u64));
+            for by in (0..g.height).step_by(OUT_BLOCK) {
+                for bx in (0..g.width).step_by(OUT_BLOCK) {
+                    let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
+                    let dx = sr.region(1, bx as i64, by as i64, w, h)?;
+                    let dy = sr.region(2, bx as i64, by as i64, w, h)?;
+                    for (a, b) in dx.iter().zip(&dy).filter(|(a, b)| a.is_finite() && b.is_finite())
+                    {
+                        sx += *a as f64;
+                        sy += *b as f64;
+                        n += 1;
+                    }
+                    let px = resample_block(
+                        &mr,
+                        &bands,
+                        kind == ModalityKind::SarDb,
+                        &dx,
+                        &dy,
+                        bx,
+                        by,
+                        w,
+                        h,
+                    )
+                    .with_context(|| format!("shifts '{}'", shifts.display()))?;
+                    for (b, p) in px.into_iter().enumerate() {
+                        corr.write(b + 1, bx, by, w, h, p)?;
+                    }
                 }
-                let px = resample_block(&mr, &bands, kind == ModalityKind::SarDb, &dx, &dy, bx, by, w, h).with_context(|| format!("shifts '{}'", shifts.display()))?;
-                for (b, p) in px.into_iter().enumerate() {
-                    corr.write(b + 1, bx, by, w, h, p)?;
+                if let Some(b) = &bar {
+                    b.inc(OUT_BLOCK.min(g.height - by) as u64);
                 }
             }
-            if let Some(b) = &bar {
-                b.inc(OUT_BLOCK.min(g.height - by) as u64);
+            if let Some(b) = bar {
+                b.finish_and_clear();
             }
-        }
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        if n == 0 {
-            bail!("shifts '{}': no valid displacement (all nodata)", shifts.display());
-        }
-        corr.into_cog(&partial.join("corrected.tif"))?;
-        let seconds = start.elapsed().as_secs_f64();
-        let s = ApplySummary {
-            method: "apply".into(),
-            shifts: shifts.to_path_buf(),
-            moving: moving.to_path_buf(),
-            width: g.width,
-            height: g.height,
-            mean_shift_px: [sx / n as f64, sy / n as f64],
-            megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
-            seconds,
-            outputs: vec!["corrected.tif".into(), "summary.json".into()],
-        };
-        atomic::write_json(&partial.join("summary.json"), &s)?;
-        Ok(s)
-    })
+            if n == 0 {
+                bail!("shifts '{}': no valid displacement (all nodata)", shifts.display());
+            }
+            corr.into_cog(&partial.join("corrected.tif"))?;
+            let seconds = start.elapsed().as_secs_f64();
+            let s = ApplySummary {
+                method: "apply".into(),
+                shifts: shifts.to_path_buf(),
+                moving: moving.to_path_buf(),
+                width: g.width,
+                height: g.height,
+                mean_shift_px: [sx / n as f64, sy / n as f64],
+                megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
+                seconds,
+                outputs: vec!["corrected.tif".into(), "summary.json".into()],
+            };
+            atomic::write_json(&partial.join("summary.json"), &s)?;
+            Ok(s)
+        },
+    )
 }
 
 /// The phase-correlation run (no network): `simreg align --method phase-correlation`.
@@ -689,6 +879,9 @@ pub fn run_phase_correlation(req: &AlignRequest) -> Result<AlignSummary> {
 
 /// The model directory of `--model` (a directory, or its model.safetensors).
 pub fn model_dir(model: &Path) -> PathBuf {
-    if model.is_file() { model.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf) } else { model.to_path_buf() }
+    if model.is_file() {
+        model.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        model.to_path_buf()
+    }
 }
-

@@ -22,13 +22,18 @@ pub fn combine_bands(bands: &[Vec<f32>], kind: ModalityKind) -> Vec<f32> {
     let n = bands.first().map_or(0, |b| b.len());
     let mut out = vec![0f32; n];
     for b in bands {
-        let v: Vec<f32> = if kind == ModalityKind::SarLinear { b.iter().map(|&x| if x > 0.0 { 10.0 * x.log10() } else { f32::NAN }).collect() } else { b.clone() };
+        let v: Vec<f32> = if kind == ModalityKind::SarLinear {
+            b.iter().map(|&x| if x > 0.0 { 10.0 * x.log10() } else { f32::NAN }).collect()
+        } else {
+            b.clone()
+        };
         let finite: Vec<f64> = v.iter().filter(|x| x.is_finite()).map(|&x| x as f64).collect();
         if finite.len() < 2 {
             continue;
         }
         let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-        let sd = (finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / finite.len() as f64).sqrt();
+        let sd =
+            (finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / finite.len() as f64).sqrt();
         if sd <= 0.0 {
             continue;
         }
@@ -42,8 +47,12 @@ pub fn combine_bands(bands: &[Vec<f32>], kind: ModalityKind) -> Vec<f32> {
 }
 
 /// Reads bands `indices` (1-based) of a tile file as f32; every band when `indices` is None.
-pub(crate) fn read_bands(path: &Path, indices: Option<&[usize]>) -> Result<(Vec<Vec<f32>>, usize, usize)> {
-    let ds = Dataset::open(path).map_err(|e| anyhow::anyhow!("tile '{}': cannot open: {}", path.display(), one_line(e)))?;
+pub(crate) fn read_bands(
+    path: &Path,
+    indices: Option<&[usize]>,
+) -> Result<(Vec<Vec<f32>>, usize, usize)> {
+    let ds = Dataset::open(path)
+        .map_err(|e| anyhow::anyhow!("tile '{}': cannot open: {}", path.display(), one_line(e)))?;
     let all: Vec<usize> = (1..=ds.raster_count()).collect();
     let indices = indices.unwrap_or(&all);
     let (w, h) = ds.raster_size();
@@ -56,7 +65,13 @@ pub(crate) fn read_bands(path: &Path, indices: Option<&[usize]>) -> Result<(Vec<
         let nodata = band.no_data_value().map(|v| v as f32);
         let mut v = band
             .read_as::<f32>((0, 0), (w, h), (w, h), None)
-            .map_err(|e| anyhow::anyhow!("tile '{}': reading band {b} failed (truncated or corrupt file?): {}", path.display(), one_line(e)))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "tile '{}': reading band {b} failed (truncated or corrupt file?): {}",
+                    path.display(),
+                    one_line(e)
+                )
+            })?
             .data()
             .to_vec();
         if let Some(nd) = nodata {
@@ -77,10 +92,20 @@ pub fn tile_shift(scene: &SceneEntry, tile: &Path, moving: &Path, max_shift: f64
 
 /// The two images a labelled tile is matched on (`combine_bands` of the reference bands of
 /// `tile` and of every band of `moving`), and their width and height.
-pub fn tile_images(scene: &SceneEntry, tile: &Path, moving: &Path) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
+pub fn tile_images(
+    scene: &SceneEntry,
+    tile: &Path,
+    moving: &Path,
+) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
     let reference = scene.modalities.iter().find(|m| m.role == Role::Reference);
-    let moving_kind = scene.modalities.iter().find(|m| m.role == Role::Moving).map_or(ModalityKind::Optical, |m| m.kind);
-    let Some(reference) = reference else { bail!("scene '{}': has no reference modality", scene.name) };
+    let moving_kind = scene
+        .modalities
+        .iter()
+        .find(|m| m.role == Role::Moving)
+        .map_or(ModalityKind::Optical, |m| m.kind);
+    let Some(reference) = reference else {
+        bail!("scene '{}': has no reference modality", scene.name)
+    };
     let ref_idx: Vec<usize> = reference.bands.iter().map(|b| b.tile_band).collect();
     let (rb, w, h) = read_bands(tile, Some(&ref_idx))?;
     let (mb, mw, mh) = read_bands(moving, None)?;

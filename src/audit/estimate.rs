@@ -73,7 +73,11 @@ fn means(v: &[[f64; 2]]) -> [f64; 2] {
 /// Pooled per-axis covariance of two measurement sets.
 fn cov(u: &[[f64; 2]], v: &[[f64; 2]]) -> f64 {
     let (mu, mv) = (means(u), means(v));
-    u.iter().zip(v).map(|(a, b)| (a[0] - mu[0]) * (b[0] - mv[0]) + (a[1] - mu[1]) * (b[1] - mv[1])).sum::<f64>() / (2 * u.len().max(1)) as f64
+    u.iter()
+        .zip(v)
+        .map(|(a, b)| (a[0] - mu[0]) * (b[0] - mv[0]) + (a[1] - mu[1]) * (b[1] - mv[1]))
+        .sum::<f64>()
+        / (2 * u.len().max(1)) as f64
 }
 
 /// Fits the model on tiles (label y, network f, baseline p), all held out from training.
@@ -107,7 +111,13 @@ pub fn collocate(y: &[[f64; 2]], f: &[[f64; 2]], p: &[[f64; 2]]) -> Collocation 
 }
 
 /// Bootstrap 5 % and 95 % quantiles of the network's RMSE estimate (resampling tiles).
-pub fn bootstrap_rmse(y: &[[f64; 2]], f: &[[f64; 2]], p: &[[f64; 2]], reps: usize, seed: u64) -> [f64; 2] {
+pub fn bootstrap_rmse(
+    y: &[[f64; 2]],
+    f: &[[f64; 2]],
+    p: &[[f64; 2]],
+    reps: usize,
+    seed: u64,
+) -> [f64; 2] {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n = y.len();
@@ -149,11 +159,23 @@ pub fn fit_nonneg(x: &[f64], z: &[f64]) -> NeighbourModel {
         return NeighbourModel { floor: a, factor: b };
     }
     // Edges: b = 0 (a = mean z) or a = 0 (b = Σxz / Σx²); keep the lower squared error.
-    let sse = |m: &NeighbourModel| x.iter().zip(z).map(|(&xi, &zi)| (zi - m.at(xi)).powi(2)).sum::<f64>();
+    let sse =
+        |m: &NeighbourModel| x.iter().zip(z).map(|(&xi, &zi)| (zi - m.at(xi)).powi(2)).sum::<f64>();
     let only_a = NeighbourModel { floor: mz.max(0.0), factor: 0.0 };
     let x2: f64 = x.iter().map(|v| v * v).sum();
-    let only_b = NeighbourModel { floor: 0.0, factor: if x2 > 0.0 { (x.iter().zip(z).map(|(a, b)| a * b).sum::<f64>() / x2).max(0.0) } else { 0.0 } };
-    if sse(&only_a) <= sse(&only_b) { only_a } else { only_b }
+    let only_b = NeighbourModel {
+        floor: 0.0,
+        factor: if x2 > 0.0 {
+            (x.iter().zip(z).map(|(a, b)| a * b).sum::<f64>() / x2).max(0.0)
+        } else {
+            0.0
+        },
+    };
+    if sse(&only_a) <= sse(&only_b) {
+        only_a
+    } else {
+        only_b
+    }
 }
 
 /// The model rescaled so that its mean over `x` equals `target` (the set's triple-collocation
@@ -174,7 +196,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, Normal};
 
-        type Draw = (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>);
+    type Draw = (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>);
     /// Truth, and labels, network and baseline with independent errors of known σ.
     fn draw(n: usize, s_label: f64, s_net: f64, s_base: f64, seed: u64) -> Draw {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -209,8 +231,17 @@ mod tests {
         assert!((c.beta_f - 0.6).abs() < 0.01 && (c.beta_p - 0.8).abs() < 0.01, "{c:?}");
         assert!((c.var_labels - 16.0).abs() < 0.4 && (c.var_ef - 1.0).abs() < 0.1, "{c:?}");
         // E (f − t)² = (β − 1)²·Var t + Var e_f + offset² = 0.16·9 + 1 + 0.09.
-        let measured = f.iter().zip(&t).map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)) / 2.0).sum::<f64>() / t.len() as f64;
-        assert!((c.network_mse - measured).abs() < 0.05 * measured, "{} vs {measured}", c.network_mse);
+        let measured = f
+            .iter()
+            .zip(&t)
+            .map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)) / 2.0)
+            .sum::<f64>()
+            / t.len() as f64;
+        assert!(
+            (c.network_mse - measured).abs() < 0.05 * measured,
+            "{} vs {measured}",
+            c.network_mse
+        );
         assert!((c.network_mse - 2.53).abs() < 0.1);
         // A network that predicts a constant: not identifiable, the unscaled fallback.
         let flat: Vec<[f64; 2]> = (0..t.len()).map(|i| [0.1 * (i % 3) as f64, 0.0]).collect();
@@ -229,11 +260,21 @@ mod tests {
         for seed in 0..40 {
             let (_, y, f, p) = draw(400, 8.0, 1.5, 1.0, seed);
             ours.push(collocate(&y, &f, &p).network_mse / 2.25 - 1.0);
-            let resid = y.iter().zip(&f).map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)) / 2.0).sum::<f64>() / y.len() as f64;
+            let resid = y
+                .iter()
+                .zip(&f)
+                .map(|(a, b)| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)) / 2.0)
+                .sum::<f64>()
+                / y.len() as f64;
             naive.push((resid - 64.0) / 2.25 - 1.0);
         }
         let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
-        assert!(rms(&ours) < 0.5 * rms(&naive), "collocation {:.3}, residual − σ² {:.3}", rms(&ours), rms(&naive));
+        assert!(
+            rms(&ours) < 0.5 * rms(&naive),
+            "collocation {:.3}, residual − σ² {:.3}",
+            rms(&ours),
+            rms(&naive)
+        );
         assert!(rms(&ours) < 0.35, "{}", rms(&ours));
         let (_, y, f, p) = draw(400, 8.0, 1.5, 1.0, 99);
         let [lo, hi] = bootstrap_rmse(&y, &f, &p, 100, 0);

@@ -16,11 +16,17 @@ impl ToLonLat {
         if crs_wkt.is_empty() {
             return Ok(ToLonLat(None));
         }
-        let mut src = SpatialRef::from_wkt(crs_wkt).map_err(|e| anyhow::anyhow!("scene CRS is not usable: {}", one_line(e)))?;
+        let mut src = SpatialRef::from_wkt(crs_wkt)
+            .map_err(|e| anyhow::anyhow!("scene CRS is not usable: {}", one_line(e)))?;
         src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
         let mut dst = SpatialRef::from_epsg(4326)?;
         dst.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
-        Ok(ToLonLat(Some(CoordTransform::new(&src, &dst).map_err(|e| anyhow::anyhow!("scene CRS cannot be transformed to longitude/latitude: {}", one_line(e)))?)))
+        Ok(ToLonLat(Some(CoordTransform::new(&src, &dst).map_err(|e| {
+            anyhow::anyhow!(
+                "scene CRS cannot be transformed to longitude/latitude: {}",
+                one_line(e)
+            )
+        })?)))
     }
 
     /// [lon, lat] of each point, or None without a CRS.
@@ -29,7 +35,9 @@ impl ToLonLat {
         let mut x: Vec<f64> = pts.iter().map(|p| p[0]).collect();
         let mut y: Vec<f64> = pts.iter().map(|p| p[1]).collect();
         let mut z = vec![0.0; pts.len()];
-        ct.transform_coords(&mut x, &mut y, &mut z).map_err(|e| anyhow::anyhow!("cannot transform to longitude/latitude: {}", one_line(e)))?;
+        ct.transform_coords(&mut x, &mut y, &mut z).map_err(|e| {
+            anyhow::anyhow!("cannot transform to longitude/latitude: {}", one_line(e))
+        })?;
         Ok(Some(x.into_iter().zip(y).map(|(a, b)| [a, b]).collect()))
     }
 }
@@ -37,7 +45,10 @@ impl ToLonLat {
 /// The closed ring of a tile's corners (pixel edges) in map coordinates.
 pub fn footprint(gt: &[f64; 6], size: usize) -> Vec<[f64; 2]> {
     let s = size as f64;
-    [(0.0, 0.0), (s, 0.0), (s, s), (0.0, s), (0.0, 0.0)].iter().map(|&(c, r)| pixel_to_map(gt, c, r)).collect()
+    [(0.0, 0.0), (s, 0.0), (s, s), (0.0, s), (0.0, 0.0)]
+        .iter()
+        .map(|&(c, r)| pixel_to_map(gt, c, r))
+        .collect()
 }
 
 #[cfg(test)]

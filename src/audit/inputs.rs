@@ -43,9 +43,21 @@ pub fn read_ns_csv(path: &Path) -> Result<Vec<NsRow>> {
             let train = match r.split.as_str() {
                 "train" => true,
                 "val" => false,
-                s => bail!("'{}': line {}: split '{s}' (train or val expected)", path.display(), k + 2),
+                s => bail!(
+                    "'{}': line {}: split '{s}' (train or val expected)",
+                    path.display(),
+                    k + 2
+                ),
             };
-            Ok(NsRow { tile: r.tile, train, ns: r.ns, g_norm: r.g_norm, pred: [r.pred_dx, r.pred_dy], label: [r.label_dx, r.label_dy], f_trace: r.f_trace.unwrap_or(f64::NAN) })
+            Ok(NsRow {
+                tile: r.tile,
+                train,
+                ns: r.ns,
+                g_norm: r.g_norm,
+                pred: [r.pred_dx, r.pred_dy],
+                label: [r.label_dx, r.label_dy],
+                f_trace: r.f_trace.unwrap_or(f64::NAN),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() {
@@ -70,34 +82,53 @@ pub fn load(run: &Path) -> Result<RunInputs> {
     let ns = run.join("similarity").join("ns.csv");
     let labels_dir = run.join("labels");
     if !labels_dir.join("labels.json").exists() {
-        bail!("run '{}': no labels (RUN/labels/labels.json): run the `labels` stage first", run.display());
+        bail!(
+            "run '{}': no labels (RUN/labels/labels.json): run the `labels` stage first",
+            run.display()
+        );
     }
     if !run.join("train").join("model.safetensors").exists() {
-        bail!("run '{}': no trained model (RUN/train/model.safetensors): run the `train` stage first", run.display());
+        bail!(
+            "run '{}': no trained model (RUN/train/model.safetensors): run the `train` stage first",
+            run.display()
+        );
     }
     if !ns.exists() {
         bail!("run '{}': no similarity table (RUN/similarity/ns.csv): run the `similarity` stage first", run.display());
     }
     let rows = read_ns_csv(&ns)?;
     let target_path = labels_dir.join("target.json");
-    let target: Target = serde_json::from_str(&std::fs::read_to_string(&target_path).with_context(|| format!("'{}': cannot read", target_path.display()))?)
-        .with_context(|| format!("'{}': not a labels target file", target_path.display()))?;
+    let target: Target = serde_json::from_str(
+        &std::fs::read_to_string(&target_path)
+            .with_context(|| format!("'{}': cannot read", target_path.display()))?,
+    )
+    .with_context(|| format!("'{}': not a labels target file", target_path.display()))?;
     let manifest = Manifest::load(&target.tiles_dir)?;
     if manifest.input_hash != target.tiles_input_hash {
-        bail!("labels '{}' were made from other tiles than '{}' (input hashes differ)", labels_dir.display(), target.tiles_dir.display());
+        bail!(
+            "labels '{}' were made from other tiles than '{}' (input hashes differ)",
+            labels_dir.display(),
+            target.tiles_dir.display()
+        );
     }
-    let known: std::collections::HashSet<&str> = manifest.tiles.iter().map(|t| t.id.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        manifest.tiles.iter().map(|t| t.id.as_str()).collect();
     if let Some(r) = rows.iter().find(|r| !known.contains(r.tile.as_str())) {
-        bail!("'{}': tile '{}' is not in the tiles of '{}'", ns.display(), r.tile, target.tiles_dir.display());
+        bail!(
+            "'{}': tile '{}' is not in the tiles of '{}'",
+            ns.display(),
+            r.tile,
+            target.tiles_dir.display()
+        );
     }
     let truth_path = labels_dir.join("truth.json");
     let truth = if truth_path.exists() {
         let t: BTreeMap<String, TruthEntry> =
-            serde_json::from_str(&std::fs::read_to_string(&truth_path)?).with_context(|| format!("'{}': not a truth file", truth_path.display()))?;
+            serde_json::from_str(&std::fs::read_to_string(&truth_path)?)
+                .with_context(|| format!("'{}': not a truth file", truth_path.display()))?;
         Some(t)
     } else {
         None
     };
     Ok(RunInputs { rows, manifest, tiles_dir: target.tiles_dir, labels_dir, truth })
 }
-

@@ -130,13 +130,17 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     crate::raster::init_gdal();
     let inp = inputs::load(run)?;
     let labels_path = inp.labels_dir.join("labels.json");
-    let entries: BTreeMap<String, LabelEntry> = serde_json::from_str(&std::fs::read_to_string(&labels_path)?).with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
-    let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    let entries: BTreeMap<String, LabelEntry> =
+        serde_json::from_str(&std::fs::read_to_string(&labels_path)?)
+            .with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
+    let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+        inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
 
     // The CFOG baseline on every tile (the third measurement). `reuse`: an unbounded search's
     // results, kept where the bounded search would return them unchanged.
     let correlate = |max_shift: f64, what: &str, reuse: Option<&[Shift]>| -> Result<Vec<Shift>> {
-        let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
+        let pb =
+            if quiet { ProgressBar::hidden() } else { ProgressBar::new(inp.rows.len() as u64) };
         pb.set_style(ProgressStyle::with_template(&format!("audit: CFOG baseline{what} [{{bar:30}}] {{pos}}/{{len}} tiles ({{per_sec}}, eta {{eta}})")).unwrap().progress_chars("=> "));
         let v = inp
             .rows
@@ -144,13 +148,24 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
             .progress_with(pb.clone())
             .enumerate()
             .map(|(i, r)| {
-                if let Some(free) = reuse.map(|v| v[i]).filter(|s| bounded_search_agrees(s, max_shift)) {
+                if let Some(free) =
+                    reuse.map(|v| v[i]).filter(|s| bounded_search_agrees(s, max_shift))
+                {
                     return Ok(free);
                 }
                 let t = tiles[r.tile.as_str()];
-                let scene = inp.manifest.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
-                let moving = entries.get(&r.tile).with_context(|| format!("'{}': no label for tile '{}'", labels_path.display(), r.tile))?;
-                baseline::tile_shift(scene, &inp.tiles_dir.join(&t.path), &inp.labels_dir.join(&moving.moving), max_shift)
+                let scene = inp.manifest.scene(&t.scene).with_context(|| {
+                    format!("tile '{}' names unknown scene '{}'", t.id, t.scene)
+                })?;
+                let moving = entries.get(&r.tile).with_context(|| {
+                    format!("'{}': no label for tile '{}'", labels_path.display(), r.tile)
+                })?;
+                baseline::tile_shift(
+                    scene,
+                    &inp.tiles_dir.join(&t.path),
+                    &inp.labels_dir.join(&moving.moving),
+                    max_shift,
+                )
             })
             .collect::<Result<_>>();
         pb.finish_and_clear();
@@ -165,7 +180,11 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
             let mut peaks: Vec<f64> = free.iter().map(|s| s.peak).collect();
             peaks.sort_by(f64::total_cmp);
             let median = peaks[peaks.len() / 2];
-            let mut a: Vec<f64> = free.iter().filter(|s| s.peak >= median).flat_map(|s| [s.dx.abs(), s.dy.abs()]).collect();
+            let mut a: Vec<f64> = free
+                .iter()
+                .filter(|s| s.peak >= median)
+                .flat_map(|s| [s.dx.abs(), s.dy.abs()])
+                .collect();
             a.sort_by(f64::total_cmp);
             (a[((a.len() as f64 * 0.95) as usize).min(a.len() - 1)] + 1.0, Some(free))
         }
@@ -194,7 +213,11 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
     // Ranking: most suspicious first.
     let mut order: Vec<usize> = (0..tiles_audit.len()).collect();
     order.sort_by(|&a, &b| tiles_audit[b].score.total_cmp(&tiles_audit[a].score));
-    let n_flagged = tiles_audit.iter().filter(|t| t.score > p.threshold).count().max(p.top.min(tiles_audit.len()));
+    let n_flagged = tiles_audit
+        .iter()
+        .filter(|t| t.score > p.threshold)
+        .count()
+        .max(p.top.min(tiles_audit.len()));
 
     // Truth, for reporting only.
     let heldout: Vec<usize> = (0..tiles_audit.len()).filter(|&i| !tiles_audit[i].train).collect();
@@ -205,19 +228,38 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         (s / n.max(1) as f64).sqrt()
     };
     let (measured, measured_noise, auroc, auroc_residual, n_outliers) = if has_truth {
-        let truth: Vec<&crate::labels::TruthEntry> = tiles_audit.iter().map(|t| truth_of(t).unwrap()).collect();
-        let measured = rms(&mut heldout.iter().map(|&i| estimate::sq_per_axis(tiles_audit[i].pred, truth[i].displacement)));
-        let noise = rms(&mut heldout.iter().map(|&i| estimate::sq_per_axis(tiles_audit[i].label, truth[i].displacement)));
+        let truth: Vec<&crate::labels::TruthEntry> =
+            tiles_audit.iter().map(|t| truth_of(t).unwrap()).collect();
+        let measured = rms(&mut heldout
+            .iter()
+            .map(|&i| estimate::sq_per_axis(tiles_audit[i].pred, truth[i].displacement)));
+        let noise = rms(&mut heldout
+            .iter()
+            .map(|&i| estimate::sq_per_axis(tiles_audit[i].label, truth[i].displacement)));
         let positive: Vec<bool> = truth.iter().map(|t| t.outlier).collect();
         let scores: Vec<f64> = tiles_audit.iter().map(|t| t.score).collect();
-        let residual: Vec<f64> = tiles_audit.iter().map(|t| estimate::sq_per_axis(t.label, t.pred)).collect();
+        let residual: Vec<f64> =
+            tiles_audit.iter().map(|t| estimate::sq_per_axis(t.label, t.pred)).collect();
         let n_out = positive.iter().filter(|&&b| b).count();
-        (Some(measured), Some(noise), score::auroc(&scores, &positive), score::auroc(&residual, &positive), Some(n_out))
+        (
+            Some(measured),
+            Some(noise),
+            score::auroc(&scores, &positive),
+            score::auroc(&residual, &positive),
+            Some(n_out),
+        )
     } else {
         (None, None, None, None, None)
     };
-    let calibration = calibration_bins(&tiles_audit, &heldout, 5, |i| truth_of(&tiles_audit[i]).map(|t| estimate::sq_per_axis(tiles_audit[i].pred, t.displacement)));
-    let paper: Vec<f64> = heldout.iter().map(|&i| est.labels_inlier * tiles_audit[i].f_trace / 2.0).filter(|v| v.is_finite()).collect();
+    let calibration = calibration_bins(&tiles_audit, &heldout, 5, |i| {
+        truth_of(&tiles_audit[i])
+            .map(|t| estimate::sq_per_axis(tiles_audit[i].pred, t.displacement))
+    });
+    let paper: Vec<f64> = heldout
+        .iter()
+        .map(|&i| est.labels_inlier * tiles_audit[i].f_trace / 2.0)
+        .filter(|v| v.is_finite())
+        .collect();
 
     let summary = AuditSummary {
         out: out.to_path_buf(),
@@ -225,7 +267,8 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         n_heldout: heldout.len(),
         predicted_rmse_px: est.c.network_mse.sqrt(),
         measured_rmse_px: measured,
-        paper_predicted_rmse_px: (paper.len() == heldout.len() && !paper.is_empty()).then(|| rms(&mut paper.iter().copied())),
+        paper_predicted_rmse_px: (paper.len() == heldout.len() && !paper.is_empty())
+            .then(|| rms(&mut paper.iter().copied())),
         predicted_rmse_interval_px: est.interval,
         label_noise_rmse_px: est.c.var_labels.sqrt(),
         label_noise_inlier_rmse_px: est.labels_inlier.max(0.0).sqrt(),
@@ -246,14 +289,24 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         seconds: 0.0,
     };
 
-    atomic::build_dir(out, MARKER, |_| false, |partial| {
-        write_csv(&partial.join("audit.csv"), &inp, &tiles_audit, &order, has_truth)?;
-        write_geojson(&partial.join("flagged.geojson"), &inp, &tiles_audit, &order[..n_flagged])?;
-        let mut s = summary.clone();
-        s.seconds = start.elapsed().as_secs_f64();
-        atomic::write_json(&partial.join(MARKER), &s)?;
-        Ok(())
-    })?;
+    atomic::build_dir(
+        out,
+        MARKER,
+        |_| false,
+        |partial| {
+            write_csv(&partial.join("audit.csv"), &inp, &tiles_audit, &order, has_truth)?;
+            write_geojson(
+                &partial.join("flagged.geojson"),
+                &inp,
+                &tiles_audit,
+                &order[..n_flagged],
+            )?;
+            let mut s = summary.clone();
+            s.seconds = start.elapsed().as_secs_f64();
+            atomic::write_json(&partial.join(MARKER), &s)?;
+            Ok(())
+        },
+    )?;
     let mut s = summary;
     s.seconds = start.elapsed().as_secs_f64();
     Ok(s)
@@ -276,7 +329,13 @@ fn estimate_all(t: &mut [TileAudit], threshold: f64) -> Result<Estimates> {
     if held.len() < 10 {
         bail!("audit needs held-out tiles (the network's error is estimated on tiles it did not train on); the run has {}: train with a validation fraction", held.len());
     }
-    let cols = |t: &[TileAudit], ix: &[usize]| -> [Vec<[f64; 2]>; 3] { [ix.iter().map(|&i| t[i].label).collect(), ix.iter().map(|&i| t[i].pred).collect(), ix.iter().map(|&i| t[i].base).collect()] };
+    let cols = |t: &[TileAudit], ix: &[usize]| -> [Vec<[f64; 2]>; 3] {
+        [
+            ix.iter().map(|&i| t[i].label).collect(),
+            ix.iter().map(|&i| t[i].pred).collect(),
+            ix.iter().map(|&i| t[i].base).collect(),
+        ]
+    };
     let [y, f, p] = cols(t, &held);
     let c = estimate::collocate(&y, &f, &p);
     if !(c.network_mse.is_finite() && c.var_t.is_finite()) {
@@ -294,7 +353,12 @@ fn estimate_all(t: &mut [TileAudit], threshold: f64) -> Result<Estimates> {
         // The calibrated network's error variance against the neighbour count, fitted to the
         // per-tile products of the calibrated instruments on held-out tiles.
         let x: Vec<f64> = held.iter().map(|&i| sigma2 / t[i].ns.max(1e-9)).collect();
-        let z: Vec<f64> = held.iter().map(|&i| estimate::product(c.calibrated_f(t[i].pred), t[i].label, c.calibrated_p(t[i].base))).collect();
+        let z: Vec<f64> = held
+            .iter()
+            .map(|&i| {
+                estimate::product(c.calibrated_f(t[i].pred), t[i].label, c.calibrated_p(t[i].base))
+            })
+            .collect();
         model = estimate::calibrate_mean(estimate::fit_nonneg(&x, &z), &x, var_f);
         for a in t.iter_mut() {
             let vf = model.at(sigma2 / a.ns.max(1e-9)).max(floor);
@@ -303,10 +367,15 @@ fn estimate_all(t: &mut [TileAudit], threshold: f64) -> Result<Estimates> {
             let (est, v) = score::combine(fp, v, c.mean_t, c.var_t.max(floor));
             a.score = score::label_score(a.label, est, v, sigma2);
             // The network's expected squared error here: with the label too unless it is flagged.
-            let (est, v) = if a.score > threshold { (est, v) } else { score::combine(est, v, a.label, sigma2) };
+            let (est, v) = if a.score > threshold {
+                (est, v)
+            } else {
+                score::combine(est, v, a.label, sigma2)
+            };
             a.predicted_var = estimate::sq_per_axis(a.pred, est) + v;
         }
-        let inliers: Vec<usize> = held.iter().copied().filter(|&i| t[i].score <= threshold).collect();
+        let inliers: Vec<usize> =
+            held.iter().copied().filter(|&i| t[i].score <= threshold).collect();
         if inliers.len() < 10 {
             break;
         }
@@ -322,7 +391,12 @@ fn estimate_all(t: &mut [TileAudit], threshold: f64) -> Result<Estimates> {
 }
 
 /// Held-out tiles in `n` N_S quantile bins: predicted RMSE (and measured, with truth).
-fn calibration_bins(t: &[TileAudit], held: &[usize], n: usize, measured: impl Fn(usize) -> Option<f64>) -> Vec<CalibrationBin> {
+fn calibration_bins(
+    t: &[TileAudit],
+    held: &[usize],
+    n: usize,
+    measured: impl Fn(usize) -> Option<f64>,
+) -> Vec<CalibrationBin> {
     let mut h = held.to_vec();
     h.sort_by(|&a, &b| t[a].ns.total_cmp(&t[b].ns));
     let n = n.min(h.len()).max(1);
@@ -334,7 +408,9 @@ fn calibration_bins(t: &[TileAudit], held: &[usize], n: usize, measured: impl Fn
                 ns_min: t[part[0]].ns,
                 ns_max: t[*part.last().unwrap()].ns,
                 n: part.len(),
-                predicted_rmse_px: (part.iter().map(|&i| t[i].predicted_var).sum::<f64>() / part.len() as f64).sqrt(),
+                predicted_rmse_px: (part.iter().map(|&i| t[i].predicted_var).sum::<f64>()
+                    / part.len() as f64)
+                    .sqrt(),
                 measured_rmse_px: m.map(|v| (v.iter().sum::<f64>() / v.len() as f64).sqrt()),
             }
         })
@@ -343,14 +419,19 @@ fn calibration_bins(t: &[TileAudit], held: &[usize], n: usize, measured: impl Fn
 
 fn centres(inp: &inputs::RunInputs, ids: &[&str]) -> Result<Vec<([f64; 2], Option<[f64; 2]>)>> {
     let size = inp.manifest.params.tile_size as f64;
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+        inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut to_ll: BTreeMap<&str, geo::ToLonLat> = BTreeMap::new();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let t = by_id[id];
         let scene = inp.manifest.scene(&t.scene).context("unknown scene")?;
         if !to_ll.contains_key(t.scene.as_str()) {
-            to_ll.insert(t.scene.as_str(), geo::ToLonLat::new(&scene.grid.crs_wkt).with_context(|| format!("scene '{}'", t.scene))?);
+            to_ll.insert(
+                t.scene.as_str(),
+                geo::ToLonLat::new(&scene.grid.crs_wkt)
+                    .with_context(|| format!("scene '{}'", t.scene))?,
+            );
         }
         let c = geo::pixel_to_map(&t.geotransform, size / 2.0, size / 2.0);
         let ll = to_ll[t.scene.as_str()].apply(&[c])?.map(|v| v[0]);
@@ -359,7 +440,13 @@ fn centres(inp: &inputs::RunInputs, ids: &[&str]) -> Result<Vec<([f64; 2], Optio
     Ok(out)
 }
 
-fn write_csv(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], order: &[usize], has_truth: bool) -> Result<()> {
+fn write_csv(
+    path: &Path,
+    inp: &inputs::RunInputs,
+    t: &[TileAudit],
+    order: &[usize],
+    has_truth: bool,
+) -> Result<()> {
     let ids: Vec<&str> = order.iter().map(|&i| t[i].id.as_str()).collect();
     let at = centres(inp, &ids)?;
     let mut csv = String::from(
@@ -369,7 +456,9 @@ fn write_csv(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], order: &[usi
     for (rank, (&i, (c, ll))) in order.iter().zip(&at).enumerate() {
         let a = &t[i];
         let res = estimate::sq_per_axis(a.label, a.pred).sqrt();
-        let (lon, lat) = ll.map_or((String::new(), String::new()), |v| (format!("{:.7}", v[0]), format!("{:.7}", v[1])));
+        let (lon, lat) = ll.map_or((String::new(), String::new()), |v| {
+            (format!("{:.7}", v[0]), format!("{:.7}", v[1]))
+        });
         let _ = write!(
             csv,
             "{},{},{:.4},{:.4},{:.3},{},{:.3},{:.3},{lon},{lat},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
@@ -404,9 +493,15 @@ fn write_csv(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], order: &[usi
 
 /// Footprints of the flagged tiles, in longitude/latitude (RFC 7946); tiles of a scene without
 /// a CRS have a null geometry and their map coordinates in the properties.
-fn write_geojson(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], flagged: &[usize]) -> Result<()> {
+fn write_geojson(
+    path: &Path,
+    inp: &inputs::RunInputs,
+    t: &[TileAudit],
+    flagged: &[usize],
+) -> Result<()> {
     let size = inp.manifest.params.tile_size;
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> = inp.manifest.tiles.iter().map(|e| (e.id.as_str(), e)).collect();
+    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+        inp.manifest.tiles.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut features = Vec::new();
     for (rank, &i) in flagged.iter().enumerate() {
         let a = &t[i];
@@ -427,5 +522,8 @@ fn write_geojson(path: &Path, inp: &inputs::RunInputs, t: &[TileAudit], flagged:
             }
         }));
     }
-    atomic::write_json(path, &serde_json::json!({ "type": "FeatureCollection", "features": features }))
+    atomic::write_json(
+        path,
+        &serde_json::json!({ "type": "FeatureCollection", "features": features }),
+    )
 }

@@ -62,7 +62,13 @@ mod tests {
             for j in 0..s.len() {
                 if p[i] && !p[j] {
                     pairs += 1.0;
-                    wins += if s[i] > s[j] { 1.0 } else if s[i] == s[j] { 0.5 } else { 0.0 };
+                    wins += if s[i] > s[j] {
+                        1.0
+                    } else if s[i] == s[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -100,7 +106,8 @@ mod tests {
                 let gross = k < n;
                 let phi = rand::Rng::gen_range(rng, 0.0..std::f64::consts::TAU);
                 let g = if gross { magnitude } else { 0.0 };
-                let (ex, ey) = (noise.sample(rng) + g * phi.cos(), noise.sample(rng) + g * phi.sin());
+                let (ex, ey) =
+                    (noise.sample(rng) + g * phi.cos(), noise.sample(rng) + g * phi.sin());
                 s.push(ex * ex + ey * ey);
                 p.push(gross);
             }

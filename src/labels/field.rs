@@ -47,17 +47,32 @@ impl Field {
                     .map(|_| {
                         let sign = if rng.gen::<bool>() { 1.0 } else { -1.0 };
                         let (sx, sy) = (s * rng.gen_range(0.7..1.3), s * rng.gen_range(0.7..1.3));
-                        (rng.gen::<f64>() * size as f64, rng.gen::<f64>() * size as f64, sx, sy, sign)
+                        (
+                            rng.gen::<f64>() * size as f64,
+                            rng.gen::<f64>() * size as f64,
+                            sx,
+                            sy,
+                            sign,
+                        )
                     })
                     .collect();
                 let raw: Vec<f64> = (0..size * size)
                     .map(|i| {
                         let (x, y) = ((i % size) as f64 + 0.5, (i / size) as f64 + 0.5);
-                        bumps.iter().map(|(cx, cy, sx, sy, sign)| sign * (-0.5 * (((x - cx) / sx).powi(2) + ((y - cy) / sy).powi(2))).exp()).sum()
+                        bumps
+                            .iter()
+                            .map(|(cx, cy, sx, sy, sign)| {
+                                sign * (-0.5 * (((x - cx) / sx).powi(2) + ((y - cy) / sy).powi(2)))
+                                    .exp()
+                            })
+                            .sum()
                     })
                     .collect();
                 // Min–max stretch to [−1, 1], as the reference code does.
-                let (lo, hi) = raw.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let (lo, hi) =
+                    raw.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v), hi.max(v))
+                    });
                 let span = (hi - lo).max(1e-12);
                 for (c, r) in comp.iter_mut().zip(raw) {
                     *c += p.field_amplitude * (2.0 * (r - lo) / span - 1.0);
@@ -77,7 +92,11 @@ impl Field {
     }
 
     pub fn negated(&self) -> Field {
-        Field { size: self.size, dx: self.dx.iter().map(|v| -v).collect(), dy: self.dy.iter().map(|v| -v).collect() }
+        Field {
+            size: self.size,
+            dx: self.dx.iter().map(|v| -v).collect(),
+            dy: self.dy.iter().map(|v| -v).collect(),
+        }
     }
 }
 
@@ -108,7 +127,8 @@ mod tests {
             let f = Field::draw(32, &p, &mut rng);
             assert!(f.max_abs() <= p.max_abs() + 1e-12);
             // The smooth part spans exactly [−1.5, 1.5] around the translation on each axis.
-            let (lo, hi) = f.dx.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) =
+                f.dx.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             assert!((hi - lo - 3.0).abs() < 1e-9, "{lo} {hi}");
         }
         let c = Field::constant(8, 1.0, -2.0);

@@ -64,12 +64,24 @@ fn d_interp() -> Interp {
     Interp::Bilinear
 }
 fn d_noise() -> NoiseParams {
-    NoiseParams { model: NoiseModel::None, sigma: 0.0, corr_length: 0.0, outliers: 0.0, outlier_magnitude: 0.0, bias: [0.0, 0.0] }
+    NoiseParams {
+        model: NoiseModel::None,
+        sigma: 0.0,
+        corr_length: 0.0,
+        outliers: 0.0,
+        outlier_magnitude: 0.0,
+        bias: [0.0, 0.0],
+    }
 }
 
 impl LabelParams {
     pub fn field(&self) -> FieldParams {
-        FieldParams { amplitude: self.amplitude, field_amplitude: self.field_amplitude, bumps: self.bumps, bump_scale: self.bump_scale }
+        FieldParams {
+            amplitude: self.amplitude,
+            field_amplitude: self.field_amplitude,
+            bumps: self.bumps,
+            bump_scale: self.bump_scale,
+        }
     }
 }
 
@@ -135,33 +147,56 @@ pub struct LabelOptions {
 }
 
 /// Runs the stage on the tiles in `tiles_dir`, writing `out` (replaced as a whole when done).
-pub fn run(tiles_dir: &Path, out: &Path, p: &LabelParams, opts: &LabelOptions) -> Result<LabelSummary> {
+pub fn run(
+    tiles_dir: &Path,
+    out: &Path,
+    p: &LabelParams,
+    opts: &LabelOptions,
+) -> Result<LabelSummary> {
     let start = Instant::now();
     let manifest = Manifest::load(tiles_dir)?;
     for t in &manifest.tiles {
         if !tiles_dir.join(&t.path).is_file() {
-            bail!("tiles manifest '{}': tile '{}' is missing ({})", tiles_dir.join("manifest.json").display(), t.id, tiles_dir.join(&t.path).display());
+            bail!(
+                "tiles manifest '{}': tile '{}' is missing ({})",
+                tiles_dir.join("manifest.json").display(),
+                t.id,
+                tiles_dir.join(&t.path).display()
+            );
         }
     }
     let size = manifest.params.tile_size;
     let centre = p.centre.unwrap_or(size / 2);
     check(p, size, centre)?;
     let hash = fingerprint::hash_json(&(&manifest.input_hash, p));
-    if let (Ok(h), Ok(s)) = (std::fs::read_to_string(out.join(".input_hash")), std::fs::read_to_string(out.join("summary.json"))) {
+    if let (Ok(h), Ok(s)) = (
+        std::fs::read_to_string(out.join(".input_hash")),
+        std::fs::read_to_string(out.join("summary.json")),
+    ) {
         if h.trim() == hash {
-            let mut s: LabelSummary = serde_json::from_str(&s).context("labels summary.json unreadable")?;
+            let mut s: LabelSummary =
+                serde_json::from_str(&s).context("labels summary.json unreadable")?;
             s.up_to_date = true;
             s.seconds = start.elapsed().as_secs_f64();
             return Ok(s);
         }
     }
-    let summary = atomic::build_dir(out, "labels.json", |_| false, |partial| label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts))?;
+    let summary = atomic::build_dir(
+        out,
+        "labels.json",
+        |_| false,
+        |partial| label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts),
+    )?;
     Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
 }
 
 fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {
     p.noise.check()?;
-    for (name, v) in [("amplitude", p.amplitude), ("field amplitude", p.field_amplitude), ("bump scale", p.bump_scale)] {
+    for (name, v) in [
+        ("amplitude", p.amplitude),
+        ("field amplitude", p.field_amplitude),
+        ("bump scale", p.bump_scale),
+    ] {
         if !(v >= 0.0 && v.is_finite()) {
             bail!("{name} must be a non-negative number, not {v}");
         }
@@ -184,7 +219,16 @@ struct Labelled {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn label_all(m: &Manifest, tiles_dir: &Path, dir: &Path, out: &Path, p: &LabelParams, centre: usize, hash: &str, opts: &LabelOptions) -> Result<LabelSummary> {
+fn label_all(
+    m: &Manifest,
+    tiles_dir: &Path,
+    dir: &Path,
+    out: &Path,
+    p: &LabelParams,
+    centre: usize,
+    hash: &str,
+    opts: &LabelOptions,
+) -> Result<LabelSummary> {
     let size = m.params.tile_size;
     let tiles_abs = std::fs::canonicalize(tiles_dir)?;
     // One correlated-noise field per scene (two components), shared by its tiles.
@@ -196,14 +240,27 @@ fn label_all(m: &Manifest, tiles_dir: &Path, dir: &Path, out: &Path, p: &LabelPa
         .map(|(i, s)| {
             let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
             rng.set_stream((1 << 40) + i as u64);
-            (s.name.as_str(), [SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng), SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng)])
+            (
+                s.name.as_str(),
+                [
+                    SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng),
+                    SmoothNoise::new(p.noise.sigma, p.noise.corr_length, &mut rng),
+                ],
+            )
         })
         .collect();
     let moving_kind = |scene: &str| -> ModalityKind {
-        m.scene(scene).and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving)).map_or(ModalityKind::Optical, |md| md.kind)
+        m.scene(scene)
+            .and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving))
+            .map_or(ModalityKind::Optical, |md| md.kind)
     };
-    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(m.tiles.len() as u64) };
-    pb.set_style(ProgressStyle::with_template("labels [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
+    let pb =
+        if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(m.tiles.len() as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("labels [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     let done: Vec<Labelled> = m
         .tiles
         .par_iter()
@@ -212,7 +269,19 @@ fn label_all(m: &Manifest, tiles_dir: &Path, dir: &Path, out: &Path, p: &LabelPa
         .map_init(OpenFiles::default, |open, (i, t)| {
             let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
             rng.set_stream(i as u64);
-            label_tile(open, m, tiles_dir, dir, t, p, size, centre, &mut rng, scene_noise.get(t.scene.as_str()), moving_kind(&t.scene))
+            label_tile(
+                open,
+                m,
+                tiles_dir,
+                dir,
+                t,
+                p,
+                size,
+                centre,
+                &mut rng,
+                scene_noise.get(t.scene.as_str()),
+                moving_kind(&t.scene),
+            )
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
@@ -229,7 +298,12 @@ fn label_all(m: &Manifest, tiles_dir: &Path, dir: &Path, out: &Path, p: &LabelPa
     let n = labels.len();
     atomic::write_json(&dir.join("labels.json"), &labels)?;
     atomic::write_json(&dir.join("truth.json"), &truth)?;
-    let moving_bands = m.scenes.first().and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving)).map(|md| md.bands.iter().map(|b| b.description.clone()).collect()).unwrap_or_default();
+    let moving_bands = m
+        .scenes
+        .first()
+        .and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving))
+        .map(|md| md.bands.iter().map(|b| b.description.clone()).collect())
+        .unwrap_or_default();
     let target = Target {
         definition: TARGET_DEFINITION.into(),
         units: "pixels of the reference grid".into(),
@@ -269,7 +343,9 @@ fn label_tile(
     scene_noise: Option<&[SmoothNoise; 2]>,
     kind: ModalityKind,
 ) -> Result<Labelled> {
-    let scene = m.scene(&t.scene).with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
+    let scene = m
+        .scene(&t.scene)
+        .with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
     let d = Field::draw(size, &p.field(), rng);
     let (noise_offset, outlier) = noise::tile_offset_flagged(&p.noise, rng);
     // Dense noise over the tile: per-tile constant part + the scene's smooth field.
@@ -277,7 +353,10 @@ fn label_tile(
     let mut ey = vec![noise_offset[1]; size * size];
     if let Some([fx, fy]) = scene_noise {
         for i in 0..size * size {
-            let (x, y) = (t.window.col as f64 + (i % size) as f64 + 0.5, t.window.row as f64 + (i / size) as f64 + 0.5);
+            let (x, y) = (
+                t.window.col as f64 + (i % size) as f64 + 0.5,
+                t.window.row as f64 + (i / size) as f64 + 0.5,
+            );
             ex[i] += fx.at(x, y);
             ey[i] += fy.at(x, y);
         }
@@ -289,9 +368,19 @@ fn label_tile(
 
     // The moving modality around the tile, with room for the largest displacement.
     let margin = d.max_abs().ceil() as usize + 3;
-    let around = Window { col: t.window.col - margin as i64, row: t.window.row - margin as i64, width: size + 2 * margin, height: size + 2 * margin };
+    let around = Window {
+        col: t.window.col - margin as i64,
+        row: t.window.row - margin as i64,
+        width: size + 2 * margin,
+        height: size + 2 * margin,
+    };
     let bands = read_modality(open, tiles_dir, scene, Role::Moving, around)?;
-    let descs: Vec<String> = scene.modalities.iter().find(|md| md.role == Role::Moving).map(|md| md.bands.iter().map(|b| b.description.clone()).collect()).unwrap_or_default();
+    let descs: Vec<String> = scene
+        .modalities
+        .iter()
+        .find(|md| md.role == Role::Moving)
+        .map(|md| md.bands.iter().map(|b| b.description.clone()).collect())
+        .unwrap_or_default();
     let warped: Vec<BandData> = bands
         .into_iter()
         .zip(descs)
@@ -302,7 +391,16 @@ fn label_tile(
             }
             let src = Source { pixels: &px, width: around.width, height: around.height, margin };
             let out = warp::warp(&src, &d.dx, &d.dy, size, p.interp);
-            let pixels = out.iter().map(|&v| if kind == ModalityKind::SarDb { (10.0 * v.log10()) as f32 } else { v as f32 }).collect();
+            let pixels =
+                out.iter()
+                    .map(|&v| {
+                        if kind == ModalityKind::SarDb {
+                            (10.0 * v.log10()) as f32
+                        } else {
+                            v as f32
+                        }
+                    })
+                    .collect();
             BandData { description, pixels }
         })
         .collect();
@@ -318,14 +416,51 @@ fn label_tile(
     }
     let opts = GeoTiffOptions { deflate: false };
     let crs = &scene.grid.crs_wkt;
-    write_f32_geotiff(&dir.join(&moving), crs, t.geotransform, size, size, warped, &[("SIMREG_TILE_ID", t.id.clone())], opts)?;
+    write_f32_geotiff(
+        &dir.join(&moving),
+        crs,
+        t.geotransform,
+        size,
+        size,
+        warped,
+        &[("SIMREG_TILE_ID", t.id.clone())],
+        opts,
+    )?;
     let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let two = |a: &[f64], b: &[f64]| vec![BandData { description: "dx".into(), pixels: as_f32(a) }, BandData { description: "dy".into(), pixels: as_f32(b) }];
-    write_f32_geotiff(&dir.join(&label_field), crs, t.geotransform, size, size, two(&lx, &ly), &[("SIMREG_UNITS", "px, x east, y south".into())], opts)?;
-    write_f32_geotiff(&dir.join(&truth_field), crs, t.geotransform, size, size, two(&d.dx, &d.dy), &[("SIMREG_UNITS", "px, x east, y south".into())], opts)?;
+    let two = |a: &[f64], b: &[f64]| {
+        vec![
+            BandData { description: "dx".into(), pixels: as_f32(a) },
+            BandData { description: "dy".into(), pixels: as_f32(b) },
+        ]
+    };
+    write_f32_geotiff(
+        &dir.join(&label_field),
+        crs,
+        t.geotransform,
+        size,
+        size,
+        two(&lx, &ly),
+        &[("SIMREG_UNITS", "px, x east, y south".into())],
+        opts,
+    )?;
+    write_f32_geotiff(
+        &dir.join(&truth_field),
+        crs,
+        t.geotransform,
+        size,
+        size,
+        two(&d.dx, &d.dy),
+        &[("SIMREG_UNITS", "px, x east, y south".into())],
+        opts,
+    )?;
     Ok(Labelled {
         id: t.id.clone(),
         label: LabelEntry { label, moving, label_field },
-        truth: TruthEntry { displacement: truth_mean, noise: [label[0] - truth_mean[0], label[1] - truth_mean[1]], field: truth_field, outlier },
+        truth: TruthEntry {
+            displacement: truth_mean,
+            noise: [label[0] - truth_mean[0], label[1] - truth_mean[1]],
+            field: truth_field,
+            outlier,
+        },
     })
 }

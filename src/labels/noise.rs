@@ -48,14 +48,22 @@ impl NoiseParams {
         if !(self.sigma >= 0.0 && self.sigma.is_finite()) {
             bail!("noise sigma must be a non-negative number of pixels, not {}", self.sigma);
         }
-        if self.model == NoiseModel::Correlated && !(self.corr_length > 0.0 && self.corr_length.is_finite()) {
-            bail!("the correlated noise model needs a positive corr-length (px), not {}", self.corr_length);
+        if self.model == NoiseModel::Correlated
+            && !(self.corr_length > 0.0 && self.corr_length.is_finite())
+        {
+            bail!(
+                "the correlated noise model needs a positive corr-length (px), not {}",
+                self.corr_length
+            );
         }
         if !(0.0..=1.0).contains(&self.outliers) {
             bail!("outlier rate must be within [0, 1], not {}", self.outliers);
         }
         if !(self.outlier_magnitude >= 0.0 && self.outlier_magnitude.is_finite()) {
-            bail!("outlier magnitude must be a non-negative number of pixels, not {}", self.outlier_magnitude);
+            bail!(
+                "outlier magnitude must be a non-negative number of pixels, not {}",
+                self.outlier_magnitude
+            );
         }
         if self.outliers > 0.0 && self.outlier_magnitude == 0.0 {
             bail!("outliers need --outlier-magnitude > 0");
@@ -153,9 +161,17 @@ mod tests {
 
     #[test]
     fn iid_noise_has_the_set_sigma_within_3_percent() {
-        let p = NoiseParams { model: NoiseModel::Iid, sigma: 2.0, corr_length: 0.0, outliers: 0.0, outlier_magnitude: 0.0, bias: [0.0, 0.0] };
+        let p = NoiseParams {
+            model: NoiseModel::Iid,
+            sigma: 2.0,
+            corr_length: 0.0,
+            outliers: 0.0,
+            outlier_magnitude: 0.0,
+            bias: [0.0, 0.0],
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let (xs, ys): (Vec<f64>, Vec<f64>) = (0..20_000).map(|_| tile_offset(&p, &mut rng)).map(|e| (e[0], e[1])).unzip();
+        let (xs, ys): (Vec<f64>, Vec<f64>) =
+            (0..20_000).map(|_| tile_offset(&p, &mut rng)).map(|e| (e[0], e[1])).unzip();
         for s in [std(&xs), std(&ys)] {
             assert!((s / 2.0 - 1.0).abs() < 0.03, "sample σ {s}");
         }
@@ -175,7 +191,8 @@ mod tests {
         assert!((s / sigma - 1.0).abs() < 0.03, "sample σ {s}");
         // Correlation at distance d: mean over fields of ε(p)ε(p + d)/σ²; the empirical
         // correlation length is where it falls to e^(−1/2).
-        let fields: Vec<SmoothNoise> = (0..300).map(|_| SmoothNoise::new(sigma, l, &mut rng)).collect();
+        let fields: Vec<SmoothNoise> =
+            (0..300).map(|_| SmoothNoise::new(sigma, l, &mut rng)).collect();
         let corr = |d: f64| {
             let mut acc = 0.0;
             let mut n = 0.0;
@@ -200,20 +217,41 @@ mod tests {
 
     #[test]
     fn outliers_and_bias_compose() {
-        let p = NoiseParams { model: NoiseModel::None, sigma: 0.0, corr_length: 0.0, outliers: 0.05, outlier_magnitude: 12.0, bias: [1.0, -0.5] };
+        let p = NoiseParams {
+            model: NoiseModel::None,
+            sigma: 0.0,
+            corr_length: 0.0,
+            outliers: 0.05,
+            outlier_magnitude: 12.0,
+            bias: [1.0, -0.5],
+        };
         assert_eq!(p.model_name(), "bias+outliers");
         let mut rng = ChaCha8Rng::seed_from_u64(13);
         let e: Vec<[f64; 2]> = (0..20_000).map(|_| tile_offset(&p, &mut rng)).collect();
-        let gross = e.iter().filter(|v| ((v[0] - 1.0).powi(2) + (v[1] + 0.5).powi(2)).sqrt() > 11.99).count();
+        let gross = e
+            .iter()
+            .filter(|v| ((v[0] - 1.0).powi(2) + (v[1] + 0.5).powi(2)).sqrt() > 11.99)
+            .count();
         assert!((gross as f64 / 20_000.0 - 0.05).abs() < 0.005, "{gross}");
         assert!(e.iter().filter(|v| **v == [1.0, -0.5]).count() == 20_000 - gross);
     }
 
     #[test]
     fn bad_parameters_are_refused() {
-        let ok = NoiseParams { model: NoiseModel::Iid, sigma: 1.0, corr_length: 0.0, outliers: 0.0, outlier_magnitude: 0.0, bias: [0.0, 0.0] };
+        let ok = NoiseParams {
+            model: NoiseModel::Iid,
+            sigma: 1.0,
+            corr_length: 0.0,
+            outliers: 0.0,
+            outlier_magnitude: 0.0,
+            bias: [0.0, 0.0],
+        };
         assert!(ok.check().is_ok());
-        assert!(NoiseParams { sigma: -1.0, ..ok.clone() }.check().unwrap_err().to_string().contains("non-negative"));
+        assert!(NoiseParams { sigma: -1.0, ..ok.clone() }
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("non-negative"));
         assert!(NoiseParams { model: NoiseModel::Correlated, ..ok.clone() }.check().is_err());
         assert!(NoiseParams { outliers: 1.5, ..ok.clone() }.check().is_err());
     }

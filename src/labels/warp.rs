@@ -92,21 +92,31 @@ mod tests {
     /// An analytic image on a tile with margin, sampled at pixel centres.
     fn image(size: usize, margin: usize) -> Vec<f32> {
         let w = size + 2 * margin;
-        (0..w * w).map(|i| analytic((i % w) as f64 + 0.5 - margin as f64, (i / w) as f64 + 0.5 - margin as f64) as f32).collect()
+        (0..w * w)
+            .map(|i| {
+                analytic((i % w) as f64 + 0.5 - margin as f64, (i / w) as f64 + 0.5 - margin as f64)
+                    as f32
+            })
+            .collect()
     }
 
     #[test]
     fn subpixel_shift_matches_the_analytic_shift() {
         let (size, margin) = (48, 4);
         let px = image(size, margin);
-        let src = Source { pixels: &px, width: size + 2 * margin, height: size + 2 * margin, margin };
+        let src =
+            Source { pixels: &px, width: size + 2 * margin, height: size + 2 * margin, margin };
         let d = Field::constant(size, 0.37, -0.61);
         // Bilinear: within its error bound (|f_xx| + |f_yy|)/8 ≈ 0.0073 for this image;
         // bicubic (third order) an order of magnitude better.
         for (interp, tol) in [(Interp::Bilinear, 0.0074), (Interp::Bicubic, 1e-3)] {
             let out = warp(&src, &d.dx, &d.dy, size, interp);
             let worst = (0..size * size)
-                .map(|i| (out[i] - analytic((i % size) as f64 + 0.5 - 0.37, (i / size) as f64 + 0.5 + 0.61)).abs())
+                .map(|i| {
+                    (out[i]
+                        - analytic((i % size) as f64 + 0.5 - 0.37, (i / size) as f64 + 0.5 + 0.61))
+                    .abs()
+                })
                 .fold(0.0f64, f64::max);
             assert!(worst < tol, "{interp:?}: worst error {worst} (tolerance {tol})");
         }
@@ -122,17 +132,25 @@ mod tests {
         let px = image(size, margin);
         let w = size + 2 * margin;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let smooth = Field::draw(w, &FieldParams { amplitude: 2.0, field_amplitude: 1.5, bumps: 30, bump_scale: 0.5 }, &mut rng);
+        let smooth = Field::draw(
+            w,
+            &FieldParams { amplitude: 2.0, field_amplitude: 1.5, bumps: 30, bump_scale: 0.5 },
+            &mut rng,
+        );
         let grad = |f: &[f64]| {
             let cells = (0..w - 1).flat_map(|r| (0..w - 1).map(move |c| r * w + c));
-            cells.map(|i| (f[i + 1] - f[i]).abs().max((f[i + w] - f[i]).abs())).fold(0.0f64, f64::max)
+            cells
+                .map(|i| (f[i + 1] - f[i]).abs().max((f[i + w] - f[i]).abs()))
+                .fold(0.0f64, f64::max)
         };
         let first_order = grad(&smooth.dx).max(grad(&smooth.dy)) * smooth.max_abs() * 0.25;
-        for (d, what) in [(Field::constant(w, 2.3, -1.6), "translation"), (smooth, "smooth field")] {
+        for (d, what) in [(Field::constant(w, 2.3, -1.6), "translation"), (smooth, "smooth field")]
+        {
             for (interp, interp_err) in [(Interp::Bilinear, 0.0074), (Interp::Bicubic, 1e-3)] {
                 let tol = 2.0 * interp_err + if what == "translation" { 0.0 } else { first_order };
                 let src = Source { pixels: &px, width: w, height: w, margin: 0 };
-                let once: Vec<f32> = warp(&src, &d.dx, &d.dy, w, interp).iter().map(|&v| v as f32).collect();
+                let once: Vec<f32> =
+                    warp(&src, &d.dx, &d.dy, w, interp).iter().map(|&v| v as f32).collect();
                 let back = d.negated();
                 let src2 = Source { pixels: &once, width: w, height: w, margin: 0 };
                 let twice = warp(&src2, &back.dx, &back.dy, w, interp);
@@ -143,7 +161,10 @@ mod tests {
                         worst = worst.max((twice[r * w + c] - px[r * w + c] as f64).abs());
                     }
                 }
-                assert!(worst < tol, "{what}, {interp:?}: round-trip error {worst} > tolerance {tol}");
+                assert!(
+                    worst < tol,
+                    "{what}, {interp:?}: round-trip error {worst} > tolerance {tol}"
+                );
             }
         }
         assert!(first_order < 0.05, "the field is smooth: first-order term {first_order}");

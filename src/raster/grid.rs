@@ -60,7 +60,13 @@ mod tests {
     use super::*;
 
     fn grid() -> Grid {
-        Grid { crs_wkt: String::new(), epsg: None, geotransform: [500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0], width: 100, height: 50 }
+        Grid {
+            crs_wkt: String::new(),
+            epsg: None,
+            geotransform: [500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0],
+            width: 100,
+            height: 50,
+        }
     }
 
     #[test]

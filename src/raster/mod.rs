@@ -27,7 +27,14 @@ pub fn init_gdal() {
 /// A libtorch error without the C++ backtrace libtorch appends ("Exception raised from ...").
 pub fn torch_message(msg: impl std::fmt::Display) -> String {
     let m = msg.to_string();
-    one_line(m.split(" Exception raised from").next().unwrap_or(&m).split("\nException raised from").next().unwrap_or(&m))
+    one_line(
+        m.split(" Exception raised from")
+            .next()
+            .unwrap_or(&m)
+            .split("\nException raised from")
+            .next()
+            .unwrap_or(&m),
+    )
 }
 
 /// Makes a GDAL message fit on one line.

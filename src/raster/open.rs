@@ -75,7 +75,12 @@ pub fn open_raster(path: &Path, role: &str) -> Result<RasterInfo> {
             is_integer: !ty.is_floating(),
         });
     }
-    Ok(RasterInfo { path: path.to_path_buf(), grid: Grid { crs_wkt, epsg, geotransform, width, height }, bands, driver })
+    Ok(RasterInfo {
+        path: path.to_path_buf(),
+        grid: Grid { crs_wkt, epsg, geotransform, width, height },
+        bands,
+        driver,
+    })
 }
 
 /// Opens read-only (GDAL's default), mapping failures to one line naming the file.

@@ -20,7 +20,9 @@ pub struct MapRaster {
 pub fn rasterize_vector(path: &Path, role: &str, grid: &Grid) -> Result<MapRaster> {
     super::init_gdal();
     let shown = path.display();
-    let ds = Dataset::open(path).map_err(|e| anyhow::anyhow!("{role} '{shown}': cannot open as a vector map: {}", one_line(e)))?;
+    let ds = Dataset::open(path).map_err(|e| {
+        anyhow::anyhow!("{role} '{shown}': cannot open as a vector map: {}", one_line(e))
+    })?;
     if ds.layer_count() == 0 {
         bail!("{role} '{shown}': has no vector layers");
     }
@@ -37,7 +39,10 @@ pub fn rasterize_vector(path: &Path, role: &str, grid: &Grid) -> Result<MapRaste
             (Some(mut s), Some(t)) if s != *t => {
                 s.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
                 Some(CoordTransform::new(&s, t).map_err(|e| {
-                    anyhow::anyhow!("{role} '{shown}': its CRS cannot be transformed to the reference CRS: {}", one_line(e))
+                    anyhow::anyhow!(
+                        "{role} '{shown}': its CRS cannot be transformed to the reference CRS: {}",
+                        one_line(e)
+                    )
                 })?)
             }
             _ => None,
@@ -45,7 +50,12 @@ pub fn rasterize_vector(path: &Path, role: &str, grid: &Grid) -> Result<MapRaste
         for feature in layer.features() {
             let Some(g) = feature.geometry() else { continue };
             let g = match &transform {
-                Some(ct) => g.transform(ct).map_err(|e| anyhow::anyhow!("{role} '{shown}': cannot transform a geometry: {}", one_line(e)))?,
+                Some(ct) => g.transform(ct).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{role} '{shown}': cannot transform a geometry: {}",
+                        one_line(e)
+                    )
+                })?,
                 None => g.clone(),
             };
             geoms.push(g);
@@ -54,7 +64,12 @@ pub fn rasterize_vector(path: &Path, role: &str, grid: &Grid) -> Result<MapRaste
     if geoms.is_empty() {
         bail!("{role} '{shown}': contains no geometries");
     }
-    let mut mem = DriverManager::get_driver_by_name("MEM")?.create_with_band_type::<u8, _>("", grid.width, grid.height, 1)?;
+    let mut mem = DriverManager::get_driver_by_name("MEM")?.create_with_band_type::<u8, _>(
+        "",
+        grid.width,
+        grid.height,
+        1,
+    )?;
     mem.set_geo_transform(&grid.geotransform)?;
     if !grid.crs_wkt.is_empty() {
         mem.set_projection(&grid.crs_wkt)?;
@@ -67,8 +82,12 @@ pub fn rasterize_vector(path: &Path, role: &str, grid: &Grid) -> Result<MapRaste
     if !fill_u8.iter().any(|&v| v > 0) {
         bail!("{role} '{shown}': no feature falls on the reference raster (no overlap)");
     }
-    let img = GrayImage::from_raw(grid.width as u32, grid.height as u32, fill_u8.iter().map(|&v| v * 255).collect())
-        .expect("buffer size matches the grid");
+    let img = GrayImage::from_raw(
+        grid.width as u32,
+        grid.height as u32,
+        fill_u8.iter().map(|&v| v * 255).collect(),
+    )
+    .expect("buffer size matches the grid");
     // Edge = filled pixels whose 4-neighbourhood leaves the shape.
     let eroded = imageproc::morphology::erode(&img, Norm::L1, 1);
     let edge = img

@@ -45,7 +45,8 @@ pub fn same_crs(a: &str, b: &str) -> bool {
 /// two overlap; returns the fraction of `dst`'s extent that `src` covers (by bounding box).
 pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Result<f64> {
     let shown = path.display();
-    if !src.geotransform[1].is_finite() || src.geotransform[1] == 0.0 || src.geotransform[5] == 0.0 {
+    if !src.geotransform[1].is_finite() || src.geotransform[1] == 0.0 || src.geotransform[5] == 0.0
+    {
         bail!("{role} '{shown}': has no usable geotransform");
     }
     let b = if src.crs_wkt.is_empty() != dst.crs_wkt.is_empty() {
@@ -58,10 +59,16 @@ pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Resul
     } else {
         let (s, d) = (srs(&src.crs_wkt)?, srs(&dst.crs_wkt)?);
         let ct = CoordTransform::new(&s, &d).map_err(|e| {
-            anyhow::anyhow!("{role} '{shown}': its CRS cannot be transformed to the reference CRS: {}", one_line(e))
+            anyhow::anyhow!(
+                "{role} '{shown}': its CRS cannot be transformed to the reference CRS: {}",
+                one_line(e)
+            )
         })?;
         ct.transform_bounds(&src.bounds(), 21).map_err(|e| {
-            anyhow::anyhow!("{role} '{shown}': its extent cannot be transformed to the reference CRS: {}", one_line(e))
+            anyhow::anyhow!(
+                "{role} '{shown}': its extent cannot be transformed to the reference CRS: {}",
+                one_line(e)
+            )
         })?
     };
     if b.iter().any(|v| !v.is_finite()) {
@@ -79,7 +86,13 @@ pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Resul
 
 /// Warps `src` onto `grid` into a Float32 GeoTIFF at `dst` (NaN where there is no data).
 /// Source nodata is honoured; the output is written under a temporary name and renamed.
-pub fn warp_onto_grid(src: &Path, role: &str, grid: &Grid, resampling: Resampling, dst: &Path) -> Result<()> {
+pub fn warp_onto_grid(
+    src: &Path,
+    role: &str,
+    grid: &Grid,
+    resampling: Resampling,
+    dst: &Path,
+) -> Result<()> {
     if !grid.is_north_up() {
         bail!("internal: target grid must be north-up");
     }
@@ -91,25 +104,43 @@ pub fn warp_onto_grid(src: &Path, role: &str, grid: &Grid, resampling: Resamplin
     }
     args.extend(
         [
-            "-te", &xmin.to_string(), &ymin.to_string(), &xmax.to_string(), &ymax.to_string(),
-            "-ts", &grid.width.to_string(), &grid.height.to_string(),
-            "-r", resampling.gdal_name(),
-            "-dstnodata", "nan",
+            "-te",
+            &xmin.to_string(),
+            &ymin.to_string(),
+            &xmax.to_string(),
+            &ymax.to_string(),
+            "-ts",
+            &grid.width.to_string(),
+            &grid.height.to_string(),
+            "-r",
+            resampling.gdal_name(),
+            "-dstnodata",
+            "nan",
             // Exact transformation per pixel (no linear approximation): sub-pixel accuracy matters here.
-            "-et", "0",
-            "-co", "TILED=YES", "-co", "BIGTIFF=IF_SAFER",
-            "-overwrite", "-q",
+            "-et",
+            "0",
+            "-co",
+            "TILED=YES",
+            "-co",
+            "BIGTIFF=IF_SAFER",
+            "-overwrite",
+            "-q",
         ]
         .map(String::from),
     );
     let tmp = dst.with_extension("tif.tmp");
-    run_gdalwarp(&ds, &args, &tmp)
-        .map_err(|e| anyhow::anyhow!("{role} '{}': warping onto the reference grid failed: {e}", src.display()))?;
+    run_gdalwarp(&ds, &args, &tmp).map_err(|e| {
+        anyhow::anyhow!("{role} '{}': warping onto the reference grid failed: {e}", src.display())
+    })?;
     std::fs::rename(&tmp, dst)?;
     Ok(())
 }
 
-fn run_gdalwarp(src: &gdal::Dataset, args: &[String], dst: &Path) -> std::result::Result<(), String> {
+fn run_gdalwarp(
+    src: &gdal::Dataset,
+    args: &[String],
+    dst: &Path,
+) -> std::result::Result<(), String> {
     let cargs: Vec<CString> = args.iter().map(|a| CString::new(a.as_str()).unwrap()).collect();
     let mut argv: Vec<*mut std::ffi::c_char> = cargs.iter().map(|c| c.as_ptr() as *mut _).collect();
     argv.push(std::ptr::null_mut());
@@ -122,7 +153,14 @@ fn run_gdalwarp(src: &gdal::Dataset, args: &[String], dst: &Path) -> std::result
         let mut src_h = src.c_dataset();
         let mut usage_error: std::ffi::c_int = 0;
         gdal_sys::CPLErrorReset();
-        let out = gdal_sys::GDALWarp(dst_c.as_ptr(), std::ptr::null_mut(), 1, &mut src_h, opts, &mut usage_error);
+        let out = gdal_sys::GDALWarp(
+            dst_c.as_ptr(),
+            std::ptr::null_mut(),
+            1,
+            &mut src_h,
+            opts,
+            &mut usage_error,
+        );
         gdal_sys::GDALWarpAppOptionsFree(opts);
         if out.is_null() {
             let _ = std::fs::remove_file(dst);
@@ -140,7 +178,15 @@ fn run_gdalwarp(src: &gdal::Dataset, args: &[String], dst: &Path) -> std::result
 fn last_gdal_error(fallback: &str) -> String {
     let msg = unsafe {
         let p = gdal_sys::CPLGetLastErrorMsg();
-        if p.is_null() { String::new() } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     };
-    if msg.is_empty() { fallback.to_string() } else { one_line(msg) }
+    if msg.is_empty() {
+        fallback.to_string()
+    } else {
+        one_line(msg)
+    }
 }

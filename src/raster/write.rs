@@ -64,7 +64,8 @@ pub fn write_f32_geotiff(
             co.extend(["COMPRESS=DEFLATE", "PREDICTOR=3"]);
         }
         let co = RasterCreationOptions::from_iter(co);
-        let mut ds = driver.create_with_band_type_with_options::<f32, _>(tmp_ref, width, height, n_bands, &co)?;
+        let mut ds = driver
+            .create_with_band_type_with_options::<f32, _>(tmp_ref, width, height, n_bands, &co)?;
         ds.set_geo_transform(&geotransform)?;
         if !crs_wkt.is_empty() {
             with_srs(crs_wkt, |srs| ds.set_spatial_ref(srs))?;
@@ -83,7 +84,8 @@ pub fn write_f32_geotiff(
         Ok(())
     })();
     match result {
-        Ok(()) => std::fs::rename(&tmp, path).with_context(|| format!("cannot rename onto '{}'", path.display())),
+        Ok(()) => std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename onto '{}'", path.display())),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e.context(format!("cannot write '{}'", path.display())))

@@ -5,7 +5,8 @@ use plotters::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 
-const FONT_PATHS: &[&str] = &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+const FONT_PATHS: &[&str] =
+    &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
 
 /// Registers the plot font; an error names the package to install.
 pub fn init_font() -> Result<()> {
@@ -34,7 +35,9 @@ pub struct Series<'a> {
 }
 
 fn range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
-    let (lo, hi) = v.filter(|x| x.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -47,13 +50,25 @@ fn range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// Lines with markers (and error bars where given).
-pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], y_from_zero: bool) -> Result<()> {
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    y_from_zero: bool,
+) -> Result<()> {
     init_font()?;
     if series.iter().all(|s| s.points.is_empty()) {
         bail!("plot '{}': no data", path.display());
     }
     let xs = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), 0.05);
-    let ys_iter = series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.bars.iter().chain(s.band.iter()).flatten().flat_map(|b| [b.1, b.2])));
+    let ys_iter = series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .map(|p| p.1)
+            .chain(s.bars.iter().chain(s.band.iter()).flatten().flat_map(|b| [b.1, b.2]))
+    });
     let mut ys = range(ys_iter, 0.08);
     if y_from_zero {
         ys.0 = 0.0;
@@ -67,12 +82,21 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
         .y_label_area_size(56)
         .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
         .map_err(err)?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 13)).draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
     // Bands first, so that every line is drawn over them.
     for s in series {
         if let Some(b) = s.band.as_ref().filter(|b| b.len() > 1) {
-            let outline: Vec<(f64, f64)> = b.iter().map(|p| (p.0, p.2)).chain(b.iter().rev().map(|p| (p.0, p.1))).collect();
-            chart.draw_series(std::iter::once(Polygon::new(outline, s.colour.mix(0.18).filled()))).map_err(err)?;
+            let outline: Vec<(f64, f64)> =
+                b.iter().map(|p| (p.0, p.2)).chain(b.iter().rev().map(|p| (p.0, p.1))).collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, s.colour.mix(0.18).filled())))
+                .map_err(err)?;
         }
     }
     for s in series {
@@ -84,17 +108,36 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         if let Some(b) = &s.bars {
             // The bar's middle mark is the series' own point at that x.
-            let mid = |x: f64, lo: f64, hi: f64| s.points.iter().find(|p| p.0 == x).map_or((lo + hi) / 2.0, |p| p.1);
-            chart.draw_series(b.iter().map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, mid(x, lo, hi), hi, c.filled(), 8))).map_err(err)?;
+            let mid = |x: f64, lo: f64, hi: f64| {
+                s.points.iter().find(|p| p.0 == x).map_or((lo + hi) / 2.0, |p| p.1)
+            };
+            chart
+                .draw_series(b.iter().map(|&(x, lo, hi)| {
+                    ErrorBar::new_vertical(x, lo, mid(x, lo, hi), hi, c.filled(), 8)
+                }))
+                .map_err(err)?;
         }
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
 
 /// A histogram of `values` in `bins` equal bins; bars are coloured by bin.
-pub fn histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<Vec<(f64, f64)>> {
+pub fn histogram(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    values: &[f64],
+    bins: usize,
+) -> Result<Vec<(f64, f64)>> {
     init_font()?;
     let (lo, hi) = range(values.iter().copied(), 0.0);
     let w = (hi - lo) / bins as f64;
@@ -112,7 +155,13 @@ pub fn histogram(path: &Path, title: &str, x_label: &str, values: &[f64], bins: 
         .y_label_area_size(56)
         .build_cartesian_2d(lo..hi, 0.0..top.max(1.0))
         .map_err(err)?;
-    chart.configure_mesh().x_desc(x_label).y_desc("tiles").label_style(("sans-serif", 13)).draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc("tiles")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
     chart
         .draw_series(counts.iter().enumerate().map(|(k, &c)| {
             let x0 = lo + k as f64 * w;
@@ -131,18 +180,73 @@ mod tests {
     fn plots_are_written_as_png() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.png");
-        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]) };
+        let s = Series {
+            name: "x",
+            colour: RED,
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            bars: Some(vec![(1.0, 1.5, 2.5)]),
+            band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]),
+        };
         lines(&p, "t", "x", "y", &[s], true).unwrap();
         let img = image::open(&p).unwrap();
         assert_eq!((img.width(), img.height()), (720, 420));
         // The band is drawn: the same plot without it differs.
         let q = dir.path().join("b.png");
-        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: None };
-        lines(&q, "t", "x", "y", &[s, Series { name: "y", colour: BLUE, points: vec![(0.0, 0.5), (1.0, 3.0)], bars: None, band: None }], true).unwrap();
+        let s = Series {
+            name: "x",
+            colour: RED,
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            bars: Some(vec![(1.0, 1.5, 2.5)]),
+            band: None,
+        };
+        lines(
+            &q,
+            "t",
+            "x",
+            "y",
+            &[
+                s,
+                Series {
+                    name: "y",
+                    colour: BLUE,
+                    points: vec![(0.0, 0.5), (1.0, 3.0)],
+                    bars: None,
+                    band: None,
+                },
+            ],
+            true,
+        )
+        .unwrap();
         let r = dir.path().join("c.png");
-        let s = Series { name: "x", colour: RED, points: vec![(0.0, 1.0), (1.0, 2.0)], bars: Some(vec![(1.0, 1.5, 2.5)]), band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]) };
-        lines(&r, "t", "x", "y", &[s, Series { name: "y", colour: BLUE, points: vec![(0.0, 0.5), (1.0, 3.0)], bars: None, band: None }], true).unwrap();
-        assert_ne!(image::open(&q).unwrap().to_rgb8().into_raw(), image::open(&r).unwrap().to_rgb8().into_raw());
+        let s = Series {
+            name: "x",
+            colour: RED,
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            bars: Some(vec![(1.0, 1.5, 2.5)]),
+            band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.0, 3.0)]),
+        };
+        lines(
+            &r,
+            "t",
+            "x",
+            "y",
+            &[
+                s,
+                Series {
+                    name: "y",
+                    colour: BLUE,
+                    points: vec![(0.0, 0.5), (1.0, 3.0)],
+                    bars: None,
+                    band: None,
+                },
+            ],
+            true,
+        )
+        .unwrap();
+        assert_ne!(
+            image::open(&q).unwrap().to_rgb8().into_raw(),
+            image::open(&r).unwrap().to_rgb8().into_raw()
+        );
         let h = dir.path().join("h.png");
         let edges = histogram(&h, "t", "v", &[1.0, 2.0, 2.5, 9.0], 4).unwrap();
         assert_eq!(edges.len(), 4);

@@ -37,7 +37,8 @@ impl Road {
     /// Distance from point p to the road's centreline segment, pixels.
     pub fn distance(&self, p: [f64; 2]) -> f64 {
         let (dx, dy) = (self.b[0] - self.a[0], self.b[1] - self.a[1]);
-        let t = (((p[0] - self.a[0]) * dx + (p[1] - self.a[1]) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
+        let t = (((p[0] - self.a[0]) * dx + (p[1] - self.a[1]) * dy) / (dx * dx + dy * dy))
+            .clamp(0.0, 1.0);
         let (cx, cy) = (self.a[0] + t * dx, self.a[1] + t * dy);
         ((p[0] - cx).powi(2) + (p[1] - cy).powi(2)).sqrt()
     }
@@ -121,9 +122,16 @@ impl Scene {
 
         let water = SmoothField::new(&mut rng, n * 1.5, n * 0.4, 6);
         // Threshold at the (1 − water_fraction) quantile over a coarse grid.
-        let mut samples: Vec<f64> = (0..64).flat_map(|i| (0..64).map(move |j| (i, j))).map(|(i, j)| water.at((i as f64 + 0.5) * n / 64.0, (j as f64 + 0.5) * n / 64.0)).collect();
+        let mut samples: Vec<f64> = (0..64)
+            .flat_map(|i| (0..64).map(move |j| (i, j)))
+            .map(|(i, j)| water.at((i as f64 + 0.5) * n / 64.0, (j as f64 + 0.5) * n / 64.0))
+            .collect();
         samples.sort_by(f64::total_cmp);
-        let water_threshold = if p.water_fraction <= 0.0 { f64::INFINITY } else { samples[((1.0 - p.water_fraction) * (samples.len() - 1) as f64) as usize] };
+        let water_threshold = if p.water_fraction <= 0.0 {
+            f64::INFINITY
+        } else {
+            samples[((1.0 - p.water_fraction) * (samples.len() - 1) as f64) as usize]
+        };
         let in_water = |x: f64, y: f64| water.at(x, y) > water_threshold;
 
         let n_parcels = ((p.parcel_density * km2).round() as usize).max(4);
@@ -155,7 +163,11 @@ impl Scene {
                 let mut pos = spacing * (0.3 + 0.4 * rng.gen::<f64>());
                 while pos < n {
                     let tilt = (rng.gen::<f64>() - 0.5) * 0.25 * n;
-                    let (a, b) = if vertical { ([pos - tilt / 2.0, -1.0], [pos + tilt / 2.0, n + 1.0]) } else { ([-1.0, pos - tilt / 2.0], [n + 1.0, pos + tilt / 2.0]) };
+                    let (a, b) = if vertical {
+                        ([pos - tilt / 2.0, -1.0], [pos + tilt / 2.0, n + 1.0])
+                    } else {
+                        ([-1.0, pos - tilt / 2.0], [n + 1.0, pos + tilt / 2.0])
+                    };
                     roads.push(Road { a, b, width });
                     pos += spacing * (0.7 + 0.6 * rng.gen::<f64>());
                 }
@@ -171,18 +183,39 @@ impl Scene {
             let half_w = (4.0 + 8.0 * rng.gen::<f64>()) / p.pixel_size;
             let half_h = (4.0 + 8.0 * rng.gen::<f64>()) / p.pixel_size;
             let (cx, cy) = (rng.gen::<f64>() * n, rng.gen::<f64>() * n);
-            let (road, dist) = roads.iter().map(|r| (r, r.distance([cx, cy]))).min_by(|a, b| a.1.total_cmp(&b.1)).map_or((None, f64::INFINITY), |(r, d)| (Some(r), d));
+            let (road, dist) = roads
+                .iter()
+                .map(|r| (r, r.distance([cx, cy])))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or((None, f64::INFINITY), |(r, d)| (Some(r), d));
             let radius = (half_w * half_w + half_h * half_h).sqrt();
             // Setback from the road: a few metres; within ~60 m of it.
             let width = road.map_or(0.0, |r| r.width);
-            if road.is_some() && (dist < width / 2.0 + radius + 2.0 / p.pixel_size || dist > 60.0 / p.pixel_size + radius) {
+            if road.is_some()
+                && (dist < width / 2.0 + radius + 2.0 / p.pixel_size
+                    || dist > 60.0 / p.pixel_size + radius)
+            {
                 continue;
             }
-            if in_water(cx, cy) || buildings.iter().any(|b| ((b.cx - cx).powi(2) + (b.cy - cy).powi(2)).sqrt() < b.radius() + radius + 1.0) {
+            if in_water(cx, cy)
+                || buildings.iter().any(|b| {
+                    ((b.cx - cx).powi(2) + (b.cy - cy).powi(2)).sqrt() < b.radius() + radius + 1.0
+                })
+            {
                 continue;
             }
-            let angle = road.map_or(0.0, |r| (r.b[1] - r.a[1]).atan2(r.b[0] - r.a[0])) + (rng.gen::<f64>() - 0.5) * 0.1;
-            buildings.push(Building { cx, cy, half_w, half_h, angle, height_m: 4.0 + 14.0 * rng.gen::<f64>(), roof: rng.gen_range(0..2), tone: 0.8 + 0.4 * rng.gen::<f64>() });
+            let angle = road.map_or(0.0, |r| (r.b[1] - r.a[1]).atan2(r.b[0] - r.a[0]))
+                + (rng.gen::<f64>() - 0.5) * 0.1;
+            buildings.push(Building {
+                cx,
+                cy,
+                half_w,
+                half_h,
+                angle,
+                height_m: 4.0 + 14.0 * rng.gen::<f64>(),
+                roof: rng.gen_range(0..2),
+                tone: 0.8 + 0.4 * rng.gen::<f64>(),
+            });
         }
         let haze = SmoothField::new(&mut rng, n * 2.0, n * 0.5, 4);
         let texture = SmoothField::new(&mut rng, n / 4.0, 8.0, 16);

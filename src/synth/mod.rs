@@ -52,16 +52,36 @@ pub struct SynthParams {
     pub origin: [f64; 2],
 }
 
-fn d_size() -> usize { 1024 }
-fn d_pixel() -> f64 { 2.0 }
-fn d_looks() -> f64 { 4.0 }
-fn d_buildings() -> f64 { 300.0 }
-fn d_roads() -> f64 { 250.0 }
-fn d_parcels() -> f64 { 60.0 }
-fn d_water() -> f64 { 0.06 }
-fn d_haze() -> f64 { 0.03 }
-fn d_epsg() -> u32 { 32631 }
-fn d_origin() -> [f64; 2] { [500000.0, 5000000.0] }
+fn d_size() -> usize {
+    1024
+}
+fn d_pixel() -> f64 {
+    2.0
+}
+fn d_looks() -> f64 {
+    4.0
+}
+fn d_buildings() -> f64 {
+    300.0
+}
+fn d_roads() -> f64 {
+    250.0
+}
+fn d_parcels() -> f64 {
+    60.0
+}
+fn d_water() -> f64 {
+    0.06
+}
+fn d_haze() -> f64 {
+    0.03
+}
+fn d_epsg() -> u32 {
+    32631
+}
+fn d_origin() -> [f64; 2] {
+    [500000.0, 5000000.0]
+}
 
 impl Default for SynthParams {
     fn default() -> Self {
@@ -80,7 +100,12 @@ impl SynthParams {
         if !(self.looks >= 1.0 && self.looks.is_finite()) {
             bail!("synth looks must be at least 1, not {}", self.looks);
         }
-        for (name, v) in [("building density", self.building_density), ("road spacing", self.road_spacing), ("parcel density", self.parcel_density), ("haze", self.haze)] {
+        for (name, v) in [
+            ("building density", self.building_density),
+            ("road spacing", self.road_spacing),
+            ("parcel density", self.parcel_density),
+            ("haze", self.haze),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
                 bail!("synth {name} must be a non-negative number, not {v}");
             }
@@ -114,14 +139,17 @@ pub struct SynthSummary {
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     params.check()?;
-    let s = atomic::build_dir(out, "scene.json", |_| false, |partial| write_scene(params, partial))?;
+    let s =
+        atomic::build_dir(out, "scene.json", |_| false, |partial| write_scene(params, partial))?;
     Ok(with_paths_in(s, out))
 }
 
 /// The scene already in `out` when it was made with `params` (generation is deterministic, so
 /// it need not be made again), else a new one.
 pub fn ensure(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
-    let existing = std::fs::read_to_string(out.join("scene.json")).ok().and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
+    let existing = std::fs::read_to_string(out.join("scene.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
     match existing {
         Some(s) if s.params == *params => Ok(with_paths_in(s, out)),
         _ => run(params, out),
@@ -147,13 +175,44 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     let band = |d: &str, p: Vec<f32>| BandData { description: d.into(), pixels: p };
     let [b, g, r, nir] = img.optical;
     let optical = out.join("optical.tif");
-    write_f32_geotiff(&optical, &wkt, gt, n, n, vec![band("B", b), band("G", g), band("R", r), band("NIR", nir)], &[("SIMREG_UNITS", "reflectance".into())], opts)?;
+    write_f32_geotiff(
+        &optical,
+        &wkt,
+        gt,
+        n,
+        n,
+        vec![band("B", b), band("G", g), band("R", r), band("NIR", nir)],
+        &[("SIMREG_UNITS", "reflectance".into())],
+        opts,
+    )?;
     let [vv, vh] = img.sar_db;
     let sar = out.join("sar.tif");
-    write_f32_geotiff(&sar, &wkt, gt, n, n, vec![band("VV", vv), band("VH", vh)], &[("SIMREG_UNITS", "dB".into()), ("SIMREG_LOOKS", params.looks.to_string())], opts)?;
+    write_f32_geotiff(
+        &sar,
+        &wkt,
+        gt,
+        n,
+        n,
+        vec![band("VV", vv), band("VH", vh)],
+        &[("SIMREG_UNITS", "dB".into()), ("SIMREG_LOOKS", params.looks.to_string())],
+        opts,
+    )?;
     let [fill, edge, roads] = img.map;
     let map_raster = out.join("map.tif");
-    write_f32_geotiff(&map_raster, &wkt, gt, n, n, vec![band("building_fill", fill), band("building_edge", edge), band("road_centreline", roads)], &[], opts)?;
+    write_f32_geotiff(
+        &map_raster,
+        &wkt,
+        gt,
+        n,
+        n,
+        vec![
+            band("building_fill", fill),
+            band("building_edge", edge),
+            band("road_centreline", roads),
+        ],
+        &[],
+        opts,
+    )?;
     let map_vector = out.join("map.geojson");
     atomic::write_bytes(&map_vector, geo.to_geojson(params).as_bytes())?;
     let rel = |p: &Path| PathBuf::from(p.file_name().expect("a file"));

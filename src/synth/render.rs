@@ -82,7 +82,14 @@ pub fn render(scene: &Scene, p: &SynthParams) -> Rendered {
             for col in 0..n {
                 let (x, y) = (col as f64 + 0.5, row as f64 + 0.5);
                 let m = mix[row * n + col];
-                let parcel = scene.parcels.iter().min_by(|a, b| ((a.x - x).powi(2) + (a.y - y).powi(2)).total_cmp(&((b.x - x).powi(2) + (b.y - y).powi(2)))).expect("≥ 4 parcels");
+                let parcel = scene
+                    .parcels
+                    .iter()
+                    .min_by(|a, b| {
+                        ((a.x - x).powi(2) + (a.y - y).powi(2))
+                            .total_cmp(&((b.x - x).powi(2) + (b.y - y).powi(2)))
+                    })
+                    .expect("≥ 4 parcels");
                 let tex = 1.0 + 0.08 * scene.texture.at(x, y);
                 let mut land = optical_of(parcel.cover).map(|v| v * parcel.tone * tex);
                 let mut land_sar = sar_db_of(parcel.cover).map(db);
@@ -97,16 +104,23 @@ pub fn render(scene: &Scene, p: &SynthParams) -> Rendered {
                 let roof = if m.roof > 0.0 { scene_roof(scene, x, y) } else { (0, 1.0) };
                 let mut o = [0.0; 4];
                 for k in 0..4 {
-                    let lit = ground.max(0.0) * land[k] + m.water * WATER_OPT[k] + m.road * ROAD_OPT[k] + m.roof * ROOF_OPT[roof.0][k] * roof.1;
+                    let lit = ground.max(0.0) * land[k]
+                        + m.water * WATER_OPT[k]
+                        + m.road * ROAD_OPT[k]
+                        + m.roof * ROOF_OPT[roof.0][k] * roof.1;
                     // Cast shadow on the ground keeps only the diffuse part of the light.
                     let shaded = lit * (1.0 - 0.7 * m.shadow);
                     let noise: f64 = StandardNormal.sample(&mut rng);
-                    let haze = p.haze * [1.0, 0.7, 0.45, 0.2][k] * (1.0 + 0.5 * scene.haze.at(x, y));
+                    let haze =
+                        p.haze * [1.0, 0.7, 0.45, 0.2][k] * (1.0 + 0.5 * scene.haze.at(x, y));
                     o[k] = (shaded * (1.0 + 0.03 * noise) + haze).max(0.0) as f32;
                 }
                 let mut s = [0.0; 2];
                 for k in 0..2 {
-                    let plain = ground.max(0.0) * land_sar[k] + m.water * db(WATER_SAR[k]) + m.road * db(ROAD_SAR[k]) + m.roof * db(ROOF_SAR[k]);
+                    let plain = ground.max(0.0) * land_sar[k]
+                        + m.water * db(WATER_SAR[k])
+                        + m.road * db(ROAD_SAR[k])
+                        + m.roof * db(ROOF_SAR[k]);
                     let sigma0 = plain * (1.0 - m.double_bounce - m.radar_shadow).max(0.0)
                         + m.double_bounce * db(DOUBLE_BOUNCE_SAR[k])
                         + m.radar_shadow * db(RADAR_SHADOW_SAR[k]);
@@ -137,7 +151,11 @@ pub fn render(scene: &Scene, p: &SynthParams) -> Rendered {
 
 /// Roof colour (grey/red) and tone of the building covering (x, y), if any.
 fn scene_roof(scene: &Scene, x: f64, y: f64) -> (usize, f64) {
-    scene.buildings.iter().find(|b| b.contains([x, y])).map_or((0, 1.0), |b| (b.roof as usize, b.tone))
+    scene
+        .buildings
+        .iter()
+        .find(|b| b.contains([x, y]))
+        .map_or((0, 1.0), |b| (b.roof as usize, b.tone))
 }
 
 /// Area fractions of water, roads, roofs, shadows and radar effects for every pixel.
@@ -166,8 +184,14 @@ fn features(scene: &Scene, p: &SynthParams) -> Vec<Mix> {
         let shadow_len = b.height_m / SUN_ELEVATION.to_radians().tan() / p.pixel_size;
         let radar_len = b.height_m * INCIDENCE.to_radians().tan() / p.pixel_size;
         let reach = b.radius() + shadow_len.max(radar_len) + 2.0;
-        let (c0, c1) = (((b.cx - reach).floor().max(0.0)) as usize, ((b.cx + reach).ceil().min(n as f64)) as usize);
-        let (r0, r1) = (((b.cy - reach).floor().max(0.0)) as usize, ((b.cy + reach).ceil().min(n as f64)) as usize);
+        let (c0, c1) = (
+            ((b.cx - reach).floor().max(0.0)) as usize,
+            ((b.cx + reach).ceil().min(n as f64)) as usize,
+        );
+        let (r0, r1) = (
+            ((b.cy - reach).floor().max(0.0)) as usize,
+            ((b.cy + reach).ceil().min(n as f64)) as usize,
+        );
         for row in r0..r1 {
             for col in c0..c1 {
                 let m = &mut mix[row * n + col];
@@ -192,7 +216,9 @@ fn features(scene: &Scene, p: &SynthParams) -> Vec<Mix> {
                         m.double_bounce += 0.25;
                     } else {
                         let steps = (radar_len * 2.0).ceil().max(1.0) as usize;
-                        if (1..=steps).any(|k| b.contains([q[0] + k as f64 * radar_len / steps as f64, q[1]])) {
+                        if (1..=steps)
+                            .any(|k| b.contains([q[0] + k as f64 * radar_len / steps as f64, q[1]]))
+                        {
                             m.radar_shadow += 0.25;
                         }
                     }
@@ -218,16 +244,32 @@ fn map_layers(scene: &Scene, mix: &[Mix]) -> [Vec<f32>; 3] {
     let edge = (0..n * n)
         .map(|i| {
             let (c, r) = (i % n, i / n);
-            let inside = |c: isize, r: isize| c >= 0 && r >= 0 && (c as usize) < n && (r as usize) < n && fill[r as usize * n + c as usize] > 0.0;
+            let inside = |c: isize, r: isize| {
+                c >= 0
+                    && r >= 0
+                    && (c as usize) < n
+                    && (r as usize) < n
+                    && fill[r as usize * n + c as usize] > 0.0
+            };
             let (c, r) = (c as isize, r as isize);
-            if inside(c, r) && !(inside(c - 1, r) && inside(c + 1, r) && inside(c, r - 1) && inside(c, r + 1)) { 1.0 } else { 0.0 }
+            if inside(c, r)
+                && !(inside(c - 1, r) && inside(c + 1, r) && inside(c, r - 1) && inside(c, r + 1))
+            {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     let roads = (0..n * n)
         .into_par_iter()
         .map(|i| {
             let q = [(i % n) as f64 + 0.5, (i / n) as f64 + 0.5];
-            if scene.roads.iter().any(|r| r.distance(q) <= 0.5) { 1.0 } else { 0.0 }
+            if scene.roads.iter().any(|r| r.distance(q) <= 0.5) {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     [fill, edge, roads]
@@ -252,7 +294,11 @@ mod tests {
             let mean = ratio.iter().sum::<f64>() / ratio.len() as f64;
             let var = ratio.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / ratio.len() as f64;
             assert!((mean - 1.0).abs() < 0.05, "L={looks}: mean {mean}");
-            assert!((var * looks - 1.0).abs() < 0.05, "L={looks}: variance {var} vs {}", 1.0 / looks);
+            assert!(
+                (var * looks - 1.0).abs() < 0.05,
+                "L={looks}: variance {var} vs {}",
+                1.0 / looks
+            );
         }
     }
 
@@ -260,8 +306,15 @@ mod tests {
     fn sar_radiometry_is_not_a_monotone_function_of_optical() {
         // Brightness (mean visible reflectance) against VV backscatter, per surface.
         let vis = |o: [f64; 4]| (o[0] + o[1] + o[2]) / 3.0;
-        let mut pairs: Vec<(f64, f64)> = [Cover::Forest, Cover::Grass, Cover::Crop, Cover::Bare].iter().map(|&c| (vis(optical_of(c)), sar_db_of(c)[0])).collect();
-        pairs.extend([(vis(WATER_OPT), WATER_SAR[0]), (vis(ROAD_OPT), ROAD_SAR[0]), (vis(ROOF_OPT[0]), ROOF_SAR[0])]);
+        let mut pairs: Vec<(f64, f64)> = [Cover::Forest, Cover::Grass, Cover::Crop, Cover::Bare]
+            .iter()
+            .map(|&c| (vis(optical_of(c)), sar_db_of(c)[0]))
+            .collect();
+        pairs.extend([
+            (vis(WATER_OPT), WATER_SAR[0]),
+            (vis(ROAD_OPT), ROAD_SAR[0]),
+            (vis(ROOF_OPT[0]), ROOF_SAR[0]),
+        ]);
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let ups = pairs.windows(2).filter(|w| w[1].1 > w[0].1).count();
         let downs = pairs.windows(2).filter(|w| w[1].1 < w[0].1).count();

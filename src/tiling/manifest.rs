@@ -27,10 +27,18 @@ pub enum ModalityKind {
 
 impl ModalityKind {
     pub fn resampling(self) -> Resampling {
-        if self == ModalityKind::Map { Resampling::Nearest } else { Resampling::Bilinear }
+        if self == ModalityKind::Map {
+            Resampling::Nearest
+        } else {
+            Resampling::Bilinear
+        }
     }
     pub fn stat_scale(self) -> StatScale {
-        if self == ModalityKind::SarLinear { StatScale::Db } else { StatScale::Linear }
+        if self == ModalityKind::SarLinear {
+            StatScale::Db
+        } else {
+            StatScale::Linear
+        }
     }
 }
 
@@ -141,10 +149,18 @@ pub struct TileEntry {
 impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("tiles '{}': no manifest (run `simreg tile` first)", dir.display()))?;
-        let m: Manifest = serde_json::from_str(&text).with_context(|| format!("tiles manifest '{}': not a valid manifest", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("tiles '{}': no manifest (run `simreg tile` first)", dir.display())
+        })?;
+        let m: Manifest = serde_json::from_str(&text).with_context(|| {
+            format!("tiles manifest '{}': not a valid manifest", path.display())
+        })?;
         if m.format != MANIFEST_FORMAT {
-            anyhow::bail!("tiles manifest '{}': format '{}', expected '{MANIFEST_FORMAT}'", path.display(), m.format);
+            anyhow::bail!(
+                "tiles manifest '{}': format '{}', expected '{MANIFEST_FORMAT}'",
+                path.display(),
+                m.format
+            );
         }
         Ok(m)
     }

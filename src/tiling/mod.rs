@@ -47,9 +47,16 @@ pub struct SceneInput {
 impl SceneInput {
     pub fn scene_name(&self) -> String {
         let raw = self.name.clone().unwrap_or_else(|| {
-            self.reference.files.first().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scene".into())
+            self.reference
+                .files
+                .first()
+                .and_then(|p| p.file_stem())
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scene".into())
         });
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+        raw.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .collect()
     }
 }
 
@@ -77,7 +84,12 @@ pub struct TileOptions {
 }
 
 /// Runs the stage; `out` is replaced as a whole when done, or left as it was on error.
-pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOptions) -> Result<TileSummary> {
+pub fn run(
+    scenes: &[SceneInput],
+    params: &TileParams,
+    out: &Path,
+    opts: &TileOptions,
+) -> Result<TileSummary> {
     let start = Instant::now();
     // Absolute input paths: the manifest is read later from other working directories.
     let scenes: Vec<SceneInput> = scenes.iter().map(absolute_paths).collect::<Result<_>>()?;
@@ -105,7 +117,9 @@ pub fn run(scenes: &[SceneInput], params: &TileParams, out: &Path, opts: &TileOp
     }
     // An interrupted run with the same inputs keeps its partial output: its finished tiles
     // are reused. An error discards it (nothing half-written).
-    let resume = |partial: &Path| std::fs::read_to_string(partial.join(HASH_FILE)).is_ok_and(|h| h.trim() == hash);
+    let resume = |partial: &Path| {
+        std::fs::read_to_string(partial.join(HASH_FILE)).is_ok_and(|h| h.trim() == hash)
+    };
     atomic::build_dir(out, MANIFEST_FILE, resume, |partial| {
         std::fs::write(partial.join(HASH_FILE), &hash)?;
         let (manifest, n_reused) = tile_all(scenes, params, partial, &hash, opts)?;
@@ -124,7 +138,8 @@ fn absolute_paths(s: &SceneInput) -> Result<SceneInput> {
     let mut s = s.clone();
     for m in [Some(&mut s.reference), Some(&mut s.moving), s.map.as_mut()].into_iter().flatten() {
         for f in &mut m.files {
-            *f = std::path::absolute(&*f).with_context(|| format!("input '{}': cannot resolve path", f.display()))?;
+            *f = std::path::absolute(&*f)
+                .with_context(|| format!("input '{}': cannot resolve path", f.display()))?;
         }
     }
     Ok(s)
@@ -148,14 +163,22 @@ fn input_hash(scenes: &[SceneInput], params: &TileParams) -> Result<String> {
     for s in scenes {
         for m in [Some(&s.reference), Some(&s.moving), s.map.as_ref()].into_iter().flatten() {
             for f in &m.files {
-                files.push(fingerprint::file_id(f).map_err(|_| anyhow::anyhow!("input '{}': cannot read: no such file", f.display()))?);
+                files.push(fingerprint::file_id(f).map_err(|_| {
+                    anyhow::anyhow!("input '{}': cannot read: no such file", f.display())
+                })?);
             }
         }
     }
     Ok(fingerprint::hash_json(&(MANIFEST_FORMAT, params, scenes, files)))
 }
 
-fn summary_of(m: &Manifest, out: &Path, up_to_date: bool, n_reused: usize, start: Instant) -> TileSummary {
+fn summary_of(
+    m: &Manifest,
+    out: &Path,
+    up_to_date: bool,
+    n_reused: usize,
+    start: Instant,
+) -> TileSummary {
     let seconds = start.elapsed().as_secs_f64();
     let n_windows: usize = m.scenes.iter().map(|s| s.n_windows).sum();
     let px = (n_windows * m.params.tile_size * m.params.tile_size) as f64;
@@ -173,7 +196,13 @@ fn summary_of(m: &Manifest, out: &Path, up_to_date: bool, n_reused: usize, start
     }
 }
 
-fn tile_all(scenes: &[SceneInput], params: &TileParams, dir: &Path, hash: &str, opts: &TileOptions) -> Result<(Manifest, usize)> {
+fn tile_all(
+    scenes: &[SceneInput],
+    params: &TileParams,
+    dir: &Path,
+    hash: &str,
+    opts: &TileOptions,
+) -> Result<(Manifest, usize)> {
     let mut entries = Vec::new();
     let mut tiles = Vec::new();
     let mut reused = 0;
@@ -184,7 +213,10 @@ fn tile_all(scenes: &[SceneInput], params: &TileParams, dir: &Path, hash: &str, 
         reused += r;
     }
     if tiles.is_empty() {
-        bail!("no tile reached --min-valid {} (every window had too much nodata)", params.min_valid);
+        bail!(
+            "no tile reached --min-valid {} (every window had too much nodata)",
+            params.min_valid
+        );
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -207,11 +239,17 @@ struct WindowOutcome {
     valid_per_modality: Vec<usize>,
 }
 
-fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOptions) -> Result<(SceneEntry, Vec<TileEntry>, usize)> {
+fn tile_scene(
+    scene: &SceneInput,
+    params: &TileParams,
+    dir: &Path,
+    opts: &TileOptions,
+) -> Result<(SceneEntry, Vec<TileEntry>, usize)> {
     let name = scene.scene_name();
     let grid = reference_grid(&scene.reference)?;
-    let windows = plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
-        .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
+    let windows =
+        plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
+            .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
     // Warped and rasterised copies on the reference grid stay with the tiles (later stages
     // read around tiles from them).
     let work = dir.join(&name).join("grid");
@@ -226,18 +264,36 @@ fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOp
     let scene_dir = dir.join(&name);
     atomic::create_dir(&scene_dir)?;
 
-    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(windows.len() as u64) };
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})").unwrap().progress_chars("=> "));
+    let pb =
+        if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(windows.len() as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_message(format!("tiling {name}"));
-    let ctx = SceneCtx { name: &name, grid: &grid, mods: &mods, params, dir, samples_per_tile: stats::samples_per_tile(windows.len()) };
+    let ctx = SceneCtx {
+        name: &name,
+        grid: &grid,
+        mods: &mods,
+        params,
+        dir,
+        samples_per_tile: stats::samples_per_tile(windows.len()),
+    };
     // Windows of one tile row, in runs of at most STRIP_WINDOWS: each run is read once per
     // band as a strip (a few large reads instead of many small ones; memory bounded).
-    let runs: Vec<&[(Window, Placement)]> = windows.chunk_by(|a, b| a.0.row == b.0.row).flat_map(|row| row.chunks(STRIP_WINDOWS)).collect();
+    let runs: Vec<&[(Window, Placement)]> = windows
+        .chunk_by(|a, b| a.0.row == b.0.row)
+        .flat_map(|row| row.chunks(STRIP_WINDOWS))
+        .collect();
     let outcomes: Vec<WindowOutcome> = runs
         .par_iter()
         .map(|run| {
             let strip = ctx.read_strip(run)?;
-            let out = run.iter().map(|(win, placement)| ctx.cut(&strip, *win, *placement)).collect::<Result<Vec<_>>>();
+            let out = run
+                .iter()
+                .map(|(win, placement)| ctx.cut(&strip, *win, *placement))
+                .collect::<Result<Vec<_>>>();
             pb.inc(run.len() as u64);
             out
         })
@@ -272,18 +328,36 @@ fn tile_scene(scene: &SceneInput, params: &TileParams, dir: &Path, opts: &TileOp
                     description: b.description.clone(),
                     source: b.source.clone(),
                     source_band: b.source_band,
-                    grid_file: b.read_from.strip_prefix(dir).map_or_else(|_| b.read_from.clone(), Path::to_path_buf),
+                    grid_file: b
+                        .read_from
+                        .strip_prefix(dir)
+                        .map_or_else(|_| b.read_from.clone(), Path::to_path_buf),
                     grid_band: b.read_band,
                     nodata: b.nodata,
-                    stats: stats::summarise(std::mem::take(&mut samples[tile_band - 1]), m.kind.stat_scale()),
+                    stats: stats::summarise(
+                        std::mem::take(&mut samples[tile_band - 1]),
+                        m.kind.stat_scale(),
+                    ),
                 }
             })
             .collect();
-        modalities.push(ModalityEntry { role: m.role, kind: m.kind, sources: m.sources.clone(), bands });
+        modalities.push(ModalityEntry {
+            role: m.role,
+            kind: m.kind,
+            sources: m.sources.clone(),
+            bands,
+        });
     }
     let reused = outcomes.iter().filter(|o| o.reused).count();
     let tiles: Vec<TileEntry> = outcomes.into_iter().filter_map(|o| o.tile).collect();
-    let entry = SceneEntry { name: name.clone(), grid, modalities, n_windows: windows.len(), n_tiles: tiles.len(), n_rejected: windows.len() - tiles.len() };
+    let entry = SceneEntry {
+        name: name.clone(),
+        grid,
+        modalities,
+        n_windows: windows.len(),
+        n_tiles: tiles.len(),
+        n_rejected: windows.len() - tiles.len(),
+    };
     tracing::info!("scene {name}: {} tiles, {} rejected", entry.n_tiles, entry.n_rejected);
     Ok((entry, tiles, reused))
 }
@@ -318,7 +392,15 @@ impl SceneCtx<'_> {
         for m in self.mods {
             for b in &m.bands {
                 let what = || format!("{} '{}'", m.role.name(), b.source.display());
-                bands.push(read::read_window(&mut open, &b.read_from, b.read_band, b.nodata, self.grid, area, what)?);
+                bands.push(read::read_window(
+                    &mut open,
+                    &b.read_from,
+                    b.read_band,
+                    b.nodata,
+                    self.grid,
+                    area,
+                    what,
+                )?);
             }
         }
         Ok(Strip { col, row, width: area.width, height, bands })
@@ -360,13 +442,20 @@ impl SceneCtx<'_> {
         let n_valid = joint.iter().filter(|&&v| v).count();
         let valid_fraction = n_valid as f64 / n_px as f64;
         if valid_fraction < self.params.min_valid || n_valid == 0 {
-            return Ok(WindowOutcome { tile: None, reused: false, samples: Vec::new(), valid_per_modality });
+            return Ok(WindowOutcome {
+                tile: None,
+                reused: false,
+                samples: Vec::new(),
+                valid_per_modality,
+            });
         }
         let mut samples = Vec::with_capacity(pixels.len());
-        let mut scales = self.mods.iter().flat_map(|m| m.bands.iter().map(move |_| m.kind.stat_scale()));
+        let mut scales =
+            self.mods.iter().flat_map(|m| m.bands.iter().map(move |_| m.kind.stat_scale()));
         for px in &pixels {
             let scale = scales.next().expect("one scale per band");
-            let valid = px.iter().zip(&joint).filter(|(_, &j)| j).filter_map(|(&v, _)| scale.apply(v));
+            let valid =
+                px.iter().zip(&joint).filter(|(_, &j)| j).filter_map(|(&v, _)| scale.apply(v));
             samples.push(stats::strided_sample(valid, n_valid, self.samples_per_tile));
         }
         let id = format!("{}/x{:05}_y{:05}", self.name, win.col, win.row);
@@ -375,13 +464,36 @@ impl SceneCtx<'_> {
         let geotransform = self.grid.window_geotransform(win.col, win.row);
         let reused = path.is_file();
         if !reused {
-            let descs = self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone()));
-            let bands: Vec<BandData> = descs.zip(pixels).map(|(description, pixels)| BandData { description, pixels }).collect();
-            let meta = [("SIMREG_TILE_ID", id.clone()), ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase())];
-            write_f32_geotiff(&path, &self.grid.crs_wkt, geotransform, win.width, win.height, bands, &meta, GeoTiffOptions { deflate: self.params.deflate })?;
+            let descs =
+                self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone()));
+            let bands: Vec<BandData> = descs
+                .zip(pixels)
+                .map(|(description, pixels)| BandData { description, pixels })
+                .collect();
+            let meta = [
+                ("SIMREG_TILE_ID", id.clone()),
+                ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase()),
+            ];
+            write_f32_geotiff(
+                &path,
+                &self.grid.crs_wkt,
+                geotransform,
+                win.width,
+                win.height,
+                bands,
+                &meta,
+                GeoTiffOptions { deflate: self.params.deflate },
+            )?;
         }
-        let tile = TileEntry { id, scene: self.name.to_string(), path: rel, window: win, geotransform, valid_fraction, placement };
+        let tile = TileEntry {
+            id,
+            scene: self.name.to_string(),
+            path: rel,
+            window: win,
+            geotransform,
+            valid_fraction,
+            placement,
+        };
         Ok(WindowOutcome { tile: Some(tile), reused, samples, valid_per_modality })
     }
 }
-

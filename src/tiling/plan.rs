@@ -53,7 +53,13 @@ fn offsets(len: usize, size: usize, stride: usize, policy: EdgePolicy) -> Vec<(i
 
 /// All windows of `size`×`size` pixels with `overlap` pixels shared between neighbours, in
 /// row-major order.
-pub fn plan_windows(width: usize, height: usize, size: usize, overlap: usize, policy: EdgePolicy) -> Result<Vec<(Window, Placement)>> {
+pub fn plan_windows(
+    width: usize,
+    height: usize,
+    size: usize,
+    overlap: usize,
+    policy: EdgePolicy,
+) -> Result<Vec<(Window, Placement)>> {
     if size == 0 {
         bail!("tile size must be at least 1 pixel");
     }
@@ -97,10 +103,25 @@ mod tests {
     #[test]
     fn each_policy_handles_the_remainder() {
         // 120 px, tile 64, stride 48: regular offsets 0, 48; remainder 112..120.
-        let cols = |p| plan_windows(120, 64, 64, 16, p).unwrap().iter().map(|(w, pl)| (w.col, *pl)).collect::<Vec<_>>();
-        assert_eq!(cols(EdgePolicy::Drop), vec![(0, Placement::Interior), (48, Placement::Interior)]);
-        assert_eq!(cols(EdgePolicy::Pad), vec![(0, Placement::Interior), (48, Placement::Interior), (96, Placement::Padded)]);
-        assert_eq!(cols(EdgePolicy::Shift), vec![(0, Placement::Interior), (48, Placement::Interior), (56, Placement::Shifted)]);
+        let cols = |p| {
+            plan_windows(120, 64, 64, 16, p)
+                .unwrap()
+                .iter()
+                .map(|(w, pl)| (w.col, *pl))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cols(EdgePolicy::Drop),
+            vec![(0, Placement::Interior), (48, Placement::Interior)]
+        );
+        assert_eq!(
+            cols(EdgePolicy::Pad),
+            vec![(0, Placement::Interior), (48, Placement::Interior), (96, Placement::Padded)]
+        );
+        assert_eq!(
+            cols(EdgePolicy::Shift),
+            vec![(0, Placement::Interior), (48, Placement::Interior), (56, Placement::Shifted)]
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ impl PreparedModality {
     /// "moving 'a.tif'" or "reference 'a.tif' (+3 files)", for error messages.
     pub fn label(&self) -> String {
         let first = self.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
-        let more = if self.sources.len() > 1 { format!(" (+{} files)", self.sources.len() - 1) } else { String::new() };
+        let more = if self.sources.len() > 1 {
+            format!(" (+{} files)", self.sources.len() - 1)
+        } else {
+            String::new()
+        };
         format!("{} '{first}'{more}", self.role.name())
     }
 }
@@ -73,7 +77,12 @@ pub fn reference_grid(input: &ModalityInput) -> Result<Grid> {
 }
 
 /// Opens, checks and (where needed) warps the files of one modality onto `grid`.
-pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &Path) -> Result<PreparedModality> {
+pub fn prepare_modality(
+    role: Role,
+    input: &ModalityInput,
+    grid: &Grid,
+    work: &Path,
+) -> Result<PreparedModality> {
     if input.files.is_empty() {
         bail!("no {} file given", role.name());
     }
@@ -89,7 +98,16 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
                 BandData { description: "fill".into(), pixels: map.fill },
                 BandData { description: "edge".into(), pixels: map.edge },
             ];
-            write_f32_geotiff(&dst, &grid.crs_wkt, grid.geotransform, grid.width, grid.height, b, &[], GeoTiffOptions { deflate: true })?;
+            write_f32_geotiff(
+                &dst,
+                &grid.crs_wkt,
+                grid.geotransform,
+                grid.width,
+                grid.height,
+                b,
+                &[],
+                GeoTiffOptions { deflate: true },
+            )?;
             for (k, name) in ["fill", "edge"].iter().enumerate() {
                 bands.push(BandSource {
                     read_from: dst.clone(),
@@ -100,7 +118,13 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
                     source_band: k + 1,
                 });
             }
-            sources.push(SourceEntry { path: file.clone(), driver: "vector".into(), resampling: None, rasterised: true, coverage: 1.0 });
+            sources.push(SourceEntry {
+                path: file.clone(),
+                driver: "vector".into(),
+                resampling: None,
+                rasterised: true,
+                coverage: 1.0,
+            });
             kind = Some(ModalityKind::Map);
             continue;
         }
@@ -120,13 +144,21 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
         } else {
             let dst = work.join(format!("{}_{i}_warped.tif", role.name()));
             if !dst.exists() {
-                tracing::info!("warping {} '{shown}' onto the reference grid ({:?})", role.name(), k.resampling());
+                tracing::info!(
+                    "warping {} '{shown}' onto the reference grid ({:?})",
+                    role.name(),
+                    k.resampling()
+                );
                 warp_onto_grid(file, role.name(), grid, k.resampling(), &dst)?;
             }
             (dst, Some(k.resampling()))
         };
         for b in &info.bands {
-            let desc = if b.description.is_empty() { format!("b{}", b.index) } else { format!("b{}={}", b.index, b.description) };
+            let desc = if b.description.is_empty() {
+                format!("b{}", b.index)
+            } else {
+                format!("b{}={}", b.index, b.description)
+            };
             bands.push(BandSource {
                 read_from: read_from.clone(),
                 read_band: b.index,
@@ -136,7 +168,13 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
                 source_band: b.index,
             });
         }
-        sources.push(SourceEntry { path: file.clone(), driver: info.driver.clone(), resampling, rasterised: false, coverage });
+        sources.push(SourceEntry {
+            path: file.clone(),
+            driver: info.driver.clone(),
+            resampling,
+            rasterised: false,
+            coverage,
+        });
     }
     if let Some(sel) = &input.bands {
         let n = bands.len();
@@ -146,7 +184,13 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
         let mut picked = Vec::with_capacity(sel.len());
         for &b in sel {
             if b == 0 || b > n {
-                bail!("{} '{}': band {b} out of range (the {} has {n} band{} in all)", role.name(), input.files[0].display(), role.name(), if n == 1 { "" } else { "s" });
+                bail!(
+                    "{} '{}': band {b} out of range (the {} has {n} band{} in all)",
+                    role.name(),
+                    input.files[0].display(),
+                    role.name(),
+                    if n == 1 { "" } else { "s" }
+                );
             }
             picked.push(bands[b - 1].clone());
         }
@@ -158,7 +202,11 @@ pub fn prepare_modality(role: Role, input: &ModalityInput, grid: &Grid, work: &P
 /// The kind of a modality whose kind was not given: a map is a map; the reference is optical;
 /// a moving raster is optical when it holds integers, SAR in dB when its floats go negative,
 /// linear SAR otherwise. Elevation must be asked for (`dem`).
-pub fn resolve_kind(role: Role, file: &Path, info: &crate::raster::RasterInfo) -> Result<ModalityKind> {
+pub fn resolve_kind(
+    role: Role,
+    file: &Path,
+    info: &crate::raster::RasterInfo,
+) -> Result<ModalityKind> {
     Ok(match role {
         Role::Map => ModalityKind::Map,
         Role::Reference => ModalityKind::Optical,
@@ -168,17 +216,19 @@ pub fn resolve_kind(role: Role, file: &Path, info: &crate::raster::RasterInfo) -
             } else {
                 let ds = crate::raster::open::open_dataset(file, role.name())?;
                 let band = ds.rasterband(1)?;
-                let mm = band
-                    .compute_raster_min_max(true)
-                    .map_err(|e| {
-                        let msg = crate::raster::one_line(e);
-                        if msg.contains("no valid pixels") {
-                            anyhow::anyhow!("moving '{}': all pixels are nodata", file.display())
-                        } else {
-                            anyhow::anyhow!("moving '{}': cannot read: {msg}", file.display())
-                        }
-                    })?;
-                if mm.min < 0.0 { ModalityKind::SarDb } else { ModalityKind::SarLinear }
+                let mm = band.compute_raster_min_max(true).map_err(|e| {
+                    let msg = crate::raster::one_line(e);
+                    if msg.contains("no valid pixels") {
+                        anyhow::anyhow!("moving '{}': all pixels are nodata", file.display())
+                    } else {
+                        anyhow::anyhow!("moving '{}': cannot read: {msg}", file.display())
+                    }
+                })?;
+                if mm.min < 0.0 {
+                    ModalityKind::SarDb
+                } else {
+                    ModalityKind::SarLinear
+                }
             }
         }
     })

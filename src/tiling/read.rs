@@ -15,7 +15,8 @@ impl OpenFiles {
         let i = match self.0.iter().position(|(p, _)| p == path) {
             Some(i) => i,
             None => {
-                let ds = Dataset::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open: {}", what(), one_line(e)))?;
+                let ds = Dataset::open(path)
+                    .map_err(|e| anyhow::anyhow!("{}: cannot open: {}", what(), one_line(e)))?;
                 self.0.push((path.to_path_buf(), ds));
                 self.0.len() - 1
             }
@@ -26,7 +27,15 @@ impl OpenFiles {
 
 /// The window `win` of band `band` of `path` (a raster on `grid`) as f32, row-major; NaN
 /// outside the raster and where the value is `nodata`. `what` names the data in errors.
-pub fn read_window(open: &mut OpenFiles, path: &Path, band: usize, nodata: Option<f64>, grid: &Grid, win: Window, what: impl Fn() -> String) -> Result<Vec<f32>> {
+pub fn read_window(
+    open: &mut OpenFiles,
+    path: &Path,
+    band: usize,
+    nodata: Option<f64>,
+    grid: &Grid,
+    win: Window,
+    what: impl Fn() -> String,
+) -> Result<Vec<f32>> {
     let ds = open.get(path, &what)?;
     let mut out = vec![f32::NAN; win.width * win.height];
     let x0 = win.col.max(0);
@@ -40,7 +49,13 @@ pub fn read_window(open: &mut OpenFiles, path: &Path, band: usize, nodata: Optio
     let buf = ds
         .rasterband(band)?
         .read_as::<f32>((x0 as isize, y0 as isize), (w, h), (w, h), None)
-        .map_err(|e| anyhow::anyhow!("{}: reading pixels ({x0},{y0})+{w}x{h} failed (truncated or corrupt file?): {}", what(), one_line(e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: reading pixels ({x0},{y0})+{w}x{h} failed (truncated or corrupt file?): {}",
+                what(),
+                one_line(e)
+            )
+        })?;
     let data = buf.data();
     let nodata = nodata.map(|v| v as f32);
     let (ox, oy) = ((x0 - win.col) as usize, (y0 - win.row) as usize);
@@ -60,15 +75,27 @@ pub fn read_window(open: &mut OpenFiles, path: &Path, band: usize, nodata: Optio
 
 /// Every band of modality `role` of a tiled scene over `win` (which may reach past the tiles,
 /// e.g. a tile plus a margin); `tiles_dir` is where the manifest lives.
-pub fn read_modality(open: &mut OpenFiles, tiles_dir: &Path, scene: &SceneEntry, role: Role, win: Window) -> Result<Vec<Vec<f32>>> {
+pub fn read_modality(
+    open: &mut OpenFiles,
+    tiles_dir: &Path,
+    scene: &SceneEntry,
+    role: Role,
+    win: Window,
+) -> Result<Vec<Vec<f32>>> {
     let Some(m) = scene.modalities.iter().find(|m| m.role == role) else {
         bail!("scene '{}' has no {} modality", scene.name, role.name());
     };
     m.bands
         .iter()
         .map(|b| {
-            let path = if b.grid_file.is_relative() { tiles_dir.join(&b.grid_file) } else { b.grid_file.clone() };
-            read_window(open, &path, b.grid_band, b.nodata, &scene.grid, win, || format!("{} '{}'", role.name(), path.display()))
+            let path = if b.grid_file.is_relative() {
+                tiles_dir.join(&b.grid_file)
+            } else {
+                b.grid_file.clone()
+            };
+            read_window(open, &path, b.grid_band, b.nodata, &scene.grid, win, || {
+                format!("{} '{}'", role.name(), path.display())
+            })
         })
         .collect()
 }

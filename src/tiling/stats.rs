@@ -50,7 +50,11 @@ impl BandStats {
     pub fn normalise(&self, v: f32) -> f32 {
         let half = ((self.p98 - self.p02) / 2.0).max(1e-6);
         let z = (self.scale.apply(v).unwrap_or(f32::NAN) - self.p50) / half;
-        if z.is_finite() { z.clamp(-8.0, 8.0) } else { 0.0 }
+        if z.is_finite() {
+            z.clamp(-8.0, 8.0)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -70,8 +74,22 @@ pub fn summarise(mut sample: Vec<f32>, scale: StatScale) -> Option<BandStats> {
     let mean = sample.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
     let var = sample.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
     // Selection instead of a full sort: O(n) per percentile.
-    let mut pct = |p: f64| *sample.select_nth_unstable_by(((p / 100.0) * (n - 1) as f64).round() as usize, f32::total_cmp).1;
-    Some(BandStats { scale, n, p01: pct(1.0), p02: pct(2.0), p50: pct(50.0), p98: pct(98.0), p99: pct(99.0), mean, std: var.sqrt() })
+    let mut pct = |p: f64| {
+        *sample
+            .select_nth_unstable_by(((p / 100.0) * (n - 1) as f64).round() as usize, f32::total_cmp)
+            .1
+    };
+    Some(BandStats {
+        scale,
+        n,
+        p01: pct(1.0),
+        p02: pct(2.0),
+        p50: pct(50.0),
+        p98: pct(98.0),
+        p99: pct(99.0),
+        mean,
+        std: var.sqrt(),
+    })
 }
 
 #[cfg(test)]

@@ -40,10 +40,12 @@ pub fn check_replaceable(out: &Path, marker: &str) -> Result<()> {
 
 /// Creates `dir` (and parents), naming it in the error.
 pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("output '{}': cannot create directory", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output '{}': cannot create directory", dir.display()))?;
     // Root ignores permission bits, so check writability by writing.
     let probe = dir.join(format!(".write-probe{}", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("output '{}': directory is not writable", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output '{}': directory is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -53,11 +55,17 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// `build` succeeds. On error the partial directory is removed and `out` is left as it was. A
 /// partial directory left by a killed run is cleared first, unless `resume(partial)` says the
 /// stage can continue it.
-pub fn build_dir<T>(out: &Path, marker: &str, resume: impl FnOnce(&Path) -> bool, build: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+pub fn build_dir<T>(
+    out: &Path,
+    marker: &str,
+    resume: impl FnOnce(&Path) -> bool,
+    build: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
     check_replaceable(out, marker)?;
     let partial = partial_dir(out);
     if partial.exists() && !resume(&partial) {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear '{}'", partial.display()))?;
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot clear '{}'", partial.display()))?;
     }
     create_dir(&partial)?;
     match build(&partial) {
@@ -78,11 +86,15 @@ pub fn swap_into_place(partial: &Path, out: &Path) -> Result<()> {
         let mut old = out.file_name().unwrap_or_default().to_os_string();
         old.push(format!(".old{}", std::process::id()));
         let old = out.with_file_name(old);
-        std::fs::rename(out, &old).with_context(|| format!("cannot move old output '{}' aside", out.display()))?;
-        std::fs::rename(partial, out).with_context(|| format!("cannot move '{}' into place", partial.display()))?;
-        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove '{}'", old.display()))?;
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move old output '{}' aside", out.display()))?;
+        std::fs::rename(partial, out)
+            .with_context(|| format!("cannot move '{}' into place", partial.display()))?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove '{}'", old.display()))?;
     } else {
-        std::fs::rename(partial, out).with_context(|| format!("cannot move '{}' into place", partial.display()))?;
+        std::fs::rename(partial, out)
+            .with_context(|| format!("cannot move '{}' into place", partial.display()))?;
     }
     Ok(())
 }

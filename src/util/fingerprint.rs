@@ -13,9 +13,14 @@ struct FileId {
 }
 
 pub fn file_id(path: &Path) -> Result<impl Serialize> {
-    let canon = std::fs::canonicalize(path).with_context(|| format!("'{}': cannot resolve path", path.display()))?;
+    let canon = std::fs::canonicalize(path)
+        .with_context(|| format!("'{}': cannot resolve path", path.display()))?;
     let meta = std::fs::metadata(&canon)?;
-    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
     Ok(FileId { path: canon.to_string_lossy().into_owned(), size: meta.len(), mtime_ns })
 }
 

@@ -6,8 +6,15 @@ use std::path::Path;
 /// Reads every row of `path` into `T`, matching columns by header name (extra columns are
 /// ignored). An error names the file and the line.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let mut r = csv::Reader::from_path(path).with_context(|| format!("'{}': cannot read", path.display()))?;
-    r.deserialize().map(|row| row.map_err(|e| anyhow::anyhow!("'{}': {}", path.display(), crate::raster::one_line(&e.to_string())))).collect()
+    let mut r = csv::Reader::from_path(path)
+        .with_context(|| format!("'{}': cannot read", path.display()))?;
+    r.deserialize()
+        .map(|row| {
+            row.map_err(|e| {
+                anyhow::anyhow!("'{}': {}", path.display(), crate::raster::one_line(&e.to_string()))
+            })
+        })
+        .collect()
 }
 
 /// Writes `rows` with a header to `path` atomically (temporary file, then rename).
@@ -34,7 +41,10 @@ mod tests {
     fn rows_round_trip_with_quotes_and_extra_columns() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.csv");
-        let rows = vec![Row { name: "a,b".into(), value: 1.5 }, Row { name: "bad \"x\", y".into(), value: -2.0 }];
+        let rows = vec![
+            Row { name: "a,b".into(), value: 1.5 },
+            Row { name: "bad \"x\", y".into(), value: -2.0 },
+        ];
         write(&p, &rows).unwrap();
         assert_eq!(read::<Row>(&p).unwrap(), rows);
         // Columns by name: another order and an extra column read the same.

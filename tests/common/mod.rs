@@ -47,7 +47,12 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn utm(width: usize, height: usize, nbands: usize, f: impl Fn(usize, usize, usize) -> f64) -> Fixture {
+    pub fn utm(
+        width: usize,
+        height: usize,
+        nbands: usize,
+        f: impl Fn(usize, usize, usize) -> f64,
+    ) -> Fixture {
         let mut bands = vec![vec![0.0; width * height]; nbands];
         for (b, band) in bands.iter_mut().enumerate() {
             for r in 0..height {
@@ -56,7 +61,15 @@ impl Fixture {
                 }
             }
         }
-        Fixture { width, height, geotransform: [400000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0], epsg: Some(UTM31N), wkt: None, nodata: None, bands }
+        Fixture {
+            width,
+            height,
+            geotransform: [400000.0, 10.0, 0.0, 5100000.0, 0.0, -10.0],
+            epsg: Some(UTM31N),
+            wkt: None,
+            nodata: None,
+            bands,
+        }
     }
 
     pub fn write_f32(&self, path: &Path) {
@@ -69,7 +82,9 @@ impl Fixture {
 
     fn write<T: gdal::raster::GdalType + Copy + FromF64>(&self, path: &Path) {
         let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
-        let mut ds = driver.create_with_band_type::<T, _>(path, self.width, self.height, self.bands.len()).unwrap();
+        let mut ds = driver
+            .create_with_band_type::<T, _>(path, self.width, self.height, self.bands.len())
+            .unwrap();
         ds.set_geo_transform(&self.geotransform).unwrap();
         if let Some(e) = self.epsg {
             ds.set_spatial_ref(&SpatialRef::from_epsg(e).unwrap()).unwrap();
@@ -82,7 +97,8 @@ impl Fixture {
             if let Some(nd) = self.nodata {
                 band.set_no_data_value(Some(nd)).unwrap();
             }
-            let mut buf = Buffer::new((self.width, self.height), b.iter().map(|&v| T::from_f64(v)).collect());
+            let mut buf =
+                Buffer::new((self.width, self.height), b.iter().map(|&v| T::from_f64(v)).collect());
             band.write((0, 0), (self.width, self.height), &mut buf).unwrap();
         }
         ds.close().unwrap();
@@ -105,7 +121,9 @@ impl FromF64 for u16 {
 
 /// A deterministic pseudo-random value in [0, 1) for (band, col, row).
 pub fn noise(b: usize, c: usize, r: usize) -> f64 {
-    let mut x = (b as u64).wrapping_mul(0x9E3779B97F4A7C15) ^ (c as u64).wrapping_mul(0xC2B2AE3D27D4EB4F) ^ (r as u64).wrapping_mul(0x165667B19E3779F9);
+    let mut x = (b as u64).wrapping_mul(0x9E3779B97F4A7C15)
+        ^ (c as u64).wrapping_mul(0xC2B2AE3D27D4EB4F)
+        ^ (r as u64).wrapping_mul(0x165667B19E3779F9);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51afd7ed558ccd);
     x ^= x >> 33;
@@ -116,7 +134,9 @@ pub fn noise(b: usize, c: usize, r: usize) -> f64 {
 pub fn read_all(path: &Path) -> (Vec<Vec<f32>>, [f64; 6], usize, usize, String) {
     let ds = gdal::Dataset::open(path).unwrap();
     let (w, h) = ds.raster_size();
-    let bands = (1..=ds.raster_count()).map(|i| ds.rasterband(i).unwrap().read_band_as::<f32>().unwrap().data().to_vec()).collect();
+    let bands = (1..=ds.raster_count())
+        .map(|i| ds.rasterband(i).unwrap().read_band_as::<f32>().unwrap().data().to_vec())
+        .collect();
     (bands, ds.geo_transform().unwrap(), w, h, ds.projection())
 }
 

@@ -35,22 +35,38 @@ impl WindowModel for NetModel {
             Some(s_a) => {
                 let (gt, y) = batch_jacobians(&self.net, &r, &m)?;
                 let (a, _) = kernel::polar(&gt);
-                let ns = (a * s_a.unsqueeze(0)).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double) / 2.0;
+                let ns = (a * s_a.unsqueeze(0)).sum_dim_intlist(
+                    [1i64, 2].as_slice(),
+                    false,
+                    Kind::Double,
+                ) / 2.0;
                 (y, Some(Vec::<f64>::try_from(ns.to(Device::Cpu))?))
             }
             None => {
-                let y = tch::no_grad(|| mean_of(&self.net.forward(&r, &m))).to(Device::Cpu).to_kind(Kind::Double) * self.net.config.scale_px;
+                let y = tch::no_grad(|| mean_of(&self.net.forward(&r, &m)))
+                    .to(Device::Cpu)
+                    .to_kind(Kind::Double)
+                    * self.net.config.scale_px;
                 (y, None)
             }
         };
         let y: Vec<f64> = Vec::try_from(y.flatten(0, -1))?;
-        Ok((0..w.n).map(|k| Estimate { dx: y[2 * k], dy: y[2 * k + 1], reliability: ns.as_ref().map_or(f64::NAN, |v| v[k]) }).collect())
+        Ok((0..w.n)
+            .map(|k| Estimate {
+                dx: y[2 * k],
+                dy: y[2 * k + 1],
+                reliability: ns.as_ref().map_or(f64::NAN, |v| v[k]),
+            })
+            .collect())
     }
 }
 
 pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
     let device = crate::device::resolve(req.device)?;
-    let model = req.model.as_deref().ok_or_else(|| anyhow::anyhow!("--method network needs --model RUN/train"))?;
+    let model = req
+        .model
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--method network needs --model RUN/train"))?;
     let dir = scene::model_dir(model);
     let (vs, net, info) = load_model(&dir, device)?;
     let run_dir = dir.parent().map(|p| p.to_path_buf()).unwrap_or_default();
@@ -60,19 +76,36 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
     } else {
         let sim = req.similarity.clone().unwrap_or_else(|| run_dir.join("similarity"));
         match stored::read(&sim, &dir)? {
-            Some((s, meta)) => (Some(s), format!("N_S against the {} training tiles (S_A from '{}'): 0.5*<A_x, S_A>", meta.n_train, sim.display())),
+            Some((s, meta)) => (
+                Some(s),
+                format!(
+                    "N_S against the {} training tiles (S_A from '{}'): 0.5*<A_x, S_A>",
+                    meta.n_train,
+                    sim.display()
+                ),
+            ),
             None => {
                 let labels = req.labels.clone().unwrap_or_else(|| run_dir.join("labels"));
                 if labels.join("target.json").is_file() {
                     if !req.quiet {
                         eprintln!("align: no stored S_A in '{}'; computing it from the training tiles of '{}' (run `simreg similarity` to store it)", sim.display(), labels.display());
                     }
-                    let (s, meta) = stored::compute(&net, &dir, &labels, &info.tiles_input_hash, req.batch, device)?;
+                    let (s, meta) = stored::compute(
+                        &net,
+                        &dir,
+                        &labels,
+                        &info.tiles_input_hash,
+                        req.batch,
+                        device,
+                    )?;
                     computed = Some((s.shallow_clone(), meta.n_train));
                     (Some(s), format!("N_S against the {} training tiles (S_A computed from '{}'): 0.5*<A_x, S_A>", meta.n_train, labels.display()))
                 } else {
                     eprintln!("align: warning: no S_A in '{}' and no labelled run at '{}': the reliability band is NaN (pass --similarity or --labels)", sim.display(), labels.display());
-                    (None, "none (no S_A stored and no labelled run to compute it): NaN".to_string())
+                    (
+                        None,
+                        "none (no S_A stored and no labelled run to compute it): NaN".to_string(),
+                    )
                 }
             }
         }
@@ -81,11 +114,18 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
     if let Some(s) = &s_a {
         let p: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         if s.size() != [2, p] {
-            anyhow::bail!("S_A has shape {:?}, the model has {p} parameters: it belongs to another model", s.size());
+            anyhow::bail!(
+                "S_A has shape {:?}, the model has {p} parameters: it belongs to another model",
+                s.size()
+            );
         }
     }
     let cfg = &info.net;
-    let shape = ModelShape { tile: cfg.tile_size, stride: cfg.centre_size, bands: Some((cfg.reference_bands, cfg.moving_bands)) };
+    let shape = ModelShape {
+        tile: cfg.tile_size,
+        stride: cfg.centre_size,
+        bands: Some((cfg.reference_bands, cfg.moving_bands)),
+    };
     let mut m = NetModel { _vs: vs, net, device, s_a, reliability };
     let summary = scene::run(req, &shape, &mut m)?;
     // Keep a computed S_A beside the outputs: `--similarity OUT` reuses it.

@@ -149,11 +149,22 @@ impl BenchNet {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     // The toy's MLP is too small to gain from intra-op threads, and OpenMP threads competing
     // with other work for the cores slow it down many times: one thread unless asked.
-    let all = || if matches!(cli.command, Command::Toy1d { .. }) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let all = || {
+        if matches!(cli.command, Command::Toy1d { .. }) {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    };
     let threads = cli.threads.unwrap_or_else(all);
     simreg_learn::device::set_threads(threads);
     match dispatch(cli.command, cli.quiet) {
@@ -168,31 +179,48 @@ fn main() -> ExitCode {
 fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
     match c {
         Command::Train { labels, out, params_json } => {
-            let p: TrainParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("training parameters: {e}"))?;
-            simreg_learn::train::run(&labels, &out, &p, &simreg_learn::train::TrainOptions { quiet })?;
+            let p: TrainParams = serde_json::from_str(&params_json)
+                .map_err(|e| anyhow::anyhow!("training parameters: {e}"))?;
+            simreg_learn::train::run(
+                &labels,
+                &out,
+                &p,
+                &simreg_learn::train::TrainOptions { quiet },
+            )?;
         }
         Command::Predict { model, tiles, labels, out, device } => {
             let device = simreg_learn::device::resolve(device)?;
-            simreg_learn::train::predict::run(&model, tiles.as_deref(), labels.as_deref(), &out, device)?;
+            simreg_learn::train::predict::run(
+                &model,
+                tiles.as_deref(),
+                labels.as_deref(),
+                &out,
+                device,
+            )?;
         }
         Command::Align { request_json } => {
-            let req: simreg::align::AlignRequest = serde_json::from_str(&request_json).map_err(|e| anyhow::anyhow!("align request: {e}"))?;
+            let req: simreg::align::AlignRequest = serde_json::from_str(&request_json)
+                .map_err(|e| anyhow::anyhow!("align request: {e}"))?;
             simreg_learn::align::run(&req)?;
         }
         Command::Similarity { model, labels, out, params_json } => {
-            let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;
+            let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json)
+                .map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;
             simreg_learn::similarity::stage::run(&model, &labels, &out, &p, quiet)?;
         }
         Command::Toy1d { out, params_json } => {
-            let p: simreg::learn::Toy1dParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("toy1d parameters: {e}"))?;
+            let p: simreg::learn::Toy1dParams = serde_json::from_str(&params_json)
+                .map_err(|e| anyhow::anyhow!("toy1d parameters: {e}"))?;
             simreg_learn::toy1d::run(&out, &p, quiet)?;
         }
         Command::EnforceStudy { labels, out, params_json } => {
-            let p: simreg::learn::EnforceStudyParams = serde_json::from_str(&params_json).map_err(|e| anyhow::anyhow!("enforce-study parameters: {e}"))?;
+            let p: simreg::learn::EnforceStudyParams = serde_json::from_str(&params_json)
+                .map_err(|e| anyhow::anyhow!("enforce-study parameters: {e}"))?;
             simreg_learn::enforce::study::run(&labels, &out, &p, quiet)?;
         }
         Command::BenchJacobian { net, batch, warmup, steps } => {
-            let r = simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;
+            let r =
+                simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::BenchNs { net, n, batch } => {
@@ -214,7 +242,10 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {
-                println!("libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}", info.libtorch_cuda_built, info.cuda_devices, info.threads);
+                println!(
+                    "libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}",
+                    info.libtorch_cuda_built, info.cuda_devices, info.threads
+                );
             }
         }
     }

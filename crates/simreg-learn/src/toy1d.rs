@@ -26,7 +26,15 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 /// Hidden width and layer widths of the paper's MLP.
 pub const WIDTH: i64 = 64;
-pub const LAYERS: [(i64, i64); 7] = [(2, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, WIDTH), (WIDTH, 1)];
+pub const LAYERS: [(i64, i64); 7] = [
+    (2, WIDTH),
+    (WIDTH, WIDTH),
+    (WIDTH, WIDTH),
+    (WIDTH, WIDTH),
+    (WIDTH, WIDTH),
+    (WIDTH, WIDTH),
+    (WIDTH, 1),
+];
 /// Samples per Jacobian chunk in the N_S passes (bounds memory: chunk × p floats).
 const CHUNK: usize = 128;
 
@@ -39,14 +47,21 @@ impl Mlp {
     /// PyTorch's default initialisation (weights and biases uniform in ±1/√fan_in), drawn from
     /// `rng`.
     pub fn new(vs: &nn::Path, rng: &mut ChaCha8Rng) -> Mlp {
-        let layers: Vec<nn::Linear> = LAYERS.iter().enumerate().map(|(i, &(a, b))| nn::linear(vs / format!("l{i}"), a, b, Default::default())).collect();
+        let layers: Vec<nn::Linear> = LAYERS
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| nn::linear(vs / format!("l{i}"), a, b, Default::default()))
+            .collect();
         tch::no_grad(|| {
             for l in &layers {
                 let bound = 1.0 / (l.ws.size()[1] as f64).sqrt();
                 for t in std::iter::once(&l.ws).chain(l.bs.as_ref()) {
-                    let v: Vec<f32> = (0..t.numel()).map(|_| rng.gen_range(-bound..bound) as f32).collect();
+                    let v: Vec<f32> =
+                        (0..t.numel()).map(|_| rng.gen_range(-bound..bound) as f32).collect();
                     let mut t = t.shallow_clone();
-                    t.copy_(&Tensor::from_slice(&v).view(t.size().as_slice()).to_device(t.device()));
+                    t.copy_(
+                        &Tensor::from_slice(&v).view(t.size().as_slice()).to_device(t.device()),
+                    );
                 }
             }
         });
@@ -69,7 +84,10 @@ impl Mlp {
     }
 
     pub fn params(&self) -> i64 {
-        self.layers.iter().map(|l| l.ws.numel() as i64 + l.bs.as_ref().map_or(0, |b| b.numel() as i64)).sum()
+        self.layers
+            .iter()
+            .map(|l| l.ws.numel() as i64 + l.bs.as_ref().map_or(0, |b| b.numel() as i64))
+            .sum()
     }
 }
 
@@ -132,7 +150,10 @@ impl ToyRun {
 
 /// Inputs (n, 2) and targets (n, 1), f32.
 fn tensors(alpha: &[f64], f: u32) -> (Tensor, Tensor) {
-    let x: Vec<f32> = alpha.iter().flat_map(|a| [(2.0 * PI * a).cos() as f32, (2.0 * PI * a).sin() as f32]).collect();
+    let x: Vec<f32> = alpha
+        .iter()
+        .flat_map(|a| [(2.0 * PI * a).cos() as f32, (2.0 * PI * a).sin() as f32])
+        .collect();
     let y: Vec<f32> = alpha.iter().map(|&a| target(f, a) as f32).collect();
     let n = alpha.len() as i64;
     (Tensor::from_slice(&x).view([n, 2]), Tensor::from_slice(&y).view([n, 1]))
@@ -156,7 +177,9 @@ pub fn run_one(f: u32, seed: u64, p: &Toy1dParams) -> Result<ToyRun> {
         let (mut sum, mut steps) = (Tensor::zeros([], (Kind::Float, Device::Cpu)), 0);
         for start in (0..p.n).step_by(p.batch) {
             let b = idx.narrow(0, start as i64, p.batch.min(p.n - start) as i64);
-            let loss = (net.forward(&x.index_select(0, &b), None) - y.index_select(0, &b)).abs().mean(Kind::Float);
+            let loss = (net.forward(&x.index_select(0, &b), None) - y.index_select(0, &b))
+                .abs()
+                .mean(Kind::Float);
             opt.backward_step(&loss);
             sum += loss.detach();
             steps += 1;
@@ -171,14 +194,28 @@ pub fn run_one(f: u32, seed: u64, p: &Toy1dParams) -> Result<ToyRun> {
     let curv: Vec<f64> = alpha.iter().map(|&a| curvature(f, a)).collect();
     let log_curv: Vec<f64> = curv.iter().map(|c| c.ln_1p()).collect();
     let mae = pred.iter().zip(&target).map(|(a, b)| (a - b).abs()).sum::<f64>() / p.n as f64;
-    Ok(ToyRun { f, seed, corr: pearson(&ns, &log_curv), alpha, ns, curvature: curv, pred, target, mae, last_epoch_loss, params: net.params(), seconds: t0.elapsed().as_secs_f64() })
+    Ok(ToyRun {
+        f,
+        seed,
+        corr: pearson(&ns, &log_curv),
+        alpha,
+        ns,
+        curvature: curv,
+        pred,
+        target,
+        mae,
+        last_epoch_loss,
+        params: net.params(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// N_S(x_i) over S = all of `x` (linear time: S_A = Σ_j A_j in pass 1, ⟨A_i, S_A⟩ in pass 2,
 /// Jacobians recomputed per chunk) and the predictions f(x_i).
 pub fn neighbour_counts(net: &Mlp, x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let n = x.size()[0];
-    let chunks: Vec<(i64, i64)> = (0..n).step_by(CHUNK).map(|s| (s, (CHUNK as i64).min(n - s))).collect();
+    let chunks: Vec<(i64, i64)> =
+        (0..n).step_by(CHUNK).map(|s| (s, (CHUNK as i64).min(n - s))).collect();
     let jac = |s: i64, len: i64| -> Result<(Tensor, Tensor)> {
         let mut rec = Recorder::default();
         let f = net.forward(&x.narrow(0, s, len), Some(&mut rec));
@@ -200,7 +237,10 @@ pub fn neighbour_counts(net: &Mlp, x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
 
 /// Every (frequency, seed) run, in increasing f then in the order of the seeds, and the summary
 /// (its `out` left empty). `progress` sees each finished run.
-pub fn experiment(p: &Toy1dParams, progress: &mut dyn FnMut(&ToyRun)) -> Result<(Toy1dSummary, Vec<ToyRun>)> {
+pub fn experiment(
+    p: &Toy1dParams,
+    progress: &mut dyn FnMut(&ToyRun),
+) -> Result<(Toy1dSummary, Vec<ToyRun>)> {
     p.check()?;
     let t0 = Instant::now();
     let mut freqs = p.frequencies.clone();
@@ -233,9 +273,11 @@ pub fn experiment(p: &Toy1dParams, progress: &mut dyn FnMut(&ToyRun)) -> Result<
             mae_per_seed,
         });
     }
-    let ns_strictly_decreasing = (per_f.len() >= 2).then(|| per_f.windows(2).all(|w| w[1].ns_mean < w[0].ns_mean));
+    let ns_strictly_decreasing =
+        (per_f.len() >= 2).then(|| per_f.windows(2).all(|w| w[1].ns_mean < w[0].ns_mean));
     let low: Vec<&Toy1dFrequency> = per_f.iter().filter(|t| t.f <= 2).collect();
-    let corr_below_minus_half_for_f_le_2 = (!low.is_empty()).then(|| low.iter().all(|t| t.corr_mean.is_some_and(|c| c < -0.5)));
+    let corr_below_minus_half_for_f_le_2 =
+        (!low.is_empty()).then(|| low.iter().all(|t| t.corr_mean.is_some_and(|c| c < -0.5)));
     let seconds = t0.elapsed().as_secs_f64();
     let summary = Toy1dSummary {
         out: Default::default(),
@@ -258,24 +300,33 @@ fn mean(v: &[f64]) -> f64 {
 /// `out/samples.csv` (built in `out.partial`, swapped in when complete).
 pub fn run(out: &Path, p: &Toy1dParams, quiet: bool) -> Result<Toy1dSummary> {
     p.check()?;
-    atomic::build_dir(out, "summary.json", |_| false, |dir| {
-        let (mut summary, runs) = experiment(p, &mut |r| {
-            if !quiet {
-                let c = r.corr.map_or("n/a".into(), |c| format!("{c:+.2}"));
-                eprintln!("toy1d: f = {}, seed {}: N_S mean {:.1}, corr(N_S, log(1+curvature)) {c}, MAE {:.4} ({:.1} s)", r.f, r.seed, r.ns_mean(), r.mae, r.seconds);
+    atomic::build_dir(
+        out,
+        "summary.json",
+        |_| false,
+        |dir| {
+            let (mut summary, runs) = experiment(p, &mut |r| {
+                if !quiet {
+                    let c = r.corr.map_or("n/a".into(), |c| format!("{c:+.2}"));
+                    eprintln!("toy1d: f = {}, seed {}: N_S mean {:.1}, corr(N_S, log(1+curvature)) {c}, MAE {:.4} ({:.1} s)", r.f, r.seed, r.ns_mean(), r.mae, r.seconds);
+                }
+            })?;
+            summary.out = out.to_path_buf();
+            let mut csv = String::from("f,seed,alpha,ns,curvature,pred,target\n");
+            for r in &runs {
+                for i in 0..r.alpha.len() {
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{},{},{},{},{}",
+                        r.f, r.seed, r.alpha[i], r.ns[i], r.curvature[i], r.pred[i], r.target[i]
+                    );
+                }
             }
-        })?;
-        summary.out = out.to_path_buf();
-        let mut csv = String::from("f,seed,alpha,ns,curvature,pred,target\n");
-        for r in &runs {
-            for i in 0..r.alpha.len() {
-                let _ = writeln!(csv, "{},{},{},{},{},{},{}", r.f, r.seed, r.alpha[i], r.ns[i], r.curvature[i], r.pred[i], r.target[i]);
-            }
-        }
-        atomic::write_bytes(&dir.join("samples.csv"), csv.as_bytes())?;
-        atomic::write_json(&dir.join("summary.json"), &summary)?;
-        Ok(summary)
-    })
+            atomic::write_bytes(&dir.join("samples.csv"), csv.as_bytes())?;
+            atomic::write_json(&dir.join("summary.json"), &summary)?;
+            Ok(summary)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -308,9 +359,19 @@ mod tests {
         let mut rec = Recorder::default();
         let f = net.forward(&x, Some(&mut rec));
         let (a, _) = kernel::polar(&jacobian::per_sample(&f, &rec).unwrap());
-        let pairwise = Vec::<f64>::try_from(kernel::kc_matrix(&a, &a).sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap();
+        let pairwise = Vec::<f64>::try_from(kernel::kc_matrix(&a, &a).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            Kind::Double,
+        ))
+        .unwrap();
         for i in 0..ns.len() {
-            assert!((ns[i] - pairwise[i]).abs() <= 1e-9 * pairwise[i].abs().max(1.0), "sample {i}: {} vs {}", ns[i], pairwise[i]);
+            assert!(
+                (ns[i] - pairwise[i]).abs() <= 1e-9 * pairwise[i].abs().max(1.0),
+                "sample {i}: {} vs {}",
+                ns[i],
+                pairwise[i]
+            );
         }
         // The same predictions as one whole-batch forward pass, up to float32 rounding (the
         // chunked passes use other matrix shapes, hence other summation orders in the GEMMs).

@@ -30,7 +30,10 @@ fn conv_net_gradient_matches_finite_differences() {
     let vars = vs.variables();
     let w = &vars["c1.weight"];
     let grad = w.grad();
-    assert!(grad.abs().sum(Kind::Double).double_value(&[]) > 0.0, "gradient reaches the first layer");
+    assert!(
+        grad.abs().sum(Kind::Double).double_value(&[]) > 0.0,
+        "gradient reaches the first layer"
+    );
 
     let eps = 1e-6;
     let mut worst: f64 = 0.0;
@@ -61,7 +64,10 @@ fn conv_net_gradient_matches_finite_differences() {
 
 #[test]
 fn device_choice_cpu_always_works_and_cuda_is_refused_without_a_gpu() {
-    assert_eq!(simreg_learn::device::resolve(simreg_learn::device::DeviceChoice::Cpu).unwrap(), Device::Cpu);
+    assert_eq!(
+        simreg_learn::device::resolve(simreg_learn::device::DeviceChoice::Cpu).unwrap(),
+        Device::Cpu
+    );
     let cuda = simreg_learn::device::resolve(simreg_learn::device::DeviceChoice::Cuda);
     assert_eq!(cuda.is_ok(), tch::Cuda::is_available());
     if let Err(e) = cuda {

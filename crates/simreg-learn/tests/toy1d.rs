@@ -20,7 +20,10 @@ fn reduced_toy_shows_the_papers_trends_and_writes_its_outputs() {
     let s = toy1d::run(&out, &p, true).unwrap();
 
     for t in &s.frequencies {
-        eprintln!("f = {}: N_S {:?} corr {:?} MAE {:?} N_S range [{}, {}]", t.f, t.ns_mean_per_seed, t.corr_per_seed, t.mae_per_seed, t.ns_min, t.ns_max);
+        eprintln!(
+            "f = {}: N_S {:?} corr {:?} MAE {:?} N_S range [{}, {}]",
+            t.f, t.ns_mean_per_seed, t.corr_per_seed, t.mae_per_seed, t.ns_min, t.ns_max
+        );
     }
     assert_eq!(s.params, 21_057);
     let fs: Vec<u32> = s.frequencies.iter().map(|t| t.f).collect();
@@ -32,7 +35,12 @@ fn reduced_toy_shows_the_papers_trends_and_writes_its_outputs() {
     // Fewer neighbours where the target bends more, at low frequency.
     for t in &s.frequencies[..2] {
         let c = t.corr_mean.unwrap();
-        assert!(c < -0.5, "f = {}: corr(N_S, log(1 + curvature)) = {c} (per seed {:?})", t.f, t.corr_per_seed);
+        assert!(
+            c < -0.5,
+            "f = {}: corr(N_S, log(1 + curvature)) = {c} (per seed {:?})",
+            t.f,
+            t.corr_per_seed
+        );
     }
     assert_eq!(s.corr_below_minus_half_for_f_le_2, Some(true));
     // The network learned the target (mean |sin| is 2/π ≈ 0.64): a bound per frequency.
@@ -45,7 +53,8 @@ fn reduced_toy_shows_the_papers_trends_and_writes_its_outputs() {
     let csv = std::fs::read_to_string(out.join("samples.csv")).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("f,seed,alpha,ns,curvature,pred,target"));
-    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let rows: Vec<Vec<f64>> =
+        lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
     assert_eq!(rows.len(), 4 * 3 * 512);
     let n = p.n as f64;
     for r in &rows {
@@ -61,12 +70,18 @@ fn reduced_toy_shows_the_papers_trends_and_writes_its_outputs() {
         }
     }
     for t in &s.frequencies {
-        let sub: Vec<&Vec<f64>> = rows.iter().filter(|r| r[0] == t.f as f64 && r[1] == 0.0).collect();
+        let sub: Vec<&Vec<f64>> =
+            rows.iter().filter(|r| r[0] == t.f as f64 && r[1] == 0.0).collect();
         let mean = sub.iter().map(|r| r[3]).sum::<f64>() / sub.len() as f64;
         assert!((mean - t.ns_mean_per_seed[0]).abs() <= 1e-9 * mean.abs(), "f = {}", t.f);
     }
-    assert_eq!(std::fs::read_to_string(out.join("summary.json")).unwrap(), serde_json::to_string_pretty(&s).unwrap() + "\n");
-    assert!(!out.with_file_name(format!("{}.partial", out.file_name().unwrap().to_string_lossy())).exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.json")).unwrap(),
+        serde_json::to_string_pretty(&s).unwrap() + "\n"
+    );
+    assert!(!out
+        .with_file_name(format!("{}.partial", out.file_name().unwrap().to_string_lossy()))
+        .exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -82,7 +97,9 @@ fn a_run_depends_on_its_seed_only_and_bad_parameters_are_refused() {
     assert_ne!(a.ns, c.ns);
     assert_ne!(a.alpha, c.alpha);
 
-    let bad = |q: Toy1dParams| toy1d::experiment(&q, &mut |_| {}).err().map(|e| e.to_string()).unwrap_or_default();
+    let bad = |q: Toy1dParams| {
+        toy1d::experiment(&q, &mut |_| {}).err().map(|e| e.to_string()).unwrap_or_default()
+    };
     assert!(bad(Toy1dParams { frequencies: vec![], ..p.clone() }).contains("frequencies is empty"));
     assert!(bad(Toy1dParams { frequencies: vec![1, 0], ..p.clone() }).contains("positive"));
     assert!(bad(Toy1dParams { frequencies: vec![2, 2], ..p.clone() }).contains("duplicates"));

@@ -15,7 +15,9 @@ pub use simreg::learn::{EnforceSign as Sign, PairKind};
 /// Two versions of each sample of a batch (N, C, H, W) that keep its displacement.
 pub fn make_pairs(kind: PairKind, reference: &Tensor, moving: &Tensor) -> [(Tensor, Tensor); 2] {
     let one = || match kind {
-        PairKind::Noise => (reference + reference.randn_like() * 0.05, moving + moving.randn_like() * 0.3),
+        PairKind::Noise => {
+            (reference + reference.randn_like() * 0.05, moving + moving.randn_like() * 0.3)
+        }
         PairKind::Photometric => {
             let jitter = |x: &Tensor| {
                 let s = x.size();
@@ -34,18 +36,29 @@ pub fn make_pairs(kind: PairKind, reference: &Tensor, moving: &Tensor) -> [(Tens
 /// tr K·I keeps it defined when K is near-singular.
 pub fn inv_sqrt_2x2(k: &Tensor) -> Tensor {
     let eye = Tensor::eye(2, (k.kind(), k.device()));
-    let tr = k.diagonal(0, -2, -1).sum_dim_intlist([-1i64].as_slice(), true, k.kind()).unsqueeze(-1);
+    let tr =
+        k.diagonal(0, -2, -1).sum_dim_intlist([-1i64].as_slice(), true, k.kind()).unsqueeze(-1);
     let k = k + &tr * 1e-9 * &eye;
     let s = k.det().sqrt().unsqueeze(-1).unsqueeze(-1);
-    let tr = k.diagonal(0, -2, -1).sum_dim_intlist([-1i64].as_slice(), true, k.kind()).unsqueeze(-1);
+    let tr =
+        k.diagonal(0, -2, -1).sum_dim_intlist([-1i64].as_slice(), true, k.kind()).unsqueeze(-1);
     let t = (&tr + &s * 2.0).sqrt();
     ((k + s * eye) / t).inverse()
 }
 
 /// The per-sample gradients of f for a small batch, with their graph kept so that a loss on them
 /// can be back-propagated to the parameters: (N, d, p).
-pub fn jacobians_with_graph(net: &Net, params: &[Tensor], reference: &Tensor, moving: &Tensor) -> Tensor {
-    crate::similarity::jacobian::per_sample_loop(&mean_of(&net.forward(reference, moving)), params, true)
+pub fn jacobians_with_graph(
+    net: &Net,
+    params: &[Tensor],
+    reference: &Tensor,
+    moving: &Tensor,
+) -> Tensor {
+    crate::similarity::jacobian::per_sample_loop(
+        &mean_of(&net.forward(reference, moving)),
+        params,
+        true,
+    )
 }
 
 /// k^C(a_i, b_i) for Jacobians `ga`, `gb` (N, d, p): (N,), differentiable.
@@ -56,7 +69,14 @@ pub fn kc_pairs(ga: &Tensor, gb: &Tensor) -> Tensor {
 }
 
 /// The similarity term for pairs (a_i, b_i): mean over pairs of λ(1 − k^C) or λk^C.
-pub fn similarity_term(net: &Net, params: &[Tensor], a: &(Tensor, Tensor), b: &(Tensor, Tensor), lambda: f64, sign: Sign) -> Tensor {
+pub fn similarity_term(
+    net: &Net,
+    params: &[Tensor],
+    a: &(Tensor, Tensor),
+    b: &(Tensor, Tensor),
+    lambda: f64,
+    sign: Sign,
+) -> Tensor {
     let ga = jacobians_with_graph(net, params, &a.0, &a.1);
     let gb = jacobians_with_graph(net, params, &b.0, &b.1);
     let kc = kc_pairs(&ga, &gb).mean(ga.kind());
@@ -108,7 +128,20 @@ mod tests {
             Tensor::from_slice(&v).view(shape)
         };
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = Net::new(&vs.root(), NetConfig { reference_bands: 2, moving_bands: 1, tile_size: 8, centre_offset: 2, centre_size: 4, width: 2, depth: 2, scale_px: 1.0, corr_radius: 1 });
+        let net = Net::new(
+            &vs.root(),
+            NetConfig {
+                reference_bands: 2,
+                moving_bands: 1,
+                tile_size: 8,
+                centre_offset: 2,
+                centre_size: 4,
+                width: 2,
+                depth: 2,
+                scale_px: 1.0,
+                corr_radius: 1,
+            },
+        );
         vs.double();
         let params = vs.trainable_variables();
         tch::no_grad(|| {
@@ -126,7 +159,12 @@ mod tests {
             let grads = Tensor::run_backward(&[&term], &params, false, false);
             // Directional derivative along a random direction, analytic vs central differences.
             // Parameters the term does not depend on (e.g. the output bias) have no gradient.
-            let analytic: f64 = grads.iter().zip(&dirs).filter(|(g, _)| g.defined()).map(|(g, v)| (g * v).sum(Kind::Double).double_value(&[])).sum();
+            let analytic: f64 = grads
+                .iter()
+                .zip(&dirs)
+                .filter(|(g, _)| g.defined())
+                .map(|(g, v)| (g * v).sum(Kind::Double).double_value(&[]))
+                .sum();
             let h = 1e-5;
             let shift = |t: f64| {
                 tch::no_grad(|| {
@@ -144,7 +182,10 @@ mod tests {
             let fd = (up - down) / (2.0 * h);
             let rel = (analytic - fd).abs() / fd.abs().max(1e-12);
             eprintln!("{sign:?}: analytic {analytic:.9e}, central differences {fd:.9e}, relative error {rel:.2e}");
-            assert!(rel <= 1e-4, "{sign:?}: analytic {analytic}, finite differences {fd}, relative error {rel}");
+            assert!(
+                rel <= 1e-4,
+                "{sign:?}: analytic {analytic}, finite differences {fd}, relative error {rel}"
+            );
             assert!(fd.abs() > 1e-6, "the term depends on the parameters");
         }
     }

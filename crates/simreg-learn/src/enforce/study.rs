@@ -17,7 +17,8 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Tensor};
 
-const ARMS: [(&str, Option<Sign>); 3] = [("baseline", None), ("plus_cos", Some(Sign::Plus)), ("minus_cos", Some(Sign::Minus))];
+const ARMS: [(&str, Option<Sign>); 3] =
+    [("baseline", None), ("plus_cos", Some(Sign::Plus)), ("minus_cos", Some(Sign::Minus))];
 
 #[derive(Serialize)]
 struct Arm {
@@ -50,12 +51,19 @@ struct Study {
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var =
+        if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (m, var.sqrt())
 }
 
 pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -> Result<()> {
-    if p.seeds == 0 || p.steps == 0 || p.eval_every == 0 || p.batch == 0 || p.pairs_per_step == 0 || p.pairs_per_step > p.batch {
+    if p.seeds == 0
+        || p.steps == 0
+        || p.eval_every == 0
+        || p.batch == 0
+        || p.pairs_per_step == 0
+        || p.pairs_per_step > p.batch
+    {
         bail!("enforce study: seeds, steps, eval_every, batch ≥ 1 and 1 ≤ pairs_per_step ≤ batch");
     }
     let known: Vec<&str> = ARMS.iter().map(|a| a.0).collect();
@@ -64,10 +72,16 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     }
     let device = crate::device::resolve(p.device)?;
     let d = data::load(labels_dir)?;
-    let truth = data::load_truth(labels_dir)?.with_context(|| format!("labels '{}' have no truth.json: the study measures the error against truth", labels_dir.display()))?;
+    let truth = data::load_truth(labels_dir)?.with_context(|| {
+        format!(
+            "labels '{}' have no truth.json: the study measures the error against truth",
+            labels_dir.display()
+        )
+    })?;
     let sp = split(d.len(), 0.2, 0);
     let val: Vec<usize> = sp.val.iter().copied().take(p.val_tiles.max(1)).collect();
-    let val_truth: Vec<[f64; 2]> = val.iter().map(|&i| truth.get(&d.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect();
+    let val_truth: Vec<[f64; 2]> =
+        val.iter().map(|&i| truth.get(&d.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect();
     let scale = label_scale(&d, &sp.train);
     let tens = tensors(&d, scale, device);
     let cfg = NetConfig {
@@ -85,8 +99,11 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     let mut csv = String::from("arm,seed,step,val_rmse_truth_px\n");
     let mut arms = BTreeMap::new();
     let mut n_params = 0;
-    for (name, sign) in p.arms.iter().map(|a| *ARMS.iter().find(|k| k.0 == a).expect("checked above")) {
-        let (mut curves, mut reached, mut secs, mut steps_run) = (Vec::new(), Vec::new(), 0.0, 0usize);
+    for (name, sign) in
+        p.arms.iter().map(|a| *ARMS.iter().find(|k| k.0 == a).expect("checked above"))
+    {
+        let (mut curves, mut reached, mut secs, mut steps_run) =
+            (Vec::new(), Vec::new(), 0.0, 0usize);
         for seed in 0..p.seeds {
             tch::manual_seed(seed as i64);
             let vs = nn::VarStore::new(device);
@@ -96,15 +113,20 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
             let mut opt = nn::Adam::default().build(&vs, p.lr)?;
             // The same batches for every arm (they depend on the seed only).
             let mut rng = ChaCha8Rng::seed_from_u64(seed as u64 ^ 0xE7F0);
-            let eval = |net: &Net| rmse(&predict(net, &tens.reference, &tens.moving, &val, 64), &val_truth);
+            let eval = |net: &Net| {
+                rmse(&predict(net, &tens.reference, &tens.moving, &val, 64), &val_truth)
+            };
             let mut curve = vec![(0usize, eval(&net))];
             for step in 1..=p.steps {
-                let idx: Vec<i64> = (0..p.batch).map(|_| sp.train[rng.gen_range(0..sp.train.len())] as i64).collect();
+                let idx: Vec<i64> = (0..p.batch)
+                    .map(|_| sp.train[rng.gen_range(0..sp.train.len())] as i64)
+                    .collect();
                 let i = Tensor::from_slice(&idx).to(device);
                 let t0 = Instant::now();
                 let (r, m) = (tens.reference.index_select(0, &i), tens.moving.index_select(0, &i));
                 let dense = net.forward(&r, &m);
-                let mut loss = loss(&dense, &tens.field.index_select(0, &i), &tens.label.index_select(0, &i));
+                let mut loss =
+                    loss(&dense, &tens.field.index_select(0, &i), &tens.label.index_select(0, &i));
                 if let Some(sign) = sign {
                     let k = p.pairs_per_step as i64;
                     let [a, b] = make_pairs(p.pairs, &r.narrow(0, 0, k), &m.narrow(0, 0, k));
@@ -133,19 +155,47 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
         let finals: Vec<f64> = curves.iter().map(|c| c.last().expect("≥ 1").1).collect();
         let (fm, fs) = mean_std(&finals);
         let hit: Vec<f64> = reached.iter().flatten().map(|&s| s as f64).collect();
-        let (sm, ss) = if hit.is_empty() { (None, None) } else { let (m, s) = mean_std(&hit); (Some(m), Some(s)) };
-        let curve = (0..curves[0].len()).map(|k| {
-            let v: Vec<f64> = curves.iter().map(|c| c[k].1).collect();
-            let (m, s) = mean_std(&v);
-            (curves[0][k].0, m, s)
-        }).collect();
-        arms.insert(name.to_string(), Arm { seeds: p.seeds, reached: hit.len(), steps_to_threshold: reached, steps_mean: sm, steps_std: ss, final_error_mean: fm, final_error_std: fs, curve, seconds_per_step: secs / steps_run as f64 });
+        let (sm, ss) = if hit.is_empty() {
+            (None, None)
+        } else {
+            let (m, s) = mean_std(&hit);
+            (Some(m), Some(s))
+        };
+        let curve = (0..curves[0].len())
+            .map(|k| {
+                let v: Vec<f64> = curves.iter().map(|c| c[k].1).collect();
+                let (m, s) = mean_std(&v);
+                (curves[0][k].0, m, s)
+            })
+            .collect();
+        arms.insert(
+            name.to_string(),
+            Arm {
+                seeds: p.seeds,
+                reached: hit.len(),
+                steps_to_threshold: reached,
+                steps_mean: sm,
+                steps_std: ss,
+                final_error_mean: fm,
+                final_error_std: fs,
+                curve,
+                seconds_per_step: secs / steps_run as f64,
+            },
+        );
     }
     let ratio = match (arms.get("minus_cos"), arms.get("baseline")) {
         (Some(m), Some(b)) => Some(m.seconds_per_step / b.seconds_per_step),
         _ => None,
     };
-    let study = Study { params: p.clone(), labels: labels_dir.display().to_string(), n_train: sp.train.len(), n_val_evaluated: val.len(), params_count: n_params, arms, step_cost_ratio: ratio };
+    let study = Study {
+        params: p.clone(),
+        labels: labels_dir.display().to_string(),
+        n_train: sp.train.len(),
+        n_val_evaluated: val.len(),
+        params_count: n_params,
+        arms,
+        step_cost_ratio: ratio,
+    };
     atomic::create_dir(out)?;
     atomic::write_bytes(&out.join("enforce_curves.csv"), csv.as_bytes())?;
     atomic::write_json(&out.join("enforce_study.json"), &study)?;

@@ -35,10 +35,25 @@ impl NetConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         let f = 1usize << (self.depth.max(1) - 1);
         if self.depth == 0 || self.width < 1 || self.tile_size % f != 0 {
-            anyhow::bail!("network: tile size {} must be divisible by 2^(depth−1) = {f} (depth {}, width {})", self.tile_size, self.depth, self.width);
+            anyhow::bail!(
+                "network: tile size {} must be divisible by 2^(depth−1) = {f} (depth {}, width {})",
+                self.tile_size,
+                self.depth,
+                self.width
+            );
         }
-        if self.centre_offset + self.centre_size > self.tile_size || self.reference_bands == 0 || self.moving_bands == 0 {
-            anyhow::bail!("network: inconsistent shape (tile {}, centre {}+{}, bands {}/{})", self.tile_size, self.centre_offset, self.centre_size, self.reference_bands, self.moving_bands);
+        if self.centre_offset + self.centre_size > self.tile_size
+            || self.reference_bands == 0
+            || self.moving_bands == 0
+        {
+            anyhow::bail!(
+                "network: inconsistent shape (tile {}, centre {}+{}, bands {}/{})",
+                self.tile_size,
+                self.centre_offset,
+                self.centre_size,
+                self.reference_bands,
+                self.moving_bands
+            );
         }
         Ok(())
     }
@@ -81,7 +96,11 @@ impl Net {
         let mut enc_mov = Vec::new();
         let mut fuse = Vec::new();
         for l in 0..config.depth {
-            let (ri, mi) = if l == 0 { (config.reference_bands as i64, config.moving_bands as i64) } else { (w(l - 1), w(l - 1)) };
+            let (ri, mi) = if l == 0 {
+                (config.reference_bands as i64, config.moving_bands as i64)
+            } else {
+                (w(l - 1), w(l - 1))
+            };
             enc_ref.push(Block::new(&(vs / "enc_ref" / l), ri, w(l)));
             enc_mov.push(Block::new(&(vs / "enc_mov" / l), mi, w(l)));
             let k = 2 * config.corr_radius + 1;
@@ -119,7 +138,11 @@ impl Net {
             m = self.enc_mov[l].forward(&m, conv);
             // Not at full resolution: the volume would cost more than the encoders there, and
             // the coarser levels already span the displacements (radius × 2^level px).
-            let x = if self.config.corr_radius > 0 && l > 0 { Tensor::cat(&[&r, &m, &correlation(&r, &m, self.config.corr_radius)], 1) } else { Tensor::cat(&[&r, &m], 1) };
+            let x = if self.config.corr_radius > 0 && l > 0 {
+                Tensor::cat(&[&r, &m, &correlation(&r, &m, self.config.corr_radius)], 1)
+            } else {
+                Tensor::cat(&[&r, &m], 1)
+            };
             fused.push(conv(&self.fuse[l], &x).elu());
         }
         let mut x = fused.pop().expect("depth ≥ 1");
@@ -168,9 +191,22 @@ mod tests {
     #[test]
     fn shapes_and_parameter_count() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = NetConfig { reference_bands: 4, moving_bands: 2, tile_size: 32, centre_offset: 8, centre_size: 16, width: 8, depth: 3, scale_px: 4.0, corr_radius: 2 };
+        let cfg = NetConfig {
+            reference_bands: 4,
+            moving_bands: 2,
+            tile_size: 32,
+            centre_offset: 8,
+            centre_size: 16,
+            width: 8,
+            depth: 3,
+            scale_px: 4.0,
+            corr_radius: 2,
+        };
         let net = Net::new(&vs.root(), cfg);
-        let out = net.forward(&Tensor::randn([3, 4, 32, 32], (Kind::Float, Device::Cpu)), &Tensor::randn([3, 2, 32, 32], (Kind::Float, Device::Cpu)));
+        let out = net.forward(
+            &Tensor::randn([3, 4, 32, 32], (Kind::Float, Device::Cpu)),
+            &Tensor::randn([3, 2, 32, 32], (Kind::Float, Device::Cpu)),
+        );
         assert_eq!(out.size(), [3, 2, 16, 16]);
         assert_eq!(mean_of(&out).size(), [3, 2]);
         assert!(param_count(&vs) > 10_000);
@@ -183,7 +219,8 @@ mod tests {
         let m = r.roll([-1i64, 2].as_slice(), [2i64, 3].as_slice());
         let c = correlation(&r, &m, 3);
         assert_eq!(c.size(), [1, 49, 12, 12]);
-        let centre = c.narrow(2, 3, 6).narrow(3, 3, 6).mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
+        let centre =
+            c.narrow(2, 3, 6).narrow(3, 3, 6).mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
         let best = centre.argmax(0, false).int64_value(&[]);
         assert_eq!((best % 7 - 3, best / 7 - 3), (2, -1));
     }

@@ -17,7 +17,12 @@ pub struct JacobianBench {
 }
 
 /// Per-sample Jacobians (forward + d backward passes + per-layer products) of random batches.
-pub fn jacobians(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> Result<JacobianBench> {
+pub fn jacobians(
+    cfg: &NetConfig,
+    batch: i64,
+    warmup: usize,
+    steps: usize,
+) -> Result<JacobianBench> {
     cfg.check()?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -37,7 +42,13 @@ pub fn jacobians(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> Re
     }
     let secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(check.is_finite(), "non-finite Jacobian");
-    Ok(JacobianBench { jacobians_per_s: (batch as f64 * steps as f64) / secs, batch, steps, params: param_count(&vs), threads: tch::get_num_threads() })
+    Ok(JacobianBench {
+        jacobians_per_s: (batch as f64 * steps as f64) / secs,
+        batch,
+        steps,
+        params: param_count(&vs),
+        threads: tch::get_num_threads(),
+    })
 }
 
 #[derive(Serialize)]
@@ -73,5 +84,12 @@ pub fn ns(cfg: &NetConfig, n: usize, batch: usize) -> Result<NsBench> {
     let out = two_passes(&net, n, &all, &[], batch, None, &mut load, &mut |_, _, _| {})?;
     let seconds = t0.elapsed().as_secs_f64();
     let est = memory_per_sample(&net, Device::Cpu).0 as f64 / 1048576.0;
-    Ok(NsBench { n, seconds, peak_rss_mb: peak_rss_mb(), ns_mean: out.ns.iter().sum::<f64>() / n as f64, params: out.params, estimated_mb_per_sample: est })
+    Ok(NsBench {
+        n,
+        seconds,
+        peak_rss_mb: peak_rss_mb(),
+        ns_mean: out.ns.iter().sum::<f64>() / n as f64,
+        params: out.params,
+        estimated_mb_per_sample: est,
+    })
 }

@@ -29,17 +29,32 @@ impl Recorder {
     /// A stride-1, undilated, ungrouped convolution (the only kind our networks use).
     pub fn conv(&mut self, c: &nn::Conv2D, x: &Tensor) -> Tensor {
         let y = nn::Module::forward(c, x);
-        self.layers.push(Layer { weight: c.ws.shallow_clone(), bias: c.bs.as_ref().map(|b| b.shallow_clone()), x: x.shallow_clone(), y: y.shallow_clone(), conv: true });
+        self.layers.push(Layer {
+            weight: c.ws.shallow_clone(),
+            bias: c.bs.as_ref().map(|b| b.shallow_clone()),
+            x: x.shallow_clone(),
+            y: y.shallow_clone(),
+            conv: true,
+        });
         y
     }
     pub fn linear(&mut self, l: &nn::Linear, x: &Tensor) -> Tensor {
         let y = nn::Module::forward(l, x);
-        self.layers.push(Layer { weight: l.ws.shallow_clone(), bias: l.bs.as_ref().map(|b| b.shallow_clone()), x: x.shallow_clone(), y: y.shallow_clone(), conv: false });
+        self.layers.push(Layer {
+            weight: l.ws.shallow_clone(),
+            bias: l.bs.as_ref().map(|b| b.shallow_clone()),
+            x: x.shallow_clone(),
+            y: y.shallow_clone(),
+            conv: false,
+        });
         y
     }
     /// Number of parameters the recorded layers hold (the length of a Jacobian column).
     pub fn params(&self) -> i64 {
-        self.layers.iter().map(|l| l.weight.numel() as i64 + l.bias.as_ref().map_or(0, |b| b.numel() as i64)).sum()
+        self.layers
+            .iter()
+            .map(|l| l.weight.numel() as i64 + l.bias.as_ref().map_or(0, |b| b.numel() as i64))
+            .sum()
     }
 }
 
@@ -76,7 +91,8 @@ pub fn per_sample(f: &Tensor, rec: &Recorder) -> Result<Tensor> {
 fn products(deltas: &[Vec<Tensor>], rec: &Recorder, b: i64, d: i64) -> Result<Tensor> {
     let mut blocks = Vec::with_capacity(2 * rec.layers.len());
     for (li, l) in rec.layers.iter().enumerate() {
-        let delta = Tensor::stack(&deltas.iter().map(|dk| dk[li].shallow_clone()).collect::<Vec<_>>(), 1);
+        let delta =
+            Tensor::stack(&deltas.iter().map(|dk| dk[li].shallow_clone()).collect::<Vec<_>>(), 1);
         let cout = l.weight.size()[0];
         if l.conv {
             let ws = l.weight.size();
@@ -86,7 +102,11 @@ fn products(deltas: &[Vec<Tensor>], rec: &Recorder, b: i64, d: i64) -> Result<Te
             // (B, C_in·kh·kw, L), which are large and freshly allocated per layer.
             let sig = delta.reshape([b, d * cout, -1]);
             let (h, w) = (l.y.size()[2], l.y.size()[3]);
-            let xp = if pad == [0, 0] { l.x.shallow_clone() } else { l.x.constant_pad_nd([pad[1], pad[1], pad[0], pad[0]]) };
+            let xp = if pad == [0, 0] {
+                l.x.shallow_clone()
+            } else {
+                l.x.constant_pad_nd([pad[1], pad[1], pad[0], pad[0]])
+            };
             let cin = ws[1];
             let mut per_offset = Vec::with_capacity((ws[2] * ws[3]) as usize);
             for i in 0..ws[2] {
@@ -98,7 +118,9 @@ fn products(deltas: &[Vec<Tensor>], rec: &Recorder, b: i64, d: i64) -> Result<Te
             // (B, d·C_out, C_in, kh·kw): the weight's (C_out, C_in, kh, kw) order per component.
             blocks.push(Tensor::stack(&per_offset, 3).reshape([b, d, -1]));
             if l.bias.is_some() {
-                blocks.push(sig.sum_dim_intlist([2i64].as_slice(), false, sig.kind()).reshape([b, d, cout]));
+                blocks.push(
+                    sig.sum_dim_intlist([2i64].as_slice(), false, sig.kind()).reshape([b, d, cout]),
+                );
             }
         } else {
             // (B, d, C_out, 1) × (B, 1, 1, C_in).
@@ -114,13 +136,18 @@ fn products(deltas: &[Vec<Tensor>], rec: &Recorder, b: i64, d: i64) -> Result<Te
 /// The oracle: one backward pass per sample and output component onto the parameters.
 /// `f` (B, d) must have been computed through the recorded layers; returns (B, d, p).
 pub fn explicit_loop(f: &Tensor, rec: &Recorder) -> Tensor {
-    let params: Vec<&Tensor> = rec.layers.iter().flat_map(|l| std::iter::once(&l.weight).chain(l.bias.as_ref())).collect();
+    let params: Vec<&Tensor> =
+        rec.layers.iter().flat_map(|l| std::iter::once(&l.weight).chain(l.bias.as_ref())).collect();
     per_sample_loop(f, &params, false)
 }
 
 /// One backward pass per sample and component of `f` (B, d) onto `params`: (B, d, p). With
 /// `create_graph` the Jacobians stay differentiable (double back-propagation).
-pub fn per_sample_loop<T: std::borrow::Borrow<Tensor>>(f: &Tensor, params: &[T], create_graph: bool) -> Tensor {
+pub fn per_sample_loop<T: std::borrow::Borrow<Tensor>>(
+    f: &Tensor,
+    params: &[T],
+    create_graph: bool,
+) -> Tensor {
     let (b, d) = (f.size()[0], f.size()[1]);
     let mut rows = Vec::with_capacity(b as usize);
     for i in 0..b {
@@ -147,7 +174,17 @@ mod tests {
     use tch::{Device, Kind};
 
     fn tiny_net(vs: &nn::VarStore) -> Net {
-        let cfg = NetConfig { reference_bands: 2, moving_bands: 1, tile_size: 16, centre_offset: 4, centre_size: 8, width: 2, depth: 3, scale_px: 1.0, corr_radius: 1 };
+        let cfg = NetConfig {
+            reference_bands: 2,
+            moving_bands: 1,
+            tile_size: 16,
+            centre_offset: 4,
+            centre_size: 8,
+            width: 2,
+            depth: 3,
+            scale_px: 1.0,
+            corr_radius: 1,
+        };
         Net::new(&vs.root(), cfg)
     }
 

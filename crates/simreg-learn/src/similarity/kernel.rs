@@ -90,8 +90,13 @@ pub fn denoising_factors(k: &Tensor) -> Tensor {
 /// ê_i = (Σ_j K_ji y_j)ᵀ(Σ_j K_jiᵀ)⁻¹, from `k` (c, N, d, d) and predictions `y` (N, d): (c, d).
 pub fn neighbour_averages(k: &Tensor, y: &Tensor) -> Tensor {
     let k = k.to_kind(Kind::Double);
-    let num = k.matmul(&y.to_kind(Kind::Double).unsqueeze(0).unsqueeze(3)).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-    let sinv = inverse_or_nan(&k.transpose(2, 3).sum_dim_intlist([1i64].as_slice(), false, Kind::Double));
+    let num = k.matmul(&y.to_kind(Kind::Double).unsqueeze(0).unsqueeze(3)).sum_dim_intlist(
+        [1i64].as_slice(),
+        false,
+        Kind::Double,
+    );
+    let sinv =
+        inverse_or_nan(&k.transpose(2, 3).sum_dim_intlist([1i64].as_slice(), false, Kind::Double));
     num.transpose(1, 2).matmul(&sinv).squeeze_dim(1)
 }
 
@@ -158,7 +163,10 @@ mod tests {
         for c in 0..10 {
             chunked.add(&polar(&g.narrow(0, c * 30, 30)).0);
         }
-        let streamed = Tensor::cat(&(0..10).map(|c| chunked.ns(&polar(&g.narrow(0, c * 30, 30)).0)).collect::<Vec<_>>(), 0);
+        let streamed = Tensor::cat(
+            &(0..10).map(|c| chunked.ns(&polar(&g.narrow(0, c * 30, 30)).0)).collect::<Vec<_>>(),
+            0,
+        );
         assert!(max_abs(&(&streamed - &linear)) / max_abs(&linear) <= 1e-10);
         assert_eq!(chunked.n, 300);
     }
@@ -167,7 +175,9 @@ mod tests {
     fn check4_rotation_invariance() {
         let g = clustered(2, 300, 2, 1, 3);
         let th = 0.7f64;
-        let r = Tensor::from_slice(&[th.cos(), -th.sin(), th.sin(), th.cos()]).view([2, 2]).to_kind(Kind::Double);
+        let r = Tensor::from_slice(&[th.cos(), -th.sin(), th.sin(), th.cos()])
+            .view([2, 2])
+            .to_kind(Kind::Double);
         // G ← G R is Gᵀ ← Rᵀ Gᵀ.
         let rot = |t: &Tensor| r.transpose(0, 1).matmul(t);
         let kc = |g0: &Tensor, g1: &Tensor| {
@@ -203,7 +213,8 @@ mod tests {
         acc.add(&a);
         // k^C can be negative, so only the m copies' share is guaranteed: N_S(x) ≥ m holds when
         // the others' sum is non-negative; check against the explicit value instead of assuming.
-        let others: f64 = kc_matrix(&a.narrow(0, 20, 1), &a.narrow(0, 0, 20)).sum(Kind::Double).double_value(&[]);
+        let others: f64 =
+            kc_matrix(&a.narrow(0, 20, 1), &a.narrow(0, 0, 20)).sum(Kind::Double).double_value(&[]);
         assert!((acc.ns(&a).double_value(&[20]) - (4.0 + others)).abs() <= 1e-12);
     }
 
@@ -227,7 +238,10 @@ mod tests {
     fn near_singular_gram_is_regularised() {
         // Collinear columns: K is singular; A stays finite, and a zero Jacobian gives A = 0.
         let col = Tensor::randn([1, 1, 50], F64);
-        let g = Tensor::cat(&[Tensor::cat(&[&col, &(&col * 2.0)], 1), Tensor::zeros([1, 2, 50], F64)], 0);
+        let g = Tensor::cat(
+            &[Tensor::cat(&[&col, &(&col * 2.0)], 1), Tensor::zeros([1, 2, 50], F64)],
+            0,
+        );
         let (a, _) = polar(&g);
         assert!(bool::try_from(a.isfinite().all()).unwrap());
         assert_eq!(max_abs(&a.get(1)), 0.0);

@@ -40,7 +40,11 @@ pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
     let t = c.tile_size as i64;
     let opts = (Kind::Float, device);
     let mut rec = Recorder::default();
-    let _ = mean_of(&net.forward_with(&Tensor::zeros([1, c.reference_bands as i64, t, t], opts), &Tensor::zeros([1, c.moving_bands as i64, t, t], opts), &mut |cv, x| rec.conv(cv, x)));
+    let _ = mean_of(&net.forward_with(
+        &Tensor::zeros([1, c.reference_bands as i64, t, t], opts),
+        &Tensor::zeros([1, c.moving_bands as i64, t, t], opts),
+        &mut |cv, x| rec.conv(cv, x),
+    ));
     let p = rec.params();
     // Held through the batch: activations (layer inputs and outputs, and one activation map
     // between layers) and every layer's d back-propagated signals. Transient: one layer's
@@ -60,7 +64,11 @@ pub fn memory_per_sample(net: &Net, device: Device) -> (usize, i64) {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -131,7 +139,8 @@ pub fn two_passes(
     let acc = acc.ok_or_else(|| anyhow::anyhow!("similarity: the training set is empty"))?;
     // Pass 2: every sample's N_S, norms, predictions, sketches, and kernels against held ones.
     let all: Vec<usize> = (0..n).collect();
-    let (mut ns, mut g_norm, mut pred) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ns, mut g_norm, mut pred) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut sk, mut hk, mut hkc) = (Vec::new(), Vec::new(), Vec::new());
     for (k, chunk) in all.chunks(batch).enumerate() {
         let (r, m) = load(chunk)?;
@@ -140,7 +149,12 @@ pub fn two_passes(
         let (a, k_ii) = kernel::polar(&g);
         ns.extend(Vec::<f64>::try_from(acc.ns(&a).to(Device::Cpu))?);
         // ‖G_i‖_F² = tr K_ii.
-        g_norm.extend(Vec::<f64>::try_from(k_ii.diagonal(0, 1, 2).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt().to(Device::Cpu))?);
+        g_norm.extend(Vec::<f64>::try_from(
+            k_ii.diagonal(0, 1, 2)
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+                .sqrt()
+                .to(Device::Cpu),
+        )?);
         for row in 0..chunk.len() as i64 {
             pred.push([y.double_value(&[row, 0]), y.double_value(&[row, 1])]);
         }
@@ -162,8 +176,16 @@ pub fn two_passes(
         g_norm,
         pred,
         sketches: sketch.map(|_| Tensor::cat(&sk, 0)),
-        held_k: if hk.is_empty() { Tensor::zeros([held.len() as i64, 0, D, D], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hk, 1) },
-        held_kc: if hkc.is_empty() { Tensor::zeros([held.len() as i64, 0], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&hkc, 1) },
+        held_k: if hk.is_empty() {
+            Tensor::zeros([held.len() as i64, 0, D, D], (Kind::Double, Device::Cpu))
+        } else {
+            Tensor::cat(&hk, 1)
+        },
+        held_kc: if hkc.is_empty() {
+            Tensor::zeros([held.len() as i64, 0], (Kind::Double, Device::Cpu))
+        } else {
+            Tensor::cat(&hkc, 1)
+        },
         params: acc.s_a.size()[1],
         s_a: acc.s_a.to(Device::Cpu),
         jacobians: jac_n,
@@ -178,7 +200,20 @@ mod tests {
     use tch::nn;
 
     fn tiny(vs: &nn::VarStore) -> Net {
-        Net::new(&vs.root(), NetConfig { reference_bands: 2, moving_bands: 1, tile_size: 16, centre_offset: 4, centre_size: 8, width: 2, depth: 2, scale_px: 1.5, corr_radius: 1 })
+        Net::new(
+            &vs.root(),
+            NetConfig {
+                reference_bands: 2,
+                moving_bands: 1,
+                tile_size: 16,
+                centre_offset: 4,
+                centre_size: 8,
+                width: 2,
+                depth: 2,
+                scale_px: 1.5,
+                corr_radius: 1,
+            },
+        )
     }
 
     /// paper.md §7 check 2: a minimum-norm step δθ = G(x)K(x,x)⁻¹v moves f(x) by v and f(x′)
@@ -197,7 +232,7 @@ mod tests {
         let kxx = gx.transpose(0, 1).matmul(&gx);
         let eps = 1e-4;
         let step = gx.matmul(&kxx.inverse().matmul(&v)) * eps; // p
-        // Apply the step to the parameters in the Jacobian's order.
+                                                               // Apply the step to the parameters in the Jacobian's order.
         let mut rec = Recorder::default();
         let _ = net.forward_with(&r, &m, &mut |c, x| rec.conv(c, x));
         let mut off = 0;
@@ -216,7 +251,10 @@ mod tests {
         let expect_x2 = kernel::influence(&gt.get(0), &gt.get(1)).matmul(&v);
         let rel = |a: &Tensor, b: &Tensor| ((a - b).abs().max() / b.abs().max()).double_value(&[]);
         assert!(rel(&moved.get(0), &v) <= 1e-3, "f(x) moved by {:?}", moved.get(0));
-        assert!(rel(&moved.get(1), &expect_x2) <= 1e-3, "f(x') moved by {moved:?}, expected {expect_x2:?}");
+        assert!(
+            rel(&moved.get(1), &expect_x2) <= 1e-3,
+            "f(x') moved by {moved:?}, expected {expect_x2:?}"
+        );
         let _ = gx2;
     }
 
@@ -227,7 +265,10 @@ mod tests {
         let net = tiny(&vs);
         let opts = (Kind::Float, Device::Cpu);
         let n = 23usize;
-        let (r, m) = (Tensor::randn([n as i64, 2, 16, 16], opts), Tensor::randn([n as i64, 1, 16, 16], opts));
+        let (r, m) = (
+            Tensor::randn([n as i64, 2, 16, 16], opts),
+            Tensor::randn([n as i64, 1, 16, 16], opts),
+        );
         // Duplicate sample 0 as sample 1: they must be exact neighbours.
         let _ = r.get(1).copy_(&r.get(0));
         let _ = m.get(1).copy_(&m.get(0));
@@ -237,23 +278,32 @@ mod tests {
         };
         let train: Vec<usize> = (0..n).filter(|i| i % 4 != 3).collect();
         let held = [0usize, 3, 7];
-        let out = two_passes(&net, n, &train, &held, 5, None, &mut load, &mut |_, _, _| {}).unwrap();
+        let out =
+            two_passes(&net, n, &train, &held, 5, None, &mut load, &mut |_, _, _| {}).unwrap();
         // In memory, all at once.
         let (gt, _) = batch_jacobians(&net, &r, &m).unwrap();
         let (a, _) = kernel::polar(&gt);
         let kc = kernel::kc_matrix(&a, &a);
         let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
-        let pairwise = kc.index_select(1, &ti).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let pairwise =
+            kc.index_select(1, &ti).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
         for i in 0..n {
             let p = pairwise.double_value(&[i as i64]);
-            assert!((out.ns[i] - p).abs() <= 1e-6 * p.abs().max(1.0), "sample {i}: {} vs {p}", out.ns[i]);
+            assert!(
+                (out.ns[i] - p).abs() <= 1e-6 * p.abs().max(1.0),
+                "sample {i}: {} vs {p}",
+                out.ns[i]
+            );
         }
         for (h, &i) in held.iter().enumerate() {
             let row = out.held_kc.get(h as i64);
             assert!((row.double_value(&[i as i64]) - 1.0).abs() <= 1e-6);
             assert!((&row - kc.get(i as i64)).abs().max().double_value(&[]) <= 1e-6);
         }
-        assert!((out.held_kc.double_value(&[0, 1]) - 1.0).abs() <= 1e-6, "a duplicate is a perfect neighbour");
+        assert!(
+            (out.held_kc.double_value(&[0, 1]) - 1.0).abs() <= 1e-6,
+            "a duplicate is a perfect neighbour"
+        );
         assert_eq!(out.jacobians, train.len());
         assert_eq!(out.held_k.size(), [3, n as i64, 2, 2]);
     }

@@ -16,14 +16,22 @@ impl CountSketch {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC0_0A7);
         let bucket: Vec<i64> = (0..p).map(|_| rng.gen_range(0..dim)).collect();
         let sign: Vec<f32> = (0..p).map(|_| if rng.gen::<bool>() { 1.0 } else { -1.0 }).collect();
-        CountSketch { bucket: Tensor::from_slice(&bucket).to(device), sign: Tensor::from_slice(&sign).to(device), dim }
+        CountSketch {
+            bucket: Tensor::from_slice(&bucket).to(device),
+            sign: Tensor::from_slice(&sign).to(device),
+            dim,
+        }
     }
 
     /// (B, d, p) → (B, d, m), in `gt`'s kind.
     pub fn apply(&self, gt: &Tensor) -> Tensor {
         let s = gt.size();
         let signed = gt * self.sign.to_kind(gt.kind());
-        Tensor::zeros([s[0], s[1], self.dim], (gt.kind(), gt.device())).index_add(2, &self.bucket, &signed)
+        Tensor::zeros([s[0], s[1], self.dim], (gt.kind(), gt.device())).index_add(
+            2,
+            &self.bucket,
+            &signed,
+        )
     }
 
     pub fn bytes(p: i64) -> usize {
@@ -48,7 +56,10 @@ mod tests {
             let cs = CountSketch::new(p, 4096, seed, Device::Cpu);
             let s = cs.apply(&Tensor::stack(&[g.get(0), g1.shallow_clone()], 0));
             let est = (s.get(0) * s.get(1)).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-            errs.push(f64::try_from((&est - &exact).mean(Kind::Double)).unwrap() / exact.mean(Kind::Double).double_value(&[]));
+            errs.push(
+                f64::try_from((&est - &exact).mean(Kind::Double)).unwrap()
+                    / exact.mean(Kind::Double).double_value(&[]),
+            );
         }
         // Each estimate within a few 1/√m of the norm product; their mean closer still.
         let norm = (p as f64) * 1.0 / exact.mean(Kind::Double).double_value(&[]);

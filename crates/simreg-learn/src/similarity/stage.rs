@@ -44,7 +44,13 @@ fn thumb_name(id: &str) -> String {
 }
 
 /// The stage (see the module doc).
-pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams, quiet: bool) -> Result<SimilaritySummary> {
+pub fn run(
+    model_dir: &Path,
+    labels_dir: &Path,
+    out: &Path,
+    p: &SimilarityParams,
+    quiet: bool,
+) -> Result<SimilaritySummary> {
     let start = Instant::now();
     let device = crate::device::resolve(p.device)?;
     let (_vs, net, info) = load_model(model_dir, device)?;
@@ -53,22 +59,52 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
         bail!("model '{}' was trained on other tiles than labels '{}' use (tiles '{}'); run similarity on the run the model was trained on", model_dir.display(), labels_dir.display(), run.target.tiles_dir.display());
     }
     let cfg = &info.net;
-    if (cfg.reference_bands, cfg.moving_bands, cfg.tile_size) != (run.reference_bands, run.moving_bands, run.target.tile_size) {
+    if (cfg.reference_bands, cfg.moving_bands, cfg.tile_size)
+        != (run.reference_bands, run.moving_bands, run.target.tile_size)
+    {
         bail!("model '{}' expects {}+{} bands on {}-px tiles; labels '{}' have {}+{} bands on {}-px tiles", model_dir.display(), cfg.reference_bands, cfg.moving_bands, cfg.tile_size, labels_dir.display(), run.reference_bands, run.moving_bands, run.target.tile_size);
     }
     let split_path = model_dir.join(SPLIT_FILE);
     let split: SplitFile = serde_json::from_str(&std::fs::read_to_string(&split_path).with_context(|| format!("model '{}': no {SPLIT_FILE} (trained by an older simreg: rerun `simreg train`, which resumes and writes it)", model_dir.display()))?)
         .with_context(|| format!("'{}': not valid", split_path.display()))?;
-    let index: BTreeMap<&str, usize> = run.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let train: Vec<usize> = split.train.iter().map(|id| index.get(id.as_str()).copied().with_context(|| format!("model '{}' was trained on tile '{id}', which labels '{}' do not have", model_dir.display(), labels_dir.display()))).collect::<Result<_>>()?;
+    let index: BTreeMap<&str, usize> =
+        run.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let train: Vec<usize> = split
+        .train
+        .iter()
+        .map(|id| {
+            index.get(id.as_str()).copied().with_context(|| {
+                format!(
+                    "model '{}' was trained on tile '{id}', which labels '{}' do not have",
+                    model_dir.display(),
+                    labels_dir.display()
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
     let n = run.len();
-    let in_train: Vec<bool> = { let mut v = vec![false; n]; train.iter().for_each(|&i| v[i] = true); v };
+    let in_train: Vec<bool> = {
+        let mut v = vec![false; n];
+        train.iter().for_each(|&i| v[i] = true);
+        v
+    };
 
     // Query tiles: as asked, or spread over the run; plus check tiles from S.
     let queries: Vec<usize> = if p.queries.is_empty() {
         (0..p.n_queries.min(n)).map(|k| (k * n + n / 2) / p.n_queries.max(1)).collect()
     } else {
-        p.queries.iter().map(|q| index.get(q.as_str()).copied().with_context(|| format!("query tile '{q}' is not a labelled tile of '{}' (ids look like '{}')", labels_dir.display(), run.ids[0]))).collect::<Result<_>>()?
+        p.queries
+            .iter()
+            .map(|q| {
+                index.get(q.as_str()).copied().with_context(|| {
+                    format!(
+                        "query tile '{q}' is not a labelled tile of '{}' (ids look like '{}')",
+                        labels_dir.display(),
+                        run.ids[0]
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
     };
     let mut held = queries.clone();
     for k in 0..p.check_tiles.min(train.len()) {
@@ -80,26 +116,35 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
 
     // Batch size from the memory budget.
     let (per_sample, params) = memory_per_sample(&net, device);
-    let sketch_bytes = if p.sketch_dim > 0 { n * 2 * p.sketch_dim * 4 + CountSketch::bytes(params) } else { 0 };
+    let sketch_bytes =
+        if p.sketch_dim > 0 { n * 2 * p.sketch_dim * 4 + CountSketch::bytes(params) } else { 0 };
     // The process so far (libtorch, the model) counts against the budget too.
     let base = (peak_rss_mb() * 1048576.0) as usize;
-    let fixed = base + params as usize * (4 + 8) + held.len() * (D as usize * params as usize * 16) + sketch_bytes;
+    let fixed = base
+        + params as usize * (4 + 8)
+        + held.len() * (D as usize * params as usize * 16)
+        + sketch_bytes;
     let budget = (p.max_memory_mb * 1024.0 * 1024.0) as usize;
     let need_one = fixed + per_sample;
     if budget < need_one {
         bail!("--max-memory {} MB is too small: one batch of one sample needs {:.0} MB ({:.0} MB for libtorch, the model, kernel sums, {} held tiles and sketches, {:.0} MB per sample)", p.max_memory_mb, need_one as f64 / 1048576.0, fixed as f64 / 1048576.0, held.len(), per_sample as f64 / 1048576.0);
     }
     let batch = ((budget - fixed) / per_sample).clamp(1, 64).min(n);
-    let sketch = (p.sketch_dim > 0).then(|| CountSketch::new(params, p.sketch_dim as i64, p.seed, device));
+    let sketch =
+        (p.sketch_dim > 0).then(|| CountSketch::new(params, p.sketch_dim as i64, p.seed, device));
     if !quiet {
         eprintln!("similarity: {n} tiles, |S| = {}, {params} parameters, batch {batch} (≈{:.0} MB per sample, budget {} MB), device {device:?}", train.len(), per_sample as f64 / 1048576.0, p.max_memory_mb);
     }
 
-    let (t, cr, cm) = (run.target.tile_size as i64, run.reference_bands as i64, run.moving_bands as i64);
+    let (t, cr, cm) =
+        (run.target.tile_size as i64, run.reference_bands as i64, run.moving_bands as i64);
     let mut load = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
         let s = run.read(idx)?;
         let b = idx.len() as i64;
-        Ok((Tensor::from_slice(&s.reference).view([b, cr, t, t]).to(device), Tensor::from_slice(&s.moving).view([b, cm, t, t]).to(device)))
+        Ok((
+            Tensor::from_slice(&s.reference).view([b, cr, t, t]).to(device),
+            Tensor::from_slice(&s.moving).view([b, cm, t, t]).to(device),
+        ))
     };
     let bar = (!quiet).then(|| indicatif::ProgressBar::new(n as u64));
     let mut progress = |what: &str, done: usize, total: usize| {
@@ -109,7 +154,8 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
             b.set_position(done as u64);
         }
     };
-    let passes = two_passes(&net, n, &train, &held, batch, sketch.as_ref(), &mut load, &mut progress)?;
+    let passes =
+        two_passes(&net, n, &train, &held, batch, sketch.as_ref(), &mut load, &mut progress)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -119,115 +165,169 @@ pub fn run(model_dir: &Path, labels_dir: &Path, out: &Path, p: &SimilarityParams
     let sigma_hat = crate::train::rmse(&of(&passes.pred), &of(&labels));
     let sketched = sketch.as_ref().map(|_| sketched_factors(&passes, &train));
 
-    atomic::build_dir(out, "summary.json", |_| false, |partial| {
-        std::fs::create_dir_all(partial.join("thumbs"))?;
-        // Exact values for the held tiles.
-        let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
-        let k_s = passes.held_k.index_select(1, &ti);
-        let f_exact = kernel::denoising_factors(&k_s);
-        let y = Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>()).view([n as i64, 2]);
-        let e_exact = kernel::neighbour_averages(&k_s, &y.index_select(0, &ti));
-        let ns_pair = passes.held_kc.index_select(1, &ti).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        let mut max_rel = 0.0f64;
-        for (h, &i) in held.iter().enumerate() {
-            let pw = ns_pair.double_value(&[h as i64]);
-            max_rel = max_rel.max((passes.ns[i] - pw).abs() / pw.abs().max(1e-12));
-        }
-        let mut knn = Vec::new();
-        let (mut err_f, mut err_k) = (None::<f64>, None::<f64>);
-        let mut thumbs: Vec<usize> = Vec::new();
-        for (h, &i) in queries.iter().enumerate() {
-            let h = h as i64;
-            let row: Vec<f64> = Vec::try_from(passes.held_kc.get(h))?;
-            let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            let mut hist = vec![0usize; 20];
-            for &v in &row {
-                hist[(((v + 1.0) / 2.0 * 20.0).floor() as usize).min(19)] += 1;
-            }
-            let fe = f_exact.get(h);
-            let f_trace_exact = fe.trace().double_value(&[]);
-            let f_trace_sketch = sketched.as_ref().map(|s| s.f_trace[i]);
-            if let (Some(fs), Some(sk)) = (f_trace_sketch, &passes.sketches) {
-                err_f = Some(err_f.unwrap_or(0.0).max((fs - f_trace_exact).abs() / f_trace_exact.abs()));
-                let est = sk.index_select(0, &ti).to_kind(Kind::Double).unsqueeze(0).matmul(&sk.get(i as i64).to_kind(Kind::Double).transpose(0, 1)).squeeze_dim(0);
-                let exact = passes.held_k.get(h).index_select(0, &ti);
-                let e = ((&est - &exact).abs().max() / exact.abs().max()).double_value(&[]);
-                err_k = Some(err_k.unwrap_or(0.0).max(e));
-            }
-            let gap = {
-                let e = e_exact.get(h);
-                ((passes.pred[i][0] - e.double_value(&[0])).powi(2) + (passes.pred[i][1] - e.double_value(&[1])).powi(2)).sqrt()
-            };
-            let neighbours: Vec<Neighbour> = order.iter().take(p.k).map(|&j| Neighbour { id: run.ids[j].clone(), kc: row[j], thumbnail: thumb_name(&run.ids[j]) }).collect();
-            thumbs.push(i);
-            thumbs.extend(order.iter().take(p.k));
-            knn.push(Query {
-                id: run.ids[i].clone(),
-                thumbnail: thumb_name(&run.ids[i]),
-                ns_linear: passes.ns[i],
-                ns_pairwise: ns_pair.double_value(&[h]),
-                f_exact: [[fe.double_value(&[0, 0]), fe.double_value(&[0, 1])], [fe.double_value(&[1, 0]), fe.double_value(&[1, 1])]],
-                f_trace_exact,
-                f_trace_sketch,
-                neighbour_gap_px: gap,
-                kc_histogram: hist,
-                neighbours,
-            });
-        }
-        thumbs.sort_unstable();
-        thumbs.dedup();
-        let s = run.read(&thumbs)?;
-        let (tu, cr, cm) = (t as usize, cr as usize, cm as usize);
-        for (k, &i) in thumbs.iter().enumerate() {
-            simreg::thumbs::write_pair_png(&partial.join(thumb_name(&run.ids[i])), &s.reference[k * cr * tu * tu..][..cr * tu * tu], cr, &s.moving[k * cm * tu * tu..][..cm * tu * tu], cm, tu)?;
-        }
-        atomic::write_json(&partial.join("knn.json"), &knn)?;
-        super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
-
-        // ns.csv.
-        let mut csv = String::from("tile,split,ns,g_norm,f_trace,neighbour_gap_px,pred_dx,pred_dy,label_dx,label_dy,predicted_error_px\n");
-        for i in 0..n {
-            let (ft, gap) = sketched.as_ref().map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
-            let predicted = sigma_hat * (ft / 2.0).sqrt();
-            let _ = writeln!(
-                csv,
-                "{},{},{:.6},{:.6e},{:.6e},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
-                run.ids[i], if in_train[i] { "train" } else { "val" }, passes.ns[i], passes.g_norm[i], ft, gap, passes.pred[i][0], passes.pred[i][1], labels[i][0], labels[i][1], predicted
+    atomic::build_dir(
+        out,
+        "summary.json",
+        |_| false,
+        |partial| {
+            std::fs::create_dir_all(partial.join("thumbs"))?;
+            // Exact values for the held tiles.
+            let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
+            let k_s = passes.held_k.index_select(1, &ti);
+            let f_exact = kernel::denoising_factors(&k_s);
+            let y = Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>())
+                .view([n as i64, 2]);
+            let e_exact = kernel::neighbour_averages(&k_s, &y.index_select(0, &ti));
+            let ns_pair = passes.held_kc.index_select(1, &ti).sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Double,
             );
-        }
-        atomic::write_bytes(&partial.join("ns.csv"), csv.as_bytes())?;
-        write_ns_rasters(&run, &passes, partial)?;
+            let mut max_rel = 0.0f64;
+            for (h, &i) in held.iter().enumerate() {
+                let pw = ns_pair.double_value(&[h as i64]);
+                max_rel = max_rel.max((passes.ns[i] - pw).abs() / pw.abs().max(1e-12));
+            }
+            let mut knn = Vec::new();
+            let (mut err_f, mut err_k) = (None::<f64>, None::<f64>);
+            let mut thumbs: Vec<usize> = Vec::new();
+            for (h, &i) in queries.iter().enumerate() {
+                let h = h as i64;
+                let row: Vec<f64> = Vec::try_from(passes.held_kc.get(h))?;
+                let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                let mut hist = vec![0usize; 20];
+                for &v in &row {
+                    hist[(((v + 1.0) / 2.0 * 20.0).floor() as usize).min(19)] += 1;
+                }
+                let fe = f_exact.get(h);
+                let f_trace_exact = fe.trace().double_value(&[]);
+                let f_trace_sketch = sketched.as_ref().map(|s| s.f_trace[i]);
+                if let (Some(fs), Some(sk)) = (f_trace_sketch, &passes.sketches) {
+                    err_f = Some(
+                        err_f.unwrap_or(0.0).max((fs - f_trace_exact).abs() / f_trace_exact.abs()),
+                    );
+                    let est = sk
+                        .index_select(0, &ti)
+                        .to_kind(Kind::Double)
+                        .unsqueeze(0)
+                        .matmul(&sk.get(i as i64).to_kind(Kind::Double).transpose(0, 1))
+                        .squeeze_dim(0);
+                    let exact = passes.held_k.get(h).index_select(0, &ti);
+                    let e = ((&est - &exact).abs().max() / exact.abs().max()).double_value(&[]);
+                    err_k = Some(err_k.unwrap_or(0.0).max(e));
+                }
+                let gap = {
+                    let e = e_exact.get(h);
+                    ((passes.pred[i][0] - e.double_value(&[0])).powi(2)
+                        + (passes.pred[i][1] - e.double_value(&[1])).powi(2))
+                    .sqrt()
+                };
+                let neighbours: Vec<Neighbour> = order
+                    .iter()
+                    .take(p.k)
+                    .map(|&j| Neighbour {
+                        id: run.ids[j].clone(),
+                        kc: row[j],
+                        thumbnail: thumb_name(&run.ids[j]),
+                    })
+                    .collect();
+                thumbs.push(i);
+                thumbs.extend(order.iter().take(p.k));
+                knn.push(Query {
+                    id: run.ids[i].clone(),
+                    thumbnail: thumb_name(&run.ids[i]),
+                    ns_linear: passes.ns[i],
+                    ns_pairwise: ns_pair.double_value(&[h]),
+                    f_exact: [
+                        [fe.double_value(&[0, 0]), fe.double_value(&[0, 1])],
+                        [fe.double_value(&[1, 0]), fe.double_value(&[1, 1])],
+                    ],
+                    f_trace_exact,
+                    f_trace_sketch,
+                    neighbour_gap_px: gap,
+                    kc_histogram: hist,
+                    neighbours,
+                });
+            }
+            thumbs.sort_unstable();
+            thumbs.dedup();
+            let s = run.read(&thumbs)?;
+            let (tu, cr, cm) = (t as usize, cr as usize, cm as usize);
+            for (k, &i) in thumbs.iter().enumerate() {
+                simreg::thumbs::write_pair_png(
+                    &partial.join(thumb_name(&run.ids[i])),
+                    &s.reference[k * cr * tu * tu..][..cr * tu * tu],
+                    cr,
+                    &s.moving[k * cm * tu * tu..][..cm * tu * tu],
+                    cm,
+                    tu,
+                )?;
+            }
+            atomic::write_json(&partial.join("knn.json"), &knn)?;
+            super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
 
-        let mut sorted = passes.ns.clone();
-        sorted.sort_by(f64::total_cmp);
-        let summary = SimilaritySummary {
-            out: out.to_path_buf(),
-            n_tiles: n,
-            n_train: train.len(),
-            params: passes.params,
-            ns_mean: passes.ns.iter().sum::<f64>() / n as f64,
-            ns_median: median(&sorted),
-            jacobians_per_s: passes.jacobians as f64 / passes.jacobian_seconds.max(1e-9),
-            batch,
-            peak_rss_mb: peak_rss_mb(),
-            linear_vs_pairwise_max_rel_err: max_rel,
-            n_checked: held.len(),
-            sketch_dim: p.sketch_dim,
-            sketch_rel_err_f_trace: err_f,
-            sketch_rel_err_kernel: err_k,
-            sigma_hat_px: sigma_hat,
-            device: format!("{device:?}").to_lowercase(),
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        atomic::write_json(&partial.join("summary.json"), &summary)?;
-        Ok(summary)
-    })
+            // ns.csv.
+            let mut csv = String::from("tile,split,ns,g_norm,f_trace,neighbour_gap_px,pred_dx,pred_dy,label_dx,label_dy,predicted_error_px\n");
+            for i in 0..n {
+                let (ft, gap) =
+                    sketched.as_ref().map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
+                let predicted = sigma_hat * (ft / 2.0).sqrt();
+                let _ = writeln!(
+                    csv,
+                    "{},{},{:.6},{:.6e},{:.6e},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+                    run.ids[i],
+                    if in_train[i] { "train" } else { "val" },
+                    passes.ns[i],
+                    passes.g_norm[i],
+                    ft,
+                    gap,
+                    passes.pred[i][0],
+                    passes.pred[i][1],
+                    labels[i][0],
+                    labels[i][1],
+                    predicted
+                );
+            }
+            atomic::write_bytes(&partial.join("ns.csv"), csv.as_bytes())?;
+            write_ns_rasters(&run, &passes, partial)?;
+
+            let mut sorted = passes.ns.clone();
+            sorted.sort_by(f64::total_cmp);
+            let summary = SimilaritySummary {
+                out: out.to_path_buf(),
+                n_tiles: n,
+                n_train: train.len(),
+                params: passes.params,
+                ns_mean: passes.ns.iter().sum::<f64>() / n as f64,
+                ns_median: median(&sorted),
+                jacobians_per_s: passes.jacobians as f64 / passes.jacobian_seconds.max(1e-9),
+                batch,
+                peak_rss_mb: peak_rss_mb(),
+                linear_vs_pairwise_max_rel_err: max_rel,
+                n_checked: held.len(),
+                sketch_dim: p.sketch_dim,
+                sketch_rel_err_f_trace: err_f,
+                sketch_rel_err_kernel: err_k,
+                sigma_hat_px: sigma_hat,
+                device: format!("{device:?}").to_lowercase(),
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            Ok(summary)
+        },
+    )
 }
 
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
-    if n == 0 { f64::NAN } else if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) }
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
 }
 
 /// Denoising-factor traces and neighbour gaps of every tile from the count sketches.
@@ -241,7 +341,8 @@ fn sketched_factors(passes: &Passes, train: &[usize]) -> Sketched {
     let (n, m) = (sk.size()[0], sk.size()[2]);
     let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
     let s_train = sk.index_select(0, &ti).reshape([-1, m]); // (|S|·d, m)
-    let y = Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>()).view([n, 2]);
+    let y =
+        Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>()).view([n, 2]);
     let y_s = y.index_select(0, &ti);
     let ns = train.len() as i64;
     let (mut f_trace, mut gap) = (Vec::with_capacity(n as usize), Vec::with_capacity(n as usize));
@@ -250,12 +351,22 @@ fn sketched_factors(passes: &Passes, train: &[usize]) -> Sketched {
     while start < n {
         let c = chunk.min(n - start);
         let sc = sk.narrow(0, start, c).reshape([-1, m]); // (c·d, m)
-        // [j·d + a, i·d + b] = ⟨S g_j^a, S g_i^b⟩ ≈ K(x_j, x_i)[a, b].
+                                                          // [j·d + a, i·d + b] = ⟨S g_j^a, S g_i^b⟩ ≈ K(x_j, x_i)[a, b].
         let k = s_train.matmul(&sc.transpose(0, 1)).view([ns, D, c, D]).permute([2, 0, 1, 3]);
         let f = kernel::denoising_factors(&k);
-        f_trace.extend(Vec::<f64>::try_from(f.diagonal(0, 1, 2).sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).unwrap_or_default());
+        f_trace.extend(
+            Vec::<f64>::try_from(f.diagonal(0, 1, 2).sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Double,
+            ))
+            .unwrap_or_default(),
+        );
         let e = kernel::neighbour_averages(&k, &y_s);
-        let d = (y.narrow(0, start, c) - e).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt();
+        let d = (y.narrow(0, start, c) - e)
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+            .sqrt();
         gap.extend(Vec::<f64>::try_from(d).unwrap_or_default());
         start += c;
     }
@@ -269,7 +380,8 @@ fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &Path) -> Result<()
     let (o, c) = (run.target.centre_offset as i64, run.target.centre_size as i64);
     for scene in &run.manifest.scenes {
         let g = &scene.grid;
-        let factor = ((g.width * g.height) as f64 / (4096.0 * 4096.0)).sqrt().ceil().max(1.0) as usize;
+        let factor =
+            ((g.width * g.height) as f64 / (4096.0 * 4096.0)).sqrt().ceil().max(1.0) as usize;
         let (w, h) = (g.width.div_ceil(factor), g.height.div_ceil(factor));
         let (mut sum, mut count) = (vec![0f64; w * h], vec![0u32; w * h]);
         for i in 0..run.len() {
@@ -289,13 +401,26 @@ fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &Path) -> Result<()
                 }
             }
         }
-        let px: Vec<f32> = sum.iter().zip(&count).map(|(s, &k)| if k > 0 { (s / k as f64) as f32 } else { f32::NAN }).collect();
+        let px: Vec<f32> = sum
+            .iter()
+            .zip(&count)
+            .map(|(s, &k)| if k > 0 { (s / k as f64) as f32 } else { f32::NAN })
+            .collect();
         let mut gt = g.geotransform;
         for k in [1, 2, 4, 5] {
             gt[k] *= factor as f64;
         }
         let path = dir.join(format!("ns_{}.tif", scene.name.replace('/', "_")));
-        write_f32_geotiff(&path, &g.crs_wkt, gt, w, h, vec![BandData { description: "N_S".into(), pixels: px }], &[("SIMREG_NS_CELL_FACTOR", factor.to_string())], GeoTiffOptions { deflate: true })?;
+        write_f32_geotiff(
+            &path,
+            &g.crs_wkt,
+            gt,
+            w,
+            h,
+            vec![BandData { description: "N_S".into(), pixels: px }],
+            &[("SIMREG_NS_CELL_FACTOR", factor.to_string())],
+            GeoTiffOptions { deflate: true },
+        )?;
     }
     Ok(())
 }

@@ -20,7 +20,11 @@ impl Symmetry {
     /// Applies to a batch of images (N, C, H, W).
     pub fn image(&self, x: &Tensor) -> Tensor {
         let r = if self.rot == 0 { x.shallow_clone() } else { x.rot90(self.rot, [2, 3]) };
-        if self.flip_x { r.flip([3]) } else { r }
+        if self.flip_x {
+            r.flip([3])
+        } else {
+            r
+        }
     }
 
     /// The same symmetry acting on displacement vectors (x east = columns, y south = rows).
@@ -88,9 +92,14 @@ mod tests {
             let v = s.vector(d);
             assert_eq!(((mc - rc) as f64, (mr - rr) as f64), (v[0], v[1]), "{s:?}");
             // The dense and the vector forms agree.
-            let f = Tensor::from_slice(&[d[0] as f32, d[1] as f32]).view([1, 2, 1, 1]).repeat([1, 1, n, n]);
+            let f = Tensor::from_slice(&[d[0] as f32, d[1] as f32])
+                .view([1, 2, 1, 1])
+                .repeat([1, 1, n, n]);
             let tf = s.field(&f);
-            assert_eq!((tf.double_value(&[0, 0, 0, 0]), tf.double_value(&[0, 1, 4, 4])), (v[0], v[1]));
+            assert_eq!(
+                (tf.double_value(&[0, 0, 0, 0]), tf.double_value(&[0, 1, 4, 4])),
+                (v[0], v[1])
+            );
             let tv = s.vectors(&Tensor::from_slice(&[d[0] as f32, d[1] as f32]).view([1, 2]));
             assert_eq!((tv.double_value(&[0, 0]), tv.double_value(&[0, 1])), (v[0], v[1]));
         }

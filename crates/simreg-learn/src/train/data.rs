@@ -1,10 +1,10 @@
 //! Training data: tiles (reference bands) + displaced moving tiles + noisy labels, normalised
 //! with each scene's robust statistics. Truth is loaded apart, for reporting only.
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use simreg::labels::{LabelEntry, Target, TruthEntry};
 use simreg::tiling::manifest::{Manifest, Role, SceneEntry};
 use simreg::tiling::stats::BandStats;
-use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -32,28 +32,51 @@ impl Dataset {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{what} '{}': cannot read (run `simreg labels` first)", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("{what} '{}': cannot read (run `simreg labels` first)", path.display())
+    })?;
     serde_json::from_str(&text).with_context(|| format!("{what} '{}': not valid", path.display()))
 }
 
 /// The statistics that normalise band `band` of `role` in `scene` (`BandStats::normalise`).
 fn normaliser<'a>(scene: &'a SceneEntry, role: Role, band: usize) -> Result<&'a BandStats> {
-    let m = scene.modalities.iter().find(|m| m.role == role).with_context(|| format!("scene '{}' has no {} modality", scene.name, role.name()))?;
+    let m = scene
+        .modalities
+        .iter()
+        .find(|m| m.role == role)
+        .with_context(|| format!("scene '{}' has no {} modality", scene.name, role.name()))?;
     let b = &m.bands[band];
-    b.stats.as_ref().with_context(|| format!("scene '{}': band '{}' has no statistics", scene.name, b.description))
+    b.stats.as_ref().with_context(|| {
+        format!("scene '{}': band '{}' has no statistics", scene.name, b.description)
+    })
 }
 
 /// The 1-based bands of modality `role` in the scene's tile files.
 fn tile_bands(scene: &SceneEntry, role: Role) -> Vec<usize> {
-    scene.modalities.iter().find(|m| m.role == role).map(|m| m.bands.iter().map(|b| b.tile_band).collect()).unwrap_or_default()
+    scene
+        .modalities
+        .iter()
+        .find(|m| m.role == role)
+        .map(|m| m.bands.iter().map(|b| b.tile_band).collect())
+        .unwrap_or_default()
 }
 
 /// Reads `bands` (1-based) of the raster at `path`, normalised as band k of `role` in `scene`.
-fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role, what: &str) -> Result<Vec<f32>> {
-    let ds = gdal::Dataset::open(path).with_context(|| format!("{what} '{}': cannot open", path.display()))?;
+fn read_normalised(
+    path: &Path,
+    bands: &[usize],
+    scene: &SceneEntry,
+    role: Role,
+    what: &str,
+) -> Result<Vec<f32>> {
+    let ds = gdal::Dataset::open(path)
+        .with_context(|| format!("{what} '{}': cannot open", path.display()))?;
     let mut out = Vec::new();
     for (k, &b) in bands.iter().enumerate() {
-        let px = ds.rasterband(b)?.read_band_as::<f32>().with_context(|| format!("{what} '{}': unreadable", path.display()))?;
+        let px = ds
+            .rasterband(b)?
+            .read_band_as::<f32>()
+            .with_context(|| format!("{what} '{}': unreadable", path.display()))?;
         let s = normaliser(scene, role, k)?;
         out.extend(px.data().iter().map(|&v| s.normalise(v)));
     }
@@ -62,21 +85,34 @@ fn read_normalised(path: &Path, bands: &[usize], scene: &SceneEntry, role: Role,
 
 /// Network inputs of tiles as cut (reference and moving bands from the tile files), for
 /// predicting on data without labels: (ids, reference, moving, reference bands, moving bands).
-pub fn load_tiles(tiles_dir: &Path) -> Result<(Manifest, Vec<String>, Vec<f32>, Vec<f32>, usize, usize)> {
+pub fn load_tiles(
+    tiles_dir: &Path,
+) -> Result<(Manifest, Vec<String>, Vec<f32>, Vec<f32>, usize, usize)> {
     let manifest = Manifest::load(tiles_dir)?;
     let first = manifest.scenes.first().context("tiles manifest has no scene")?;
-    let (cr, cm) = (tile_bands(first, Role::Reference).len(), tile_bands(first, Role::Moving).len());
+    let (cr, cm) =
+        (tile_bands(first, Role::Reference).len(), tile_bands(first, Role::Moving).len());
     let loaded: Vec<(Vec<f32>, Vec<f32>)> = manifest
         .tiles
         .par_iter()
         .map(|t| {
-            let scene = manifest.scene(&t.scene).with_context(|| format!("tile '{}': unknown scene", t.id))?;
+            let scene = manifest
+                .scene(&t.scene)
+                .with_context(|| format!("tile '{}': unknown scene", t.id))?;
             let (rb, mb) = (tile_bands(scene, Role::Reference), tile_bands(scene, Role::Moving));
             if (rb.len(), mb.len()) != (cr, cm) {
-                bail!("tiles '{}': scene '{}' has another band layout than '{}'", tiles_dir.display(), scene.name, first.name);
+                bail!(
+                    "tiles '{}': scene '{}' has another band layout than '{}'",
+                    tiles_dir.display(),
+                    scene.name,
+                    first.name
+                );
             }
             let path = tiles_dir.join(&t.path);
-            Ok((read_normalised(&path, &rb, scene, Role::Reference, "tile")?, read_normalised(&path, &mb, scene, Role::Moving, "tile")?))
+            Ok((
+                read_normalised(&path, &rb, scene, Role::Reference, "tile")?,
+                read_normalised(&path, &mb, scene, Role::Moving, "tile")?,
+            ))
         })
         .collect::<Result<_>>()?;
     let ids = manifest.tiles.iter().map(|t| t.id.clone()).collect();
@@ -113,7 +149,8 @@ impl LabelledRun {
     /// missing, band layouts that differ between scenes, an empty set.
     pub fn open(labels_dir: &Path) -> Result<LabelledRun> {
         let target: Target = read_json(&labels_dir.join("target.json"), "labels")?;
-        let labels: BTreeMap<String, LabelEntry> = read_json(&labels_dir.join("labels.json"), "labels")?;
+        let labels: BTreeMap<String, LabelEntry> =
+            read_json(&labels_dir.join("labels.json"), "labels")?;
         let manifest = Manifest::load(&target.tiles_dir)?;
         if manifest.input_hash != target.tiles_input_hash {
             bail!("labels '{}' were made from other tiles than those now in '{}' (the tiles were re-cut): rerun `simreg labels`", labels_dir.display(), target.tiles_dir.display());
@@ -129,10 +166,27 @@ impl LabelledRun {
                 bail!("tiles '{}': scene '{}' has {}+{} reference+moving bands but '{}' has {cr}+{cm}; train on scenes with one band layout", target.tiles_dir.display(), s.name, layout(s, Role::Reference), layout(s, Role::Moving), first.name);
             }
         }
-        let pos: BTreeMap<&str, usize> = manifest.tiles.iter().enumerate().map(|(k, t)| (t.id.as_str(), k)).collect();
-        let tile_index = labels.keys().map(|id| pos.get(id.as_str()).copied().with_context(|| format!("labels name tile '{id}', which the tiles manifest does not have"))).collect::<Result<_>>()?;
+        let pos: BTreeMap<&str, usize> =
+            manifest.tiles.iter().enumerate().map(|(k, t)| (t.id.as_str(), k)).collect();
+        let tile_index = labels
+            .keys()
+            .map(|id| {
+                pos.get(id.as_str()).copied().with_context(|| {
+                    format!("labels name tile '{id}', which the tiles manifest does not have")
+                })
+            })
+            .collect::<Result<_>>()?;
         let (ids, labels) = labels.into_iter().unzip();
-        Ok(LabelledRun { dir: labels_dir.to_path_buf(), target, manifest, ids, labels, tile_index, reference_bands: cr, moving_bands: cm })
+        Ok(LabelledRun {
+            dir: labels_dir.to_path_buf(),
+            target,
+            manifest,
+            ids,
+            labels,
+            tile_index,
+            reference_bands: cr,
+            moving_bands: cm,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -157,11 +211,27 @@ impl LabelledRun {
             .map(|&i| -> Result<One> {
                 let (id, e) = (&self.ids[i], &self.labels[i]);
                 let tile = self.tile(i);
-                let scene = self.manifest.scene(&tile.scene).with_context(|| format!("tile '{id}': unknown scene"))?;
-                let reference = read_normalised(&self.target.tiles_dir.join(&tile.path), &tile_bands(scene, Role::Reference), scene, Role::Reference, "tile")?;
-                let moving = read_normalised(&self.dir.join(&e.moving), &(1..=cm).collect::<Vec<_>>(), scene, Role::Moving, "moving tile")?;
+                let scene = self
+                    .manifest
+                    .scene(&tile.scene)
+                    .with_context(|| format!("tile '{id}': unknown scene"))?;
+                let reference = read_normalised(
+                    &self.target.tiles_dir.join(&tile.path),
+                    &tile_bands(scene, Role::Reference),
+                    scene,
+                    Role::Reference,
+                    "tile",
+                )?;
+                let moving = read_normalised(
+                    &self.dir.join(&e.moving),
+                    &(1..=cm).collect::<Vec<_>>(),
+                    scene,
+                    Role::Moving,
+                    "moving tile",
+                )?;
                 let lf_path = self.dir.join(&e.label_field);
-                let lf = gdal::Dataset::open(&lf_path).with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
+                let lf = gdal::Dataset::open(&lf_path)
+                    .with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
                 let mut field = Vec::with_capacity(2 * c * c);
                 for k in 0..2 {
                     let px = lf.rasterband(k + 1)?.read_band_as::<f32>()?;

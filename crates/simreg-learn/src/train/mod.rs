@@ -4,9 +4,7 @@ pub mod augment;
 pub mod data;
 pub mod predict;
 
-use simreg::learn::{TrainParams, TrainSummary};
 use crate::model::{mean_of, param_count, Net, NetConfig};
-use simreg::util::atomic;
 use anyhow::{bail, Context, Result};
 use augment::Symmetry;
 use data::Dataset;
@@ -14,6 +12,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use simreg::learn::{TrainParams, TrainSummary};
+use simreg::util::atomic;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -79,7 +79,8 @@ pub(crate) fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5911_7000);
     idx.shuffle(&mut rng);
-    let n_val = if n >= 2 { ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let n_val =
+        if n >= 2 { ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1) } else { 0 };
     let mut val = idx[..n_val].to_vec();
     let mut train = idx[n_val..].to_vec();
     val.sort_unstable();
@@ -99,7 +100,9 @@ pub(crate) fn tensors(d: &Dataset, scale: f64, device: Device) -> Tensors {
     let (n, t, c) = (d.len() as i64, d.target.tile_size as i64, d.target.centre_size as i64);
     let label: Vec<f32> = d.label.iter().flat_map(|l| [l[0], l[1]]).collect();
     Tensors {
-        reference: Tensor::from_slice(&d.reference).view([n, d.reference_bands as i64, t, t]).to(device),
+        reference: Tensor::from_slice(&d.reference)
+            .view([n, d.reference_bands as i64, t, t])
+            .to(device),
         moving: Tensor::from_slice(&d.moving).view([n, d.moving_bands as i64, t, t]).to(device),
         field: (Tensor::from_slice(&d.label_field).view([n, 2, c, c]) / scale).to(device),
         label: (Tensor::from_slice(&label).view([n, 2]) / scale).to(device),
@@ -114,19 +117,36 @@ pub fn loss(dense: &Tensor, field: &Tensor, label: &Tensor) -> Tensor {
 
 /// The output unit: the RMS of the training labels (data-derived; at least 0.5 px).
 pub(crate) fn label_scale(d: &Dataset, train: &[usize]) -> f64 {
-    let ms: f64 = train.iter().map(|&i| (d.label[i][0] as f64).powi(2) + (d.label[i][1] as f64).powi(2)).sum::<f64>() / (2 * train.len()) as f64;
+    let ms: f64 = train
+        .iter()
+        .map(|&i| (d.label[i][0] as f64).powi(2) + (d.label[i][1] as f64).powi(2))
+        .sum::<f64>()
+        / (2 * train.len()) as f64;
     ms.sqrt().max(0.5)
 }
 
 /// Predictions (px) for the samples `idx`, in batches, without gradients.
-pub fn predict(net: &Net, reference: &Tensor, moving: &Tensor, idx: &[usize], batch: usize) -> Vec<[f64; 2]> {
+pub fn predict(
+    net: &Net,
+    reference: &Tensor,
+    moving: &Tensor,
+    idx: &[usize],
+    batch: usize,
+) -> Vec<[f64; 2]> {
     let mut out = Vec::with_capacity(idx.len());
     tch::no_grad(|| {
         for chunk in idx.chunks(batch.max(1)) {
-            let i = Tensor::from_slice(&chunk.iter().map(|&v| v as i64).collect::<Vec<_>>()).to(reference.device());
-            let m = mean_of(&net.forward(&reference.index_select(0, &i), &moving.index_select(0, &i))).to(Device::Cpu).to_kind(Kind::Double);
+            let i = Tensor::from_slice(&chunk.iter().map(|&v| v as i64).collect::<Vec<_>>())
+                .to(reference.device());
+            let m =
+                mean_of(&net.forward(&reference.index_select(0, &i), &moving.index_select(0, &i)))
+                    .to(Device::Cpu)
+                    .to_kind(Kind::Double);
             for k in 0..chunk.len() as i64 {
-                out.push([m.double_value(&[k, 0]) * net.config.scale_px, m.double_value(&[k, 1]) * net.config.scale_px]);
+                out.push([
+                    m.double_value(&[k, 0]) * net.config.scale_px,
+                    m.double_value(&[k, 1]) * net.config.scale_px,
+                ]);
             }
         }
     });
@@ -135,7 +155,8 @@ pub fn predict(net: &Net, reference: &Tensor, moving: &Tensor, idx: &[usize], ba
 
 /// Per-axis RMSE pooled over both axes.
 pub fn rmse(pred: &[[f64; 2]], target: &[[f64; 2]]) -> f64 {
-    let s: f64 = pred.iter().zip(target).map(|(p, t)| (p[0] - t[0]).powi(2) + (p[1] - t[1]).powi(2)).sum();
+    let s: f64 =
+        pred.iter().zip(target).map(|(p, t)| (p[0] - t[0]).powi(2) + (p[1] - t[1]).powi(2)).sum();
     (s / (2 * pred.len().max(1)) as f64).sqrt()
 }
 
@@ -146,17 +167,27 @@ fn sigma_from_pipeline(labels_dir: &Path) -> Option<f64> {
     t.get("labels")?.get("noise")?.get("sigma")?.as_float()
 }
 
-pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) -> Result<TrainSummary> {
+pub fn run(
+    labels_dir: &Path,
+    out: &Path,
+    p: &TrainParams,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
     let start = Instant::now();
     if p.epochs == 0 || p.batch == 0 || !(p.lr > 0.0) || !(0.0..1.0).contains(&p.val_fraction) {
-        bail!("training parameters: epochs and batch must be ≥ 1, lr > 0, val-fraction within [0, 1)");
+        bail!(
+            "training parameters: epochs and batch must be ≥ 1, lr > 0, val-fraction within [0, 1)"
+        );
     }
     let device = crate::device::resolve(p.device)?;
     let data = data::load(labels_dir)?;
     let truth = data::load_truth(labels_dir)?;
     let sp = split(data.len(), p.val_fraction, p.seed);
     if sp.train.is_empty() {
-        bail!("labels '{}': empty training set after holding out validation tiles", labels_dir.display());
+        bail!(
+            "labels '{}': empty training set after holding out validation tiles",
+            labels_dir.display()
+        );
     }
     let scale = label_scale(&data, &sp.train);
     let config = NetConfig {
@@ -171,7 +202,12 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         corr_radius: p.corr_radius,
     };
     config.check()?;
-    let info = ModelInfo { arch: ARCH.into(), net: config.clone(), tiles_input_hash: data.target.tiles_input_hash.clone(), moving_bands: data.target.moving_bands.clone() };
+    let info = ModelInfo {
+        arch: ARCH.into(),
+        net: config.clone(),
+        tiles_input_hash: data.target.tiles_input_hash.clone(),
+        moving_bands: data.target.moving_bands.clone(),
+    };
     atomic::create_dir(out)?;
     let key = simreg::util::fingerprint::hash_json(&(&info, p, &data.ids));
 
@@ -187,11 +223,26 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
     // matches it.
     let ckpt = out.join("checkpoint.safetensors");
     let state_path = out.join("state.json");
-    let mut st = ResumeState { epoch: 0, step: 0, best_epoch: 0, best_val: f64::INFINITY, bad_epochs: 0, train_seconds: 0.0, trained_samples: 0, key: key.clone() };
+    let mut st = ResumeState {
+        epoch: 0,
+        step: 0,
+        best_epoch: 0,
+        best_val: f64::INFINITY,
+        bad_epochs: 0,
+        train_seconds: 0.0,
+        trained_samples: 0,
+        key: key.clone(),
+    };
     if let Ok(text) = std::fs::read_to_string(&state_path) {
         let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
         if s.key == key && ckpt.exists() {
-            vs.load(&ckpt).map_err(|e| anyhow::anyhow!("checkpoint '{}': cannot load: {}", ckpt.display(), simreg::raster::torch_message(e)))?;
+            vs.load(&ckpt).map_err(|e| {
+                anyhow::anyhow!(
+                    "checkpoint '{}': cannot load: {}",
+                    ckpt.display(),
+                    simreg::raster::torch_message(e)
+                )
+            })?;
             st = s;
             tracing::info!("resuming training after epoch {}", st.epoch);
         }
@@ -202,18 +253,31 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
     atomic::write_json(&out.join("model.json"), &info)?;
     // Which tiles the network learned from: the similarity stage's set S.
     let ids_of = |v: &[usize]| v.iter().map(|&i| data.ids[i].clone()).collect::<Vec<_>>();
-    atomic::write_json(&out.join(SPLIT_FILE), &SplitFile { train: ids_of(&sp.train), val: ids_of(&sp.val) })?;
-    let val_labels: Vec<[f64; 2]> = sp.val.iter().map(|&i| [data.label[i][0] as f64, data.label[i][1] as f64]).collect();
-    let val_truth: Option<Vec<[f64; 2]>> = truth.as_ref().map(|t| sp.val.iter().map(|&i| t.get(&data.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect());
+    atomic::write_json(
+        &out.join(SPLIT_FILE),
+        &SplitFile { train: ids_of(&sp.train), val: ids_of(&sp.val) },
+    )?;
+    let val_labels: Vec<[f64; 2]> =
+        sp.val.iter().map(|&i| [data.label[i][0] as f64, data.label[i][1] as f64]).collect();
+    let val_truth: Option<Vec<[f64; 2]>> = truth.as_ref().map(|t| {
+        sp.val.iter().map(|&i| t.get(&data.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect()
+    });
 
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(out.join("log.jsonl"))?;
-    let idx_tensor = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to(device);
+    let mut log =
+        std::fs::OpenOptions::new().create(true).append(true).open(out.join("log.jsonl"))?;
+    let idx_tensor = |v: &[usize]| {
+        Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to(device)
+    };
     let params = vs.trainable_variables();
     let mut epoch = st.epoch;
     while epoch < p.epochs && st.bad_epochs < p.patience {
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
         rng.set_stream(epoch as u64 + 1);
-        let lr = p.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / p.epochs as f64).cos()));
+        let lr = p.lr
+            * (0.05
+                + 0.95
+                    * 0.5
+                    * (1.0 + (std::f64::consts::PI * epoch as f64 / p.epochs as f64).cos()));
         opt.set_lr(lr);
         let mut order = sp.train.clone();
         order.shuffle(&mut rng);
@@ -221,7 +285,11 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         let (mut loss_sum, mut batches) = (0.0, 0usize);
         for chunk in order.chunks(p.batch) {
             let i = idx_tensor(chunk);
-            let sym = if p.augment { Symmetry::from_index(rng.gen_range(0..8)) } else { Symmetry::IDENTITY };
+            let sym = if p.augment {
+                Symmetry::from_index(rng.gen_range(0..8))
+            } else {
+                Symmetry::IDENTITY
+            };
             let r = sym.image(&tens.reference.index_select(0, &i));
             let m = sym.image(&tens.moving.index_select(0, &i));
             let f = sym.field(&tens.field.index_select(0, &i));
@@ -231,8 +299,20 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
             if let Some(lambda) = p.enforce_similarity.filter(|l| *l > 0.0) {
                 // Similarity enforcement on pairs made from the batch's first two samples.
                 let k = (chunk.len() as i64).min(2);
-                let [a, b] = crate::enforce::make_pairs(p.pairs.unwrap_or(crate::enforce::PairKind::Noise), &r.narrow(0, 0, k), &m.narrow(0, 0, k));
-                loss = loss + crate::enforce::similarity_term(&net, &params, &a, &b, lambda, p.enforce_sign.unwrap_or(crate::enforce::Sign::Minus));
+                let [a, b] = crate::enforce::make_pairs(
+                    p.pairs.unwrap_or(crate::enforce::PairKind::Noise),
+                    &r.narrow(0, 0, k),
+                    &m.narrow(0, 0, k),
+                );
+                loss = loss
+                    + crate::enforce::similarity_term(
+                        &net,
+                        &params,
+                        &a,
+                        &b,
+                        lambda,
+                        p.enforce_sign.unwrap_or(crate::enforce::Sign::Minus),
+                    );
             }
             let v = loss.double_value(&[]);
             if !v.is_finite() {
@@ -246,8 +326,10 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         st.train_seconds += t0.elapsed().as_secs_f64();
         st.trained_samples += order.len();
         let pred = predict(&net, &tens.reference, &tens.moving, &sp.val, 64);
-        let val_labels_rmse = if sp.val.is_empty() { loss_sum / batches as f64 } else { rmse(&pred, &val_labels) };
-        let val_truth_rmse = val_truth.as_ref().filter(|_| !sp.val.is_empty()).map(|t| rmse(&pred, t));
+        let val_labels_rmse =
+            if sp.val.is_empty() { loss_sum / batches as f64 } else { rmse(&pred, &val_labels) };
+        let val_truth_rmse =
+            val_truth.as_ref().filter(|_| !sp.val.is_empty()).map(|t| rmse(&pred, t));
         epoch += 1;
         st.epoch = epoch;
         if val_labels_rmse < st.best_val {
@@ -260,7 +342,15 @@ pub fn run(labels_dir: &Path, out: &Path, p: &TrainParams, opts: &TrainOptions) 
         }
         save(&vs, &ckpt)?;
         atomic::write_json(&state_path, &st)?;
-        let line = LogLine { epoch, step: st.step, lr, train_loss: loss_sum / batches as f64 * scale * scale, val_rmse_labels_px: val_labels_rmse, val_rmse_truth_px: val_truth_rmse, seconds: start.elapsed().as_secs_f64() };
+        let line = LogLine {
+            epoch,
+            step: st.step,
+            lr,
+            train_loss: loss_sum / batches as f64 * scale * scale,
+            val_rmse_labels_px: val_labels_rmse,
+            val_rmse_truth_px: val_truth_rmse,
+            seconds: start.elapsed().as_secs_f64(),
+        };
         writeln!(log, "{}", serde_json::to_string(&line)?)?;
         if !opts.quiet {
             eprintln!(
@@ -315,7 +405,12 @@ pub struct BenchResult {
 /// Training steps (forward, the training loss, backward, Adam) on random inputs of the
 /// network's shape, on CPU: the throughput compared with PyTorch eager in
 /// scripts/bench_train.sh (which builds the same network and loss in Python).
-pub fn bench_steps(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> Result<BenchResult> {
+pub fn bench_steps(
+    cfg: &NetConfig,
+    batch: i64,
+    warmup: usize,
+    steps: usize,
+) -> Result<BenchResult> {
     cfg.check()?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -341,5 +436,11 @@ pub fn bench_steps(cfg: &NetConfig, batch: i64, warmup: usize, steps: usize) -> 
         step(&mut opt);
     }
     let secs = t0.elapsed().as_secs_f64();
-    Ok(BenchResult { samples_per_s: (batch as f64 * steps as f64) / secs, batch, steps, threads: tch::get_num_threads(), params: param_count(&vs) })
+    Ok(BenchResult {
+        samples_per_s: (batch as f64 * steps as f64) / secs,
+        batch,
+        steps,
+        threads: tch::get_num_threads(),
+        params: param_count(&vs),
+    })
 }

@@ -2,12 +2,12 @@
 //! means and dense fields as GeoTIFFs on each tile's grid.
 use super::{data, ModelInfo};
 use crate::model::Net;
-use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use simreg::tiling::manifest::Manifest;
-use simreg::learn::PredictSummary;
-use simreg::util::atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use simreg::learn::PredictSummary;
+use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use simreg::tiling::manifest::Manifest;
+use simreg::util::atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -23,27 +23,52 @@ pub struct Prediction {
 /// Loads a model directory written by `simreg train` (model.json + model.safetensors).
 pub fn load_model(dir: &Path, device: Device) -> Result<(nn::VarStore, Net, ModelInfo)> {
     let info_path = dir.join("model.json");
-    let text = std::fs::read_to_string(&info_path).with_context(|| format!("model '{}': no model.json (is it a `simreg train` output directory?)", dir.display()))?;
-    let info: ModelInfo = serde_json::from_str(&text).with_context(|| format!("model '{}': model.json is not a simreg model description", dir.display()))?;
+    let text = std::fs::read_to_string(&info_path).with_context(|| {
+        format!(
+            "model '{}': no model.json (is it a `simreg train` output directory?)",
+            dir.display()
+        )
+    })?;
+    let info: ModelInfo = serde_json::from_str(&text).with_context(|| {
+        format!("model '{}': model.json is not a simreg model description", dir.display())
+    })?;
     if info.arch != super::ARCH {
-        bail!("model '{}': made for network '{}', this simreg builds '{}'; retrain it", dir.display(), info.arch, super::ARCH);
+        bail!(
+            "model '{}': made for network '{}', this simreg builds '{}'; retrain it",
+            dir.display(),
+            info.arch,
+            super::ARCH
+        );
     }
     info.net.check()?;
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), info.net.clone());
     let weights = dir.join("model.safetensors");
-    vs.load(&weights).map_err(|e| anyhow::anyhow!("model '{}': weights do not fit the architecture in model.json: {}", weights.display(), simreg::raster::torch_message(e)))?;
+    vs.load(&weights).map_err(|e| {
+        anyhow::anyhow!(
+            "model '{}': weights do not fit the architecture in model.json: {}",
+            weights.display(),
+            simreg::raster::torch_message(e)
+        )
+    })?;
     Ok((vs, net, info))
 }
 
 /// Predicts for the tiles in `tiles_dir`, or — with `labels_dir` — for the labelled tiles with
 /// their displaced moving tiles.
-pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>, out: &Path, device: Device) -> Result<PredictSummary> {
+pub fn run(
+    model_dir: &Path,
+    tiles_dir: Option<&Path>,
+    labels_dir: Option<&Path>,
+    out: &Path,
+    device: Device,
+) -> Result<PredictSummary> {
     let (_vs, net, info) = load_model(model_dir, device)?;
     let (ids, reference, moving, cr, cm, labels, tiles_dir) = match (labels_dir, tiles_dir) {
         (Some(l), _) => {
             let d = data::load(l)?;
-            let labels: Vec<[f64; 2]> = d.label.iter().map(|v| [v[0] as f64, v[1] as f64]).collect();
+            let labels: Vec<[f64; 2]> =
+                d.label.iter().map(|v| [v[0] as f64, v[1] as f64]).collect();
             let td = d.target.tiles_dir.clone();
             (d.ids, d.reference, d.moving, d.reference_bands, d.moving_bands, Some(labels), td)
         }
@@ -55,7 +80,9 @@ pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>
     };
     let manifest = Manifest::load(&tiles_dir)?;
     let cfg = &info.net;
-    if (cfg.reference_bands, cfg.moving_bands) != (cr, cm) || cfg.tile_size != manifest.params.tile_size {
+    if (cfg.reference_bands, cfg.moving_bands) != (cr, cm)
+        || cfg.tile_size != manifest.params.tile_size
+    {
         bail!(
             "model '{}' expects {}+{} reference+moving bands on {}-pixel tiles; the tiles have {cr}+{cm} bands of {} pixels",
             model_dir.display(), cfg.reference_bands, cfg.moving_bands, cfg.tile_size, manifest.params.tile_size
@@ -64,37 +91,74 @@ pub fn run(model_dir: &Path, tiles_dir: Option<&Path>, labels_dir: Option<&Path>
     let (n, t) = (ids.len() as i64, cfg.tile_size as i64);
     let r = Tensor::from_slice(&reference).view([n, cr as i64, t, t]).to(device);
     let m = Tensor::from_slice(&moving).view([n, cm as i64, t, t]).to(device);
-    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> = manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
-    atomic::build_dir(out, "predictions.json", |_| false, |partial| {
-        let mut preds = BTreeMap::new();
-        let mut means = Vec::with_capacity(ids.len());
-        let (o, c) = (cfg.centre_offset, cfg.centre_size);
-        for (k, id) in ids.iter().enumerate() {
-            let tile = by_id.get(id.as_str()).with_context(|| format!("tile '{id}' is not in the tiles manifest"))?;
-            let dense = tch::no_grad(|| net.forward(&r.narrow(0, k as i64, 1), &m.narrow(0, k as i64, 1))).to(Device::Cpu).to_kind(Kind::Double) * cfg.scale_px;
-            let v: Vec<f64> = Vec::try_from(dense.flatten(0, -1))?;
-            let mut bands = [vec![f32::NAN; cfg.tile_size * cfg.tile_size], vec![f32::NAN; cfg.tile_size * cfg.tile_size]];
-            for (b, band) in bands.iter_mut().enumerate() {
-                for y in 0..c {
-                    for x in 0..c {
-                        band[(o + y) * cfg.tile_size + o + x] = v[b * c * c + y * c + x] as f32;
+    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> =
+        manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
+    atomic::build_dir(
+        out,
+        "predictions.json",
+        |_| false,
+        |partial| {
+            let mut preds = BTreeMap::new();
+            let mut means = Vec::with_capacity(ids.len());
+            let (o, c) = (cfg.centre_offset, cfg.centre_size);
+            for (k, id) in ids.iter().enumerate() {
+                let tile = by_id
+                    .get(id.as_str())
+                    .with_context(|| format!("tile '{id}' is not in the tiles manifest"))?;
+                let dense = tch::no_grad(|| {
+                    net.forward(&r.narrow(0, k as i64, 1), &m.narrow(0, k as i64, 1))
+                })
+                .to(Device::Cpu)
+                .to_kind(Kind::Double)
+                    * cfg.scale_px;
+                let v: Vec<f64> = Vec::try_from(dense.flatten(0, -1))?;
+                let mut bands = [
+                    vec![f32::NAN; cfg.tile_size * cfg.tile_size],
+                    vec![f32::NAN; cfg.tile_size * cfg.tile_size],
+                ];
+                for (b, band) in bands.iter_mut().enumerate() {
+                    for y in 0..c {
+                        for x in 0..c {
+                            band[(o + y) * cfg.tile_size + o + x] = v[b * c * c + y * c + x] as f32;
+                        }
                     }
                 }
+                let mean = [
+                    v[..c * c].iter().sum::<f64>() / (c * c) as f64,
+                    v[c * c..].iter().sum::<f64>() / (c * c) as f64,
+                ];
+                let field = PathBuf::from(format!("{id}.field.tif"));
+                let path = partial.join(&field);
+                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                let crs =
+                    manifest.scene(&tile.scene).map(|s| s.grid.crs_wkt.clone()).unwrap_or_default();
+                let [dx, dy] = bands;
+                let data = vec![
+                    BandData { description: "dx".into(), pixels: dx },
+                    BandData { description: "dy".into(), pixels: dy },
+                ];
+                write_f32_geotiff(
+                    &path,
+                    &crs,
+                    tile.geotransform,
+                    cfg.tile_size,
+                    cfg.tile_size,
+                    data,
+                    &[("SIMREG_UNITS", "px, x east, y south".into())],
+                    GeoTiffOptions { deflate: true },
+                )?;
+                means.push(mean);
+                preds.insert(id.clone(), Prediction { displacement: mean, field });
             }
-            let mean = [v[..c * c].iter().sum::<f64>() / (c * c) as f64, v[c * c..].iter().sum::<f64>() / (c * c) as f64];
-            let field = PathBuf::from(format!("{id}.field.tif"));
-            let path = partial.join(&field);
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            let crs = manifest.scene(&tile.scene).map(|s| s.grid.crs_wkt.clone()).unwrap_or_default();
-            let [dx, dy] = bands;
-            let data = vec![BandData { description: "dx".into(), pixels: dx }, BandData { description: "dy".into(), pixels: dy }];
-            write_f32_geotiff(&path, &crs, tile.geotransform, cfg.tile_size, cfg.tile_size, data, &[("SIMREG_UNITS", "px, x east, y south".into())], GeoTiffOptions { deflate: true })?;
-            means.push(mean);
-            preds.insert(id.clone(), Prediction { displacement: mean, field });
-        }
-        atomic::write_json(&partial.join("predictions.json"), &preds)?;
-        let summary = PredictSummary { out: out.to_path_buf(), n_tiles: ids.len(), rmse_labels_px: labels.map(|l| super::rmse(&means, &l)), device: format!("{device:?}").to_lowercase() };
-        atomic::write_json(&partial.join("summary.json"), &summary)?;
-        Ok(summary)
-    })
+            atomic::write_json(&partial.join("predictions.json"), &preds)?;
+            let summary = PredictSummary {
+                out: out.to_path_buf(),
+                n_tiles: ids.len(),
+                rmse_labels_px: labels.map(|l| super::rmse(&means, &l)),
+                device: format!("{device:?}").to_lowercase(),
+            };
+            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            Ok(summary)
+        },
+    )
 }
