@@ -9,7 +9,7 @@ endif
 # OpenMP threads per test process: test binaries run in parallel (../shared/docs/stack.md).
 TEST_ENV := OMP_NUM_THREADS=1
 
-.PHONY: setup build demo test bench-tile bench-similarity clean-runs
+.PHONY: setup build demo test lint bench-tile bench-similarity clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -20,8 +20,15 @@ build: setup
 demo: build
 	./target/release/simreg run pipelines/demo.toml
 
+# The lint gate runs after the tests' build, so that clippy reuses its compiled dependencies.
 test: setup
+	$(CARGO) fmt --check
 	$(TEST_ENV) $(CARGO) test --release --locked $(FEATURES)
+	$(CARGO) clippy --release --locked --all-targets $(FEATURES) -- -D warnings
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets $(FEATURES) -- -D warnings
 
 bench-tile: build
 	bash scripts/bench_tile.sh

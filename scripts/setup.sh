@@ -31,6 +31,17 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
+# --- the lint gate's tools (rustfmt, clippy: components of the Rust toolchain) -----
+for c in fmt clippy; do
+  cargo "$c" --version >/dev/null 2>&1 || {
+    log "cargo $c is missing: installing its rustup component"
+    rustup component add "$([ "$c" = fmt ] && echo rustfmt || echo clippy)" >&2 || {
+      echo "setup: cargo $c is not available and could not be installed (rustup component add); the tests' lint gate needs it" >&2
+      exit 1
+    }
+  }
+done
+
 # --- libtorch from the PyPI wheel ---------------------------------------------
 # The cache entry counts only once `.complete` exists, so an interrupted install is redone.
 if [ ! -f "$ENV_DIR/.complete" ]; then

@@ -4,11 +4,10 @@
 //! network's; fewer gross failures is what made it calibrated at σ = 1 (README).
 mod common;
 use common::*;
-use simreg::align::phase::{gradient_magnitude, phase_correlation_within};
+use simreg::artefacts::labels::LabelsDir;
+use simreg::artefacts::tiles::Manifest;
 use simreg::audit::baseline::{tile_images, tile_shift};
-use simreg::labels::{LabelEntry, TruthEntry};
-use simreg::tiling::manifest::Manifest;
-use std::collections::BTreeMap;
+use simreg::matching::phase::{gradient_magnitude, phase_correlation_within};
 
 #[test]
 fn cfog_fails_far_less_often_than_phase_correlation_on_optical_sar_tiles() {
@@ -45,13 +44,9 @@ fn cfog_fails_far_less_often_than_phase_correlation_on_optical_sar_tiles() {
     ]);
     simreg::raster::init_gdal();
     let manifest = Manifest::load(&t.path().join("tiles")).unwrap();
-    let labels: BTreeMap<String, LabelEntry> = serde_json::from_str(
-        &std::fs::read_to_string(t.path().join("labels/labels.json")).unwrap(),
-    )
-    .unwrap();
-    let truth: BTreeMap<String, TruthEntry> =
-        serde_json::from_str(&std::fs::read_to_string(t.path().join("labels/truth.json")).unwrap())
-            .unwrap();
+    let labels_dir = LabelsDir::new(t.path().join("labels"));
+    let labels = labels_dir.labels().unwrap();
+    let truth = labels_dir.truth().unwrap().unwrap();
     let (mut cfog, mut phase) = (vec![], vec![]);
     for tile in &manifest.tiles {
         let scene = manifest.scene(&tile.scene).unwrap();

@@ -36,9 +36,14 @@ fn shared_gefolki_s1s2_same_grid_is_exact() {
     let t = tempfile::tempdir().unwrap();
     let (r, m) = (rd.join("gefolki_s1s2/S2_patch11.tif"), rd.join("gefolki_s1s2/S1_patch11.tif"));
     let out = t.path().join("t");
-    let sum = tile_json(
-        &["--reference".into(), s(&r), "--moving".into(), s(&m), "--out".into(), s(&out)].to_vec(),
-    );
+    let sum = tile_json(&[
+        "--reference".into(),
+        s(&r),
+        "--moving".into(),
+        s(&m),
+        "--out".into(),
+        s(&out),
+    ]);
     assert_eq!(sum["n_tiles"], 25); // 448 px, tile 128, stride 96: 0, 96, 192, 288, 320 (shifted)
     let man = manifest(&out);
     assert_eq!(resamplings(&man, 1), [Value::Null]);

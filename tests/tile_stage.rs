@@ -491,14 +491,11 @@ moving = { files = ["sar.tif"], bands = [2] }
 
 #[test]
 fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
-    use simreg::tiling::{
-        manifest::{Manifest, Role},
-        plan::Window,
-        read::{read_modality, OpenFiles},
-    };
+    use simreg::artefacts::tiles::Manifest;
+    use simreg::raster::{bands::OpenFiles, kind::Role, Window};
     let t = tempfile::tempdir().unwrap();
     let r = t.path().join("opt.tif");
-    Fixture::utm(64, 64, 2, |b, c, r| noise(b, c, r)).write_f32(&r);
+    Fixture::utm(64, 64, 2, noise).write_f32(&r);
     // Moving on a grid offset by half a pixel: warped, and its copy kept with the tiles.
     let m = t.path().join("sar.tif");
     let mut f = Fixture::utm(64, 64, 1, |_, c, r| (c + r) as f64);
@@ -534,8 +531,8 @@ fn later_stages_can_read_around_a_tile_from_the_grid_copies() {
         height: 32 + 2 * margin as usize,
     };
     let mut open = OpenFiles::default();
-    let mv = read_modality(&mut open, &out, scene, Role::Moving, around).unwrap();
-    let rf = read_modality(&mut open, &out, scene, Role::Reference, around).unwrap();
+    let mv = scene.read_modality(&mut open, &out, Role::Moving, around).unwrap();
+    let rf = scene.read_modality(&mut open, &out, Role::Reference, around).unwrap();
     let (bands, ..) = read_all(&out.join(&tile.path));
     let w = around.width;
     for y in 0..32 {

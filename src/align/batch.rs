@@ -7,32 +7,18 @@
 //! and at most one `*`, e.g. `{role}.tif` (a folder per pair holding reference.tif and
 //! moving.tif) or `*_{role}.tif` (scene1_reference.tif + scene1_moving.tif); files of one folder
 //! whose `*` parts agree form a pair. Zip entries are read in place through GDAL's /vsizip/.
-use super::{scene, AlignRequest, Method};
-use crate::raster::one_line;
+use super::scene;
+use crate::artefacts::align::{
+    AlignParams, AlignRequest, AlignSummary, BatchDir, BatchParams, BatchSummary, Method, StatusRow,
+};
+use crate::util::text::one_line;
 use crate::util::{atomic, fingerprint, table};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
-
-#[derive(Clone, Debug)]
-pub struct BatchParams {
-    pub input: PathBuf,
-    pub pattern: String,
-    pub reference_role: String,
-    pub moving_role: String,
-    pub out: PathBuf,
-    pub method: Method,
-    pub model: Option<PathBuf>,
-    pub jobs: usize,
-    pub retry_failed: bool,
-    /// Threads each network run may use.
-    pub threads: Option<usize>,
-    pub quiet: bool,
-}
 
 /// A pair found in the input: its name and the files (paths GDAL opens).
 #[derive(Clone, Debug, PartialEq)]
@@ -42,35 +28,6 @@ pub struct Pair {
     pub moving: Option<String>,
     /// What identifies the inputs' content (sizes, times, CRCs): a change redoes the pair.
     pub key: String,
-}
-
-/// One row of status.csv.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StatusRow {
-    pub pair: String,
-    pub status: String,
-    pub error: String,
-    pub seconds: f64,
-    pub megapixels_per_s: f64,
-    pub mean_dx_px: f64,
-    pub mean_dy_px: f64,
-    pub reference: String,
-    pub moving: String,
-    /// Inputs + settings hash (resume).
-    pub key: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BatchSummary {
-    /// Pairs whose status is ok / failed after this run (the whole table).
-    pub ok: usize,
-    pub failed: usize,
-    /// Pairs this run did not redo (done by an earlier run with the same inputs and settings).
-    pub skipped: usize,
-    /// Pairs this run aligned (or tried to).
-    pub processed: usize,
-    pub n_pairs: usize,
-    pub seconds: f64,
 }
 
 /// `name` against a pattern piece with at most one `*`: the text the `*` stands for.
@@ -183,28 +140,23 @@ fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
     }
 }
 
-const STATUS: &str = "status.csv";
-
-fn write_status(out: &Path, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
-    table::write(&out.join(STATUS), rows.values())
+fn write_status(out: &BatchDir, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
+    table::write(&out.status_csv(), rows.values())
 }
 
-/// The table of an earlier run (empty when there is none or it cannot be read: everything is redone).
-fn read_status(out: &Path) -> BTreeMap<String, StatusRow> {
-    table::read::<StatusRow>(&out.join(STATUS))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| (r.pair.clone(), r))
-        .collect()
-}
-
-/// The pair's output folder name.
-fn folder(name: &str) -> String {
-    name.replace('/', "__")
+/// The table of an earlier run (empty when there is none or it cannot be read: everything is
+/// redone).
+fn read_status(out: &BatchDir) -> BTreeMap<String, StatusRow> {
+    out.status().unwrap_or_default().into_iter().map(|r| (r.pair.clone(), r)).collect()
 }
 
 /// Aligns one pair; the error is the one-line message.
-fn align_pair(pair: &Pair, p: &BatchParams, out: &Path) -> Result<super::AlignSummary> {
+fn align_pair(
+    pair: &Pair,
+    p: &BatchParams,
+    out: &BatchDir,
+    threads: Option<usize>,
+) -> Result<AlignSummary> {
     let (Some(r), Some(m)) = (&pair.reference, &pair.moving) else {
         bail!(
             "incomplete pair: no {} file",
@@ -212,55 +164,58 @@ fn align_pair(pair: &Pair, p: &BatchParams, out: &Path) -> Result<super::AlignSu
         );
     };
     let req = AlignRequest {
-        method: p.method,
         reference: PathBuf::from(r),
         moving: PathBuf::from(m),
-        out: out.join("pairs").join(folder(&pair.name)),
+        out: out.pair(&pair.name).path().to_path_buf(),
         truth: None,
-        reference_bands: None,
-        moving_bands: None,
-        moving_kind: None,
-        stride: None,
-        window: None,
-        min_valid: 0.5,
-        batch: 16,
-        model: p.model.clone(),
-        similarity: None,
-        labels: None,
-        no_reliability: false,
-        device: crate::learn::DeviceChoice::Auto,
+        params: AlignParams { method: p.method, model: p.model.clone(), ..AlignParams::default() },
         quiet: true,
     };
     match p.method {
         Method::PhaseCorrelation => scene::run_phase_correlation(&req),
-        Method::Network => crate::learn::run_align_captured(&req, p.threads),
+        Method::Network => {
+            if req.params.model.is_none() {
+                bail!("--method network needs --model RUN/train");
+            }
+            let how = crate::learn::Call { quiet: true, threads, capture_errors: true };
+            crate::learn::call(req, &how)
+        }
     }
 }
 
-pub fn run(p: &BatchParams) -> Result<BatchSummary> {
+/// Aligns every pair found in `input` (a folder tree or zip archive) into `out`; each network
+/// run may use `threads` threads.
+pub fn run(
+    input: &Path,
+    out: &Path,
+    p: &BatchParams,
+    threads: Option<usize>,
+    quiet: bool,
+) -> Result<BatchSummary> {
+    let dir = BatchDir::new(out);
     let start = Instant::now();
     crate::raster::init_gdal();
     if p.method == Method::Network && p.model.is_none() {
         bail!("--method network needs --model RUN/train");
     }
-    let files = list_files(&p.input)?;
+    let files = list_files(input)?;
     let pairs = find_pairs(&files, p)?;
     if pairs.is_empty() {
         bail!(
             "input '{}': no file matches --pattern '{}' with role '{}' or '{}'",
-            p.input.display(),
+            input.display(),
             p.pattern,
             p.reference_role,
             p.moving_role
         );
     }
-    atomic::create_dir(&p.out)?;
+    atomic::create_dir(out)?;
     let settings = fingerprint::hash_json(&(
         p.method.name(),
         p.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
     ));
     let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
-    let previous = read_status(&p.out);
+    let previous = read_status(&dir);
     let mut rows: BTreeMap<String, StatusRow> = BTreeMap::new();
     let mut todo = Vec::new();
     for pair in &pairs {
@@ -268,12 +223,7 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
             Some(r)
                 if r.key == key(pair)
                     && (r.status == "ok" || (r.status == "failed" && !p.retry_failed))
-                    && (r.status != "ok"
-                        || p.out
-                            .join("pairs")
-                            .join(folder(&pair.name))
-                            .join("summary.json")
-                            .is_file()) =>
+                    && (r.status != "ok" || dir.pair(&pair.name).summary_json().is_file()) =>
             {
                 rows.insert(pair.name.clone(), r.clone());
             }
@@ -281,14 +231,14 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
         }
     }
     let skipped = pairs.len() - todo.len();
-    write_status(&p.out, &rows)?;
+    write_status(&dir, &rows)?;
     let rows = Mutex::new(rows);
-    let bar = (!p.quiet).then(|| indicatif::ProgressBar::new(todo.len() as u64));
+    let bar = (!quiet).then(|| indicatif::ProgressBar::new(todo.len() as u64));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(p.jobs.max(1)).build()?;
     pool.install(|| {
         todo.par_iter().try_for_each(|pair| -> Result<()> {
             let t0 = Instant::now();
-            let result = align_pair(pair, p, &p.out);
+            let result = align_pair(pair, p, &dir, threads);
             let seconds = t0.elapsed().as_secs_f64();
             let mut row = StatusRow {
                 pair: pair.name.clone(),
@@ -315,7 +265,7 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
             }
             let mut rows = rows.lock().expect("not poisoned");
             rows.insert(pair.name.clone(), row);
-            write_status(&p.out, &rows)?;
+            write_status(&dir, &rows)?;
             if let Some(b) = &bar {
                 b.inc(1);
             }
@@ -335,7 +285,7 @@ pub fn run(p: &BatchParams) -> Result<BatchSummary> {
         n_pairs: pairs.len(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    atomic::write_json(&p.out.join("summary.json"), &summary)?;
+    crate::artefacts::write_json(&dir.summary_json(), &summary)?;
     Ok(summary)
 }
 
@@ -344,19 +294,7 @@ mod tests {
     use super::*;
 
     fn params(pattern: &str) -> BatchParams {
-        BatchParams {
-            input: PathBuf::new(),
-            pattern: pattern.into(),
-            reference_role: "reference".into(),
-            moving_role: "moving".into(),
-            out: PathBuf::new(),
-            method: Method::PhaseCorrelation,
-            model: None,
-            jobs: 1,
-            retry_failed: false,
-            threads: None,
-            quiet: true,
-        }
+        BatchParams { pattern: pattern.into(), jobs: 1, ..BatchParams::default() }
     }
 
     fn files(names: &[&str]) -> Vec<(String, String, String)> {
@@ -410,8 +348,8 @@ mod tests {
             .into_iter()
             .map(|r| (r.pair.clone(), r))
             .collect();
-        write_status(dir.path(), &rows).unwrap();
-        let back = read_status(dir.path());
+        write_status(&BatchDir::new(dir.path()), &rows).unwrap();
+        let back = read_status(&BatchDir::new(dir.path()));
         assert_eq!(back.keys().collect::<Vec<_>>(), ["a,b", "c"]);
         assert_eq!(back["a,b"].error, "bad \"x\", y");
         assert_eq!(back["a,b"].reference, "r,1.tif");

@@ -1,117 +1,24 @@
-//! Window-by-window raster I/O for alignment: reading regions (NaN past the raster's edges and
-//! at nodata), scene statistics from a decimated read, and tiled work files that become
-//! Cloud-Optimised GeoTIFFs at the end. Nothing here holds a whole scene in memory.
-use crate::raster::{one_line, open::open_dataset, Grid};
-use crate::tiling::stats::{summarise, BandStats, StatScale};
+//! Raster I/O for alignment beyond reading regions (`raster::bands`): scene statistics from a
+//! decimated read, and tiled work files that become Cloud-Optimised GeoTIFFs at the end.
+//! Nothing here holds a whole scene in memory.
+use crate::raster::bands::BandReader;
+use crate::raster::stats::{summarise, BandStats, StatScale};
+use crate::raster::Grid;
 use anyhow::{bail, Context, Result};
 use gdal::raster::{Buffer, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{Dataset, DriverManager, Metadata};
 use std::path::{Path, PathBuf};
 
-/// A raster opened for reading regions; errors name `role` and the file.
-pub struct Reader {
-    pub path: PathBuf,
-    pub role: String,
-    ds: Dataset,
-    pub width: usize,
-    pub height: usize,
-    nodata: Vec<Option<f64>>,
-}
-
-impl Reader {
-    pub fn open(path: &Path, role: &str) -> Result<Reader> {
-        let ds = open_dataset(path, role)?;
-        let (width, height) = ds.raster_size();
-        let nodata = (1..=ds.raster_count())
-            .map(|b| ds.rasterband(b).ok().and_then(|b| b.no_data_value()))
-            .collect();
-        Ok(Reader { path: path.to_path_buf(), role: role.to_string(), ds, width, height, nodata })
-    }
-
-    pub fn band_count(&self) -> usize {
-        self.nodata.len()
-    }
-
-    fn fail(&self, e: impl std::fmt::Display) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{} '{}': cannot read pixels (truncated or corrupt?): {}",
-            self.role,
-            self.path.display(),
-            one_line(e)
-        )
-    }
-
-    /// Band `b` (1-based) over the w × h window whose top-left pixel is (x0, y0); the window may
-    /// run past the raster (NaN there). Nodata and non-finite values are NaN.
-    pub fn region(&self, b: usize, x0: i64, y0: i64, w: usize, h: usize) -> Result<Vec<f32>> {
-        let mut out = vec![f32::NAN; w * h];
-        let (cx0, cy0) = (x0.max(0), y0.max(0));
-        let (cx1, cy1) =
-            ((x0 + w as i64).min(self.width as i64), (y0 + h as i64).min(self.height as i64));
-        if cx1 <= cx0 || cy1 <= cy0 {
-            return Ok(out);
-        }
-        let (rw, rh) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
-        let band = self.ds.rasterband(b).map_err(|e| self.fail(e))?;
-        let buf = band
-            .read_as::<f32>((cx0 as isize, cy0 as isize), (rw, rh), (rw, rh), None)
-            .map_err(|e| self.fail(e))?;
-        let nd = self.nodata[b - 1];
-        let data = buf.data();
-        for r in 0..rh {
-            let dst = &mut out[(r + (cy0 - y0) as usize) * w + (cx0 - x0) as usize..][..rw];
-            for (d, &v) in dst.iter_mut().zip(&data[r * rw..][..rw]) {
-                *d = if !v.is_finite() || nd.is_some_and(|n| v as f64 == n || (n as f32) == v) {
-                    f32::NAN
-                } else {
-                    v
-                };
-            }
-        }
-        Ok(out)
-    }
-
-    /// Band `b` read at a reduced resolution (nearest neighbour) of at most ~`max_pixels`
-    /// pixels: GDAL reads it block by block (or from overviews), so memory stays bounded.
-    pub fn decimated(&self, b: usize, max_pixels: usize) -> Result<Vec<f32>> {
-        let f =
-            ((self.width * self.height) as f64 / max_pixels as f64).sqrt().ceil().max(1.0) as usize;
-        let (w, h) = (self.width.div_ceil(f), self.height.div_ceil(f));
-        let band = self.ds.rasterband(b).map_err(|e| self.fail(e))?;
-        let buf = band
-            .read_as::<f32>((0, 0), (self.width, self.height), (w, h), None)
-            .map_err(|e| self.fail(e))?;
-        let nd = self.nodata[b - 1];
-        Ok(buf
-            .data()
-            .iter()
-            .map(
-                |&v| {
-                    if !v.is_finite() || nd.is_some_and(|n| (n as f32) == v) {
-                        f32::NAN
-                    } else {
-                        v
-                    }
-                },
-            )
-            .collect())
-    }
-
-    /// Robust statistics of band `b` on `scale` (as the tile stage computes them for training),
-    /// from a decimated read of ~1 M pixels. An all-nodata band is an error.
-    pub fn band_stats(&self, b: usize, scale: StatScale) -> Result<BandStats> {
-        let px = self.decimated(b, 1 << 20)?;
-        let sample: Vec<f32> =
-            px.iter().filter_map(|&v| if v.is_finite() { scale.apply(v) } else { None }).collect();
-        match summarise(sample, scale) {
-            Some(s) => Ok(s),
-            None => bail!(
-                "{} '{}': band {b} has no valid pixel (all nodata or NaN)",
-                self.role,
-                self.path.display()
-            ),
-        }
+/// Robust statistics of band `b` on `scale` (as the tile stage computes them for training),
+/// from a decimated read of ~1 M pixels. An all-nodata band is an error.
+pub fn band_stats(r: &BandReader, b: usize, scale: StatScale) -> Result<BandStats> {
+    let px = r.decimated(b, 1 << 20)?;
+    let sample: Vec<f32> =
+        px.iter().filter_map(|&v| if v.is_finite() { scale.apply(v) } else { None }).collect();
+    match summarise(sample, scale) {
+        Some(s) => Ok(s),
+        None => bail!("{}: band {b} has no valid pixel (all nodata or NaN)", r.label),
     }
 }
 
@@ -183,7 +90,7 @@ impl WorkRaster {
     pub fn into_cog(self, dst: &Path) -> Result<()> {
         let WorkRaster { mut ds, path } = self;
         ds.flush_cache()?;
-        let tmp = crate::raster::write::temp_path(dst);
+        let tmp = crate::util::atomic::temp_path(dst);
         let result = (|| -> Result<()> {
             let driver = DriverManager::get_driver_by_name("COG")
                 .context("GDAL has no COG driver (GDAL ≥ 3.1 needed)")?;

@@ -16,12 +16,15 @@
 //! only the lattice (a few numbers per window: ~48 bytes per s² pixels); pass 2 computes and
 //! writes the outputs in 512 × 512 blocks into tiled work files, which GDAL's COG driver copies
 //! into Cloud-Optimised GeoTIFFs block by block. Nothing holds a whole scene.
-use super::io::{Reader, WorkRaster};
-use super::phase::{gradient_magnitude, phase_correlation};
-use super::{AlignRequest, AlignSummary, ApplySummary, BaselineSummary};
-use crate::raster::{open_raster, warp, Grid, RasterInfo};
-use crate::tiling::manifest::{ModalityKind, Role};
-use crate::tiling::stats::BandStats;
+use super::io::{band_stats, WorkRaster};
+use crate::artefacts::align::{
+    AlignDir, AlignRequest, AlignSummary, ApplySummary, BaselineSummary,
+};
+use crate::matching::phase::{gradient_magnitude, phase_correlation};
+use crate::raster::bands::BandReader;
+use crate::raster::kind::{resolve_kind, ModalityKind, Role};
+use crate::raster::stats::BandStats;
+use crate::raster::{open_raster, warp, Grid, RasterInfo, Window};
 use crate::util::atomic;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -99,14 +102,14 @@ pub struct ModelShape {
 /// The inputs of a run, opened and checked.
 struct Inputs {
     grid: Grid,
-    reference: Reader,
-    moving: Reader,
+    reference: BandReader,
+    moving: BandReader,
     rb: Vec<usize>,
     mb: Vec<usize>,
     r_stats: Vec<BandStats>,
     m_stats: Vec<BandStats>,
     moving_kind: ModalityKind,
-    truth: Option<Reader>,
+    truth: Option<BandReader>,
 }
 
 fn pick_bands(info: &RasterInfo, asked: &Option<Vec<usize>>, role: &str) -> Result<Vec<usize>> {
@@ -140,8 +143,8 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             shape.tile
         );
     }
-    let rb = pick_bands(&ri, &req.reference_bands, "reference")?;
-    let mb = pick_bands(&mi, &req.moving_bands, "moving")?;
+    let rb = pick_bands(&ri, &req.params.reference_bands, "reference")?;
+    let mb = pick_bands(&mi, &req.params.moving_bands, "moving")?;
     if let Some((cr, cm)) = shape.bands {
         if rb.len() != cr {
             bail!("reference '{}': {} band(s) used, the model takes {cr} (choose with --reference-bands)", req.reference.display(), rb.len());
@@ -163,19 +166,19 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
             dst
         };
-    let moving_kind = match req.moving_kind {
+    let moving_kind = match req.params.moving_kind {
         Some(k) => k,
-        None => crate::tiling::prepare::resolve_kind(Role::Moving, &req.moving, &mi)?,
+        None => resolve_kind(Role::Moving, &req.moving, &mi)?,
     };
-    let reference = Reader::open(&req.reference, "reference")?;
-    let moving = Reader::open(&moving_path, "moving")?;
+    let reference = BandReader::open(&req.reference, "reference")?;
+    let moving = BandReader::open(&moving_path, "moving")?;
     let r_stats = rb
         .iter()
-        .map(|&b| reference.band_stats(b, ModalityKind::Optical.stat_scale()))
+        .map(|&b| band_stats(&reference, b, ModalityKind::Optical.stat_scale()))
         .collect::<Result<Vec<_>>>()?;
     let m_stats = mb
         .iter()
-        .map(|&b| moving.band_stats(b, moving_kind.stat_scale()))
+        .map(|&b| band_stats(&moving, b, moving_kind.stat_scale()))
         .collect::<Result<Vec<_>>>()
         .map_err(|e| {
             if moving_path != req.moving {
@@ -197,7 +200,7 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             if ti.bands.len() < 2 {
                 bail!("truth '{}': needs 2 bands (dx, dy), has {}", p.display(), ti.bands.len());
             }
-            Some(Reader::open(p, "truth")?)
+            Some(BandReader::open(p, "truth")?)
         }
     };
     Ok(Inputs { grid, reference, moving, rb, mb, r_stats, m_stats, moving_kind, truth })
@@ -261,7 +264,7 @@ impl Lattice {
                 let jr = Lattice::range(&self.ys, self.t, self.h, py);
                 let wy: Vec<(usize, f64)> =
                     jr.map(|j| (j, self.weight(py - self.centre(0, j).1))).collect();
-                let mut out = [vec![f32::NAN; w], vec![f32::NAN; w], vec![f32::NAN; w]];
+                let mut out = [Vec::with_capacity(w), Vec::with_capacity(w), Vec::with_capacity(w)];
                 for c in 0..w {
                     let px = (x0 + c) as f64 + 0.5;
                     let ir = Lattice::range(&self.xs, self.t, self.h, px);
@@ -281,11 +284,15 @@ impl Lattice {
                             }
                         }
                     }
-                    if sw > 0.0 {
-                        out[0][c] = (sx / sw) as f32;
-                        out[1][c] = (sy / sw) as f32;
-                        out[2][c] = if swr > 0.0 { (sr / swr) as f32 } else { f32::NAN };
-                    }
+                    let (dx, dy, rel) = if sw > 0.0 {
+                        let rel = if swr > 0.0 { (sr / swr) as f32 } else { f32::NAN };
+                        ((sx / sw) as f32, (sy / sw) as f32, rel)
+                    } else {
+                        (f32::NAN, f32::NAN, f32::NAN)
+                    };
+                    out[0].push(dx);
+                    out[1].push(dy);
+                    out[2].push(rel);
                 }
                 out
             })
@@ -303,20 +310,17 @@ impl Lattice {
 
 /// Normalised bands of a region, and which pixels are valid in every band.
 fn read_normalised(
-    reader: &Reader,
+    reader: &BandReader,
     bands: &[usize],
     stats: &[BandStats],
-    x0: i64,
-    y0: i64,
-    w: usize,
-    h: usize,
+    win: Window,
     valid: &mut [bool],
 ) -> Result<Vec<Vec<f32>>> {
     bands
         .iter()
         .zip(stats)
         .map(|(&b, s)| {
-            let px = reader.region(b, x0, y0, w, h)?;
+            let px = reader.window(b, win)?;
             for (v, &p) in valid.iter_mut().zip(&px) {
                 *v &= p.is_finite() && s.scale.apply(p).is_some();
             }
@@ -336,12 +340,11 @@ fn estimate_lattice(
     inp: &Inputs,
     shape: &ModelShape,
     stride: usize,
-    min_valid: f64,
-    batch: usize,
+    req: &AlignRequest,
     primary: &mut dyn WindowModel,
     baseline: Option<&mut PhaseCorrelation>,
-    quiet: bool,
 ) -> Result<(Lattice, f64, f64)> {
+    let (min_valid, batch, quiet) = (req.params.min_valid, req.params.batch, req.quiet);
     let (t, g) = (shape.tile, &inp.grid);
     let xs = axis(g.width, t, stride);
     let ys = axis(g.height, t, stride);
@@ -362,15 +365,15 @@ fn estimate_lattice(
         let (rx0, ry0) = (xs[i0], ys[j0]);
         let (rw, rh) = ((xs[i1 - 1] - rx0) as usize + t, (ys[j1 - 1] - ry0) as usize + t);
         let mut valid = vec![true; rw * rh];
-        let r =
-            read_normalised(&inp.reference, &inp.rb, &inp.r_stats, rx0, ry0, rw, rh, &mut valid)?;
-        let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, rx0, ry0, rw, rh, &mut valid)?;
+        let region = Window { col: rx0, row: ry0, width: rw, height: rh };
+        let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, region, &mut valid)?;
+        let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, region, &mut valid)?;
         // Cut the windows with enough valid pixels.
         let mut nodes = Vec::new();
         let (mut wr, mut wm) = (Vec::new(), Vec::new());
-        for j in j0..j1 {
-            for i in i0..i1 {
-                let (ox, oy) = ((xs[i] - rx0) as usize, (ys[j] - ry0) as usize);
+        for (j, &y0) in ys.iter().enumerate().take(j1).skip(j0) {
+            for (i, &x0) in xs.iter().enumerate().take(i1).skip(i0) {
+                let (ox, oy) = ((x0 - rx0) as usize, (y0 - ry0) as usize);
                 let n_valid: usize = (0..t)
                     .map(|y| valid[(oy + y) * rw + ox..][..t].iter().filter(|&&v| v).count())
                     .sum();
@@ -428,26 +431,23 @@ fn estimate_lattice(
     Ok((Lattice { xs, ys, t, h, primary: primary_est, baseline: baseline_est }, t_primary, t_base))
 }
 
-/// Resamples bands of `src` over the block (x0, y0, w, h) by the field: out(q) = src(q + D(q))
-/// (bilinear; SAR in dB through linear power). The moving content that belongs at q sits at
-/// q + D(q), so this puts it back on the reference. NaN where D or the source is NaN.
+/// Resamples bands of `src` over `block` by the field (dx, dy over the block): out(q) =
+/// src(q + D(q)) (bilinear; SAR in dB through linear power). The moving content that belongs at
+/// q sits at q + D(q), so this puts it back on the reference. NaN where D or the source is NaN.
 fn resample_block(
-    src: &Reader,
+    src: &BandReader,
     bands: &[usize],
     db: bool,
-    dx: &[f32],
-    dy: &[f32],
-    x0: usize,
-    y0: usize,
-    w: usize,
-    h: usize,
+    [dx, dy]: [&[f32]; 2],
+    block: Window,
 ) -> Result<Vec<Vec<f32>>> {
+    let (w, h) = (block.width, block.height);
     let reach = dx.iter().chain(dy).filter(|v| v.is_finite()).fold(0f32, |a, v| a.max(v.abs()));
     if !reach.is_finite() || reach > 1e5 {
         bail!("displacement of {reach} px: not a usable displacement field");
     }
     let margin = reach.ceil() as usize + 2;
-    let (rx0, ry0) = (x0 as i64 - margin as i64, y0 as i64 - margin as i64);
+    let (rx0, ry0) = (block.col - margin as i64, block.row - margin as i64);
     let (rw, rh) = (w + 2 * margin, h + 2 * margin);
     bands
         .iter()
@@ -456,7 +456,8 @@ fn resample_block(
             if db {
                 px.iter_mut().for_each(|v| *v = 10f32.powf(*v / 10.0));
             }
-            let source = crate::labels::warp::Source { pixels: &px, width: rw, height: rh, margin };
+            let source =
+                crate::raster::resample::Source { pixels: &px, width: rw, height: rh, margin };
             let mut out: Vec<f32> = (0..w * h)
                 .into_par_iter()
                 .map(|k| {
@@ -468,7 +469,7 @@ fn resample_block(
                     source.sample(
                         c as f64 + 0.5 + ddx,
                         r as f64 + 0.5 + ddy,
-                        crate::labels::warp::Interp::Bilinear,
+                        crate::raster::resample::Interp::Bilinear,
                     ) as f32
                 })
                 .collect();
@@ -514,13 +515,14 @@ fn mean_shift(e: &[Option<Estimate>]) -> [f64; 2] {
 }
 
 /// Phase correlation over a central crop of at most 1024² px: one shift for the whole scene.
-fn global_phase_correlation(inp: &Inputs) -> Result<super::phase::Shift> {
+fn global_phase_correlation(inp: &Inputs) -> Result<crate::matching::Shift> {
     let g = &inp.grid;
     let (w, h) = (g.width.min(1024), g.height.min(1024));
     let (x0, y0) = (((g.width - w) / 2) as i64, ((g.height - h) / 2) as i64);
     let mut valid = vec![true; w * h];
-    let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, x0, y0, w, h, &mut valid)?;
-    let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, x0, y0, w, h, &mut valid)?;
+    let region = Window { col: x0, row: y0, width: w, height: h };
+    let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, region, &mut valid)?;
+    let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, region, &mut valid)?;
     let mean = |b: &[Vec<f32>]| -> Vec<f32> {
         (0..w * h).map(|i| b.iter().map(|x| x[i]).sum::<f32>() / b.len() as f32).collect()
     };
@@ -535,46 +537,46 @@ fn global_phase_correlation(inp: &Inputs) -> Result<super::phase::Shift> {
 /// Tie points: CSV in the reference CRS (and lon/lat), GeoJSON in WGS 84 longitude/latitude as
 /// RFC 7946 asks, with the reference-CRS position in the properties. A reference without a
 /// CRS keeps its map coordinates in the GeoJSON (no lon/lat exists).
-fn write_tiepoints(dir: &Path, grid: &Grid, lat: &Lattice) -> Result<()> {
+fn write_tiepoints(dir: &AlignDir, grid: &Grid, lat: &Lattice) -> Result<()> {
     let g = grid.geotransform;
     let nx = lat.xs.len();
-    let to_ll = crate::audit::geo::ToLonLat::new(&grid.crs_wkt)?;
+    let to_ll = crate::raster::geo::ToLonLat::new(&grid.crs_wkt)?;
     let mut csv = String::from("id,col,row,x,y,lon,lat,dx_px,dy_px,dx_map,dy_map,reliability,baseline_dx_px,baseline_dy_px,baseline_peak\n");
     let mut features = Vec::new();
-    for j in 0..lat.ys.len() {
-        for i in 0..nx {
-            let Some(e) = lat.primary[j * nx + i] else { continue };
-            let (c, r) = lat.centre(i, j);
-            let (x, y) = (g[0] + c * g[1] + r * g[2], g[3] + c * g[4] + r * g[5]);
-            let ll = to_ll.apply(&[[x, y]])?.map(|v| v[0]);
-            let (mx, my) = (e.dx * g[1] + e.dy * g[2], e.dx * g[4] + e.dy * g[5]);
-            let b = lat.baseline[j * nx + i];
-            let (bx, by, bp) =
-                b.map_or((f64::NAN, f64::NAN, f64::NAN), |b| (b.dx, b.dy, b.reliability));
-            let id = format!("x{i:04}_y{j:04}");
-            let (lon, la) = ll.map_or((String::new(), String::new()), |v| {
-                (format!("{:.8}", v[0]), format!("{:.8}", v[1]))
-            });
-            let _ = writeln!(
-                csv,
-                "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}",
-                e.dx, e.dy, mx, my, e.reliability, bx, by, bp
-            );
-            let num =
-                |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
-            let point = ll.unwrap_or([x, y]);
-            features.push(serde_json::json!({
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": point},
-                "properties": {"id": id, "col": c, "row": r, "x": x, "y": y, "dx_px": e.dx, "dy_px": e.dy, "dx_map": mx, "dy_map": my,
-                    "reliability": num(e.reliability), "baseline_dx_px": num(bx), "baseline_dy_px": num(by), "baseline_peak": num(bp)}
-            }));
-        }
+    // Node (i, j) is at j·nx + i: rows of the lattice in order.
+    for (node, e) in lat.primary.iter().enumerate() {
+        let Some(e) = *e else { continue };
+        let (i, j) = (node % nx, node / nx);
+        let (c, r) = lat.centre(i, j);
+        let (x, y) = (g[0] + c * g[1] + r * g[2], g[3] + c * g[4] + r * g[5]);
+        let ll = to_ll.apply(&[[x, y]])?.map(|v| v[0]);
+        let (mx, my) = (e.dx * g[1] + e.dy * g[2], e.dx * g[4] + e.dy * g[5]);
+        let b = lat.baseline[node];
+        let (bx, by, bp) =
+            b.map_or((f64::NAN, f64::NAN, f64::NAN), |b| (b.dx, b.dy, b.reliability));
+        let id = format!("x{i:04}_y{j:04}");
+        let (lon, la) = ll.map_or((String::new(), String::new()), |v| {
+            (format!("{:.8}", v[0]), format!("{:.8}", v[1]))
+        });
+        let _ = writeln!(
+            csv,
+            "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}",
+            e.dx, e.dy, mx, my, e.reliability, bx, by, bp
+        );
+        let num =
+            |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
+        let point = ll.unwrap_or([x, y]);
+        features.push(serde_json::json!({
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": point},
+            "properties": {"id": id, "col": c, "row": r, "x": x, "y": y, "dx_px": e.dx, "dy_px": e.dy, "dx_map": mx, "dy_map": my,
+                "reliability": num(e.reliability), "baseline_dx_px": num(bx), "baseline_dy_px": num(by), "baseline_peak": num(bp)}
+        }));
     }
     let fc =
         serde_json::json!({"type": "FeatureCollection", "name": "tiepoints", "features": features});
-    atomic::write_json(&dir.join("tiepoints.geojson"), &fc)?;
-    atomic::write_bytes(&dir.join("tiepoints.csv"), csv.as_bytes())
+    atomic::write_json(&dir.tiepoints_geojson(), &fc)?;
+    atomic::write_bytes(&dir.tiepoints_csv(), csv.as_bytes())
 }
 
 /// Aligns `req.moving` onto `req.reference` with `primary` (and the phase-correlation baseline
@@ -589,12 +591,12 @@ pub fn run(
     let start = Instant::now();
     crate::raster::init_gdal();
     bound_block_cache();
-    let stride = req.stride.unwrap_or(shape.stride);
+    let stride = req.params.stride.unwrap_or(shape.stride);
     if stride == 0 {
         bail!("--stride must be at least 1 px");
     }
-    if !(0.0..=1.0).contains(&req.min_valid) {
-        bail!("--min-valid must be within [0, 1], not {}", req.min_valid);
+    if !(0.0..=1.0).contains(&req.params.min_valid) {
+        bail!("--min-valid must be within [0, 1], not {}", req.params.min_valid);
     }
     atomic::build_dir(
         &req.out,
@@ -607,19 +609,12 @@ pub fn run(
             let g = inp.grid.clone();
             let is_pc = primary.method() == "phase-correlation";
             let mut pc = PhaseCorrelation;
-            let (lat, t_primary, t_base) = estimate_lattice(
-                &inp,
-                shape,
-                stride,
-                req.min_valid,
-                req.batch,
-                primary,
-                (!is_pc).then_some(&mut pc),
-                req.quiet,
-            )?;
+            let baseline = (!is_pc).then_some(&mut pc);
+            let (lat, t_primary, t_base) =
+                estimate_lattice(&inp, shape, stride, req, primary, baseline)?;
             let n_valid = lat.primary.iter().flatten().count();
             if n_valid == 0 {
-                bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.min_valid * 100.0, req.reference.display(), req.moving.display());
+                bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.params.min_valid * 100.0, req.reference.display(), req.moving.display());
             }
             let global = global_phase_correlation(&inp)?;
 
@@ -653,10 +648,11 @@ pub fn run(
             for by in (0..g.height).step_by(OUT_BLOCK) {
                 for bx in (0..g.width).step_by(OUT_BLOCK) {
                     let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
+                    let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
                     let [dx, dy, rel] = lat.blend(&lat.primary, bx, by, w, h);
                     if let Some(truth) = &inp.truth {
-                        let tx = truth.region(1, bx as i64, by as i64, w, h)?;
-                        let ty = truth.region(2, bx as i64, by as i64, w, h)?;
+                        let tx = truth.window(1, block)?;
+                        let ty = truth.window(2, block)?;
                         let [bdx, bdy, _] = if is_pc {
                             [dx.clone(), dy.clone(), Vec::new()]
                         } else {
@@ -677,7 +673,7 @@ pub fn run(
                             }
                         }
                     }
-                    let bands = resample_block(&inp.moving, &inp.mb, db, &dx, &dy, bx, by, w, h)?;
+                    let bands = resample_block(&inp.moving, &inp.mb, db, [&dx, &dy], block)?;
                     for (b, px) in bands.into_iter().enumerate() {
                         corr.write(b + 1, bx, by, w, h, px)?;
                     }
@@ -686,9 +682,10 @@ pub fn run(
                     disp.write(3, bx, by, w, h, rel)?;
                 }
             }
-            disp.into_cog(&partial.join("displacement.tif"))?;
-            corr.into_cog(&partial.join("corrected.tif"))?;
-            write_tiepoints(partial, &g, &lat)?;
+            let dir = AlignDir::new(partial);
+            disp.into_cog(&dir.displacement_tif())?;
+            corr.into_cog(&dir.corrected_tif())?;
+            write_tiepoints(&dir, &g, &lat)?;
             drop(inp.moving);
             let _ = std::fs::remove_dir_all(&work);
 
@@ -726,17 +723,15 @@ pub fn run(
                     estimate_seconds: t_base,
                 },
                 peak_rss_mb: peak_rss_mb(),
-                outputs: [
-                    "displacement.tif",
-                    "corrected.tif",
-                    "tiepoints.geojson",
-                    "tiepoints.csv",
-                    "summary.json",
-                ]
-                .map(String::from)
-                .to_vec(),
+                outputs: file_names(&[
+                    dir.displacement_tif(),
+                    dir.corrected_tif(),
+                    dir.tiepoints_geojson(),
+                    dir.tiepoints_csv(),
+                    dir.summary_json(),
+                ]),
             };
-            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            crate::artefacts::write_json(&dir.summary_json(), &summary)?;
             Ok(summary)
         },
     )
@@ -788,7 +783,7 @@ pub fn apply(
     }
     let kind = match moving_kind {
         Some(k) => k,
-        None => crate::tiling::prepare::resolve_kind(Role::Moving, moving, &mi)?,
+        None => resolve_kind(Role::Moving, moving, &mi)?,
     };
     let g = si.grid.clone();
     let bands: Vec<usize> = (1..=mi.bands.len()).collect();
@@ -797,8 +792,8 @@ pub fn apply(
         "summary.json",
         |_| false,
         |partial| {
-            let sr = Reader::open(shifts, "shifts")?;
-            let mr = Reader::open(moving, "moving")?;
+            let sr = BandReader::open(shifts, "shifts")?;
+            let mr = BandReader::open(moving, "moving")?;
             let descr: Vec<String> =
                 bands.iter().map(|b| format!("moving:b{b} corrected")).collect();
             let mut corr = WorkRaster::create(
@@ -815,26 +810,18 @@ pub fn apply(
             for by in (0..g.height).step_by(OUT_BLOCK) {
                 for bx in (0..g.width).step_by(OUT_BLOCK) {
                     let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
-                    let dx = sr.region(1, bx as i64, by as i64, w, h)?;
-                    let dy = sr.region(2, bx as i64, by as i64, w, h)?;
+                    let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
+                    let dx = sr.window(1, block)?;
+                    let dy = sr.window(2, block)?;
                     for (a, b) in dx.iter().zip(&dy).filter(|(a, b)| a.is_finite() && b.is_finite())
                     {
                         sx += *a as f64;
                         sy += *b as f64;
                         n += 1;
                     }
-                    let px = resample_block(
-                        &mr,
-                        &bands,
-                        kind == ModalityKind::SarDb,
-                        &dx,
-                        &dy,
-                        bx,
-                        by,
-                        w,
-                        h,
-                    )
-                    .with_context(|| format!("shifts '{}'", shifts.display()))?;
+                    let db = kind == ModalityKind::SarDb;
+                    let px = resample_block(&mr, &bands, db, [&dx, &dy], block)
+                        .with_context(|| format!("shifts '{}'", shifts.display()))?;
                     for (b, p) in px.into_iter().enumerate() {
                         corr.write(b + 1, bx, by, w, h, p)?;
                     }
@@ -849,7 +836,8 @@ pub fn apply(
             if n == 0 {
                 bail!("shifts '{}': no valid displacement (all nodata)", shifts.display());
             }
-            corr.into_cog(&partial.join("corrected.tif"))?;
+            let dir = AlignDir::new(partial);
+            corr.into_cog(&dir.corrected_tif())?;
             let seconds = start.elapsed().as_secs_f64();
             let s = ApplySummary {
                 method: "apply".into(),
@@ -860,9 +848,9 @@ pub fn apply(
                 mean_shift_px: [sx / n as f64, sy / n as f64],
                 megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
                 seconds,
-                outputs: vec!["corrected.tif".into(), "summary.json".into()],
+                outputs: file_names(&[dir.corrected_tif(), dir.summary_json()]),
             };
-            atomic::write_json(&partial.join("summary.json"), &s)?;
+            crate::artefacts::write_json(&dir.summary_json(), &s)?;
             Ok(s)
         },
     )
@@ -870,7 +858,7 @@ pub fn apply(
 
 /// The phase-correlation run (no network): `simreg align --method phase-correlation`.
 pub fn run_phase_correlation(req: &AlignRequest) -> Result<AlignSummary> {
-    let t = req.window.unwrap_or(64);
+    let t = req.params.window.unwrap_or(64);
     if t < 8 {
         bail!("--window must be at least 8 px");
     }
@@ -884,4 +872,9 @@ pub fn model_dir(model: &Path) -> PathBuf {
     } else {
         model.to_path_buf()
     }
+}
+
+/// The names of output files, as summaries list them.
+fn file_names(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned())).collect()
 }

@@ -6,104 +6,25 @@
 //! estimates came.
 pub mod baseline;
 pub mod estimate;
-pub mod geo;
 pub mod inputs;
 pub mod score;
 
-use crate::align::cfog::bounded_search_agrees;
-use crate::align::phase::Shift;
-use crate::labels::LabelEntry;
+use crate::artefacts::audit::{
+    write_audit_csv, AuditDir, AuditParams, AuditRow, AuditSummary, CalibrationBin,
+};
+use crate::artefacts::similarity::Split;
+use crate::artefacts::tiles::TileEntry;
+use crate::artefacts::RunDir;
+use crate::matching::cfog::bounded_search_agrees;
+use crate::matching::Shift;
+use crate::raster::geo;
 use crate::util::atomic;
 use anyhow::{bail, Context, Result};
 use estimate::{Collocation, NeighbourModel};
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Flag tiles whose score exceeds this (the score is ≈ Exp(1) for a clean label, so 6.9
-    /// flags one clean label in a thousand).
-    #[serde(default = "d_threshold")]
-    pub threshold: f64,
-    /// Flag at least this many of the worst tiles, whatever their score.
-    #[serde(default)]
-    pub top: usize,
-    /// The baseline (CFOG matching) searches its peak within ±this many px; by default the 95th
-    /// percentile of the |shifts| an unbounded search finds where its peak is above the median,
-    /// + 1 px (from the images alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_shift: Option<f64>,
-}
-
-fn d_threshold() -> f64 {
-    6.9
-}
-
-impl Default for AuditParams {
-    fn default() -> Self {
-        AuditParams { threshold: d_threshold(), top: 0, max_shift: None }
-    }
-}
-
-/// One N_S band of the held-out tiles: the label-free predicted RMSE and, with truth, the measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationBin {
-    pub ns_min: f64,
-    pub ns_max: f64,
-    pub n: usize,
-    pub predicted_rmse_px: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured_rmse_px: Option<f64>,
-}
-
-/// `RUN/audit/summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditSummary {
-    pub out: PathBuf,
-    pub n_tiles: usize,
-    pub n_heldout: usize,
-    /// Label-free: the network's RMSE on held-out tiles, per axis, and its bootstrap 5–95 %
-    /// interval.
-    pub predicted_rmse_px: f64,
-    pub predicted_rmse_interval_px: [f64; 2],
-    /// Against the truth (only when the run has it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured_rmse_px: Option<f64>,
-    /// The paper's estimate σ̂·√(tr F/2) averaged over held-out tiles, for comparison.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paper_predicted_rmse_px: Option<f64>,
-    /// Label noise, label-free: all labels, and the labels that are not flagged.
-    pub label_noise_rmse_px: f64,
-    pub label_noise_inlier_rmse_px: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured_label_noise_rmse_px: Option<f64>,
-    /// The calibration's scales: network and the CFOG baseline ≈ α + β·truth (1 = no shrinkage).
-    pub network_scale: f64,
-    pub baseline_scale: f64,
-    /// False when the network and the baseline did not covary and β_baseline = 1 was assumed.
-    pub scaled: bool,
-    /// The baseline's error around its calibrated line, label-free.
-    pub baseline_error_rmse_px: f64,
-    /// Calibrated network variance at a tile = floor + factor·σ̂²/N_S (px²).
-    pub model_floor_px2: f64,
-    pub model_factor: f64,
-    pub n_flagged: usize,
-    pub threshold: f64,
-    pub baseline_max_shift_px: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auroc: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auroc_residual_only: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n_outliers_true: Option<usize>,
-    pub calibration: Vec<CalibrationBin>,
-    pub seconds: f64,
-}
+use std::path::Path;
 
 /// Everything the audit knows about one tile.
 struct TileAudit {
@@ -119,21 +40,13 @@ struct TileAudit {
     score: f64,
 }
 
-const MARKER: &str = "summary.json";
-
 /// Runs the audit of `run` into `out` (normally `RUN/audit`).
-pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<AuditSummary> {
+pub fn run(run: &RunDir, out: &Path, p: &AuditParams, quiet: bool) -> Result<AuditSummary> {
     let start = std::time::Instant::now();
-    if !(p.threshold > 0.0 && p.threshold.is_finite()) {
-        bail!("audit: threshold must be a positive number, not {}", p.threshold);
-    }
+    p.check()?;
     crate::raster::init_gdal();
     let inp = inputs::load(run)?;
-    let labels_path = inp.labels_dir.join("labels.json");
-    let entries: BTreeMap<String, LabelEntry> =
-        serde_json::from_str(&std::fs::read_to_string(&labels_path)?)
-            .with_context(|| format!("'{}': not a labels file", labels_path.display()))?;
-    let tiles: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+    let tiles: BTreeMap<&str, &TileEntry> =
         inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
 
     // The CFOG baseline on every tile (the third measurement). `reuse`: an unbounded search's
@@ -157,13 +70,17 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
                 let scene = inp.manifest.scene(&t.scene).with_context(|| {
                     format!("tile '{}' names unknown scene '{}'", t.id, t.scene)
                 })?;
-                let moving = entries.get(&r.tile).with_context(|| {
-                    format!("'{}': no label for tile '{}'", labels_path.display(), r.tile)
+                let moving = inp.labels.get(&r.tile).with_context(|| {
+                    format!(
+                        "'{}': no label for tile '{}'",
+                        inp.labels_dir.labels_json().display(),
+                        r.tile
+                    )
                 })?;
                 baseline::tile_shift(
                     scene,
-                    &inp.tiles_dir.join(&t.path),
-                    &inp.labels_dir.join(&moving.moving),
+                    &inp.tiles.file(&t.path),
+                    &inp.labels_dir.path().join(&moving.moving),
                     max_shift,
                 )
             })
@@ -197,10 +114,10 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         .zip(&shifts)
         .map(|(r, s)| TileAudit {
             id: r.tile.clone(),
-            train: r.train,
+            train: r.train(),
             ns: r.ns,
-            label: r.label,
-            pred: r.pred,
+            label: r.label(),
+            pred: r.pred(),
             base: [s.dx, s.dy],
             base_peak: s.peak,
             f_trace: r.f_trace,
@@ -228,7 +145,7 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         (s / n.max(1) as f64).sqrt()
     };
     let (measured, measured_noise, auroc, auroc_residual, n_outliers) = if has_truth {
-        let truth: Vec<&crate::labels::TruthEntry> =
+        let truth: Vec<&crate::artefacts::labels::TruthEntry> =
             tiles_audit.iter().map(|t| truth_of(t).unwrap()).collect();
         let measured = rms(&mut heldout
             .iter()
@@ -289,21 +206,19 @@ pub fn run(run: &Path, out: &Path, p: &AuditParams, quiet: bool) -> Result<Audit
         seconds: 0.0,
     };
 
+    let marker = AuditDir::new(out).summary_json();
+    let marker = marker.file_name().expect("a file").to_string_lossy();
     atomic::build_dir(
         out,
-        MARKER,
+        &marker,
         |_| false,
         |partial| {
-            write_csv(&partial.join("audit.csv"), &inp, &tiles_audit, &order, has_truth)?;
-            write_geojson(
-                &partial.join("flagged.geojson"),
-                &inp,
-                &tiles_audit,
-                &order[..n_flagged],
-            )?;
+            let dir = AuditDir::new(partial);
+            write_csv(&dir.audit_csv(), &inp, &tiles_audit, &order, has_truth)?;
+            write_geojson(&dir.flagged_geojson(), &inp, &tiles_audit, &order[..n_flagged])?;
             let mut s = summary.clone();
             s.seconds = start.elapsed().as_secs_f64();
-            atomic::write_json(&partial.join(MARKER), &s)?;
+            crate::artefacts::write_json(&dir.summary_json(), &s)?;
             Ok(())
         },
     )?;
@@ -417,9 +332,12 @@ fn calibration_bins(
         .collect()
 }
 
-fn centres(inp: &inputs::RunInputs, ids: &[&str]) -> Result<Vec<([f64; 2], Option<[f64; 2]>)>> {
+/// A tile's centre in its scene's CRS, and in longitude/latitude when the scene has a CRS.
+type Centre = ([f64; 2], Option<[f64; 2]>);
+
+fn centres(inp: &inputs::RunInputs, ids: &[&str]) -> Result<Vec<Centre>> {
     let size = inp.manifest.params.tile_size as f64;
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+    let by_id: BTreeMap<&str, &TileEntry> =
         inp.manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     let mut to_ll: BTreeMap<&str, geo::ToLonLat> = BTreeMap::new();
     let mut out = Vec::with_capacity(ids.len());
@@ -449,46 +367,41 @@ fn write_csv(
 ) -> Result<()> {
     let ids: Vec<&str> = order.iter().map(|&i| t[i].id.as_str()).collect();
     let at = centres(inp, &ids)?;
-    let mut csv = String::from(
-        "tile,rank,score,residual_px,ns,split,centre_x,centre_y,lon,lat,label_dx,label_dy,pred_dx,pred_dy,baseline_dx,baseline_dy,baseline_peak,predicted_error_px",
-    );
-    csv.push_str(if has_truth { ",true_error_px,label_error_px,outlier\n" } else { "\n" });
-    for (rank, (&i, (c, ll))) in order.iter().zip(&at).enumerate() {
-        let a = &t[i];
-        let res = estimate::sq_per_axis(a.label, a.pred).sqrt();
-        let (lon, lat) = ll.map_or((String::new(), String::new()), |v| {
-            (format!("{:.7}", v[0]), format!("{:.7}", v[1]))
-        });
-        let _ = write!(
-            csv,
-            "{},{},{:.4},{:.4},{:.3},{},{:.3},{:.3},{lon},{lat},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
-            a.id,
-            rank + 1,
-            a.score,
-            res,
-            a.ns,
-            if a.train { "train" } else { "val" },
-            c[0],
-            c[1],
-            a.label[0],
-            a.label[1],
-            a.pred[0],
-            a.pred[1],
-            a.base[0],
-            a.base[1],
-            a.base_peak,
-            a.predicted_var.sqrt()
-        );
-        if has_truth {
-            let tr = &inp.truth.as_ref().unwrap()[&a.id];
-            let d = tr.displacement;
-            let e = estimate::sq_per_axis(a.pred, d).sqrt();
-            let l = estimate::sq_per_axis(a.label, d).sqrt();
-            let _ = write!(csv, ",{e:.4},{l:.4},{}", tr.outlier);
-        }
-        csv.push('\n');
-    }
-    atomic::write_bytes(path, csv.as_bytes())
+    let rows: Vec<AuditRow> = order
+        .iter()
+        .zip(&at)
+        .enumerate()
+        .map(|(rank, (&i, (c, ll)))| {
+            let a = &t[i];
+            let truth = has_truth.then(|| &inp.truth.as_ref().expect("has truth")[&a.id]);
+            let err =
+                |v: [f64; 2]| truth.map(|tr| estimate::sq_per_axis(v, tr.displacement).sqrt());
+            AuditRow {
+                tile: a.id.clone(),
+                rank: rank + 1,
+                score: a.score,
+                residual_px: estimate::sq_per_axis(a.label, a.pred).sqrt(),
+                ns: a.ns,
+                split: if a.train { Split::Train } else { Split::Val },
+                centre_x: c[0],
+                centre_y: c[1],
+                lon: ll.map(|v| v[0]),
+                lat: ll.map(|v| v[1]),
+                label_dx: a.label[0],
+                label_dy: a.label[1],
+                pred_dx: a.pred[0],
+                pred_dy: a.pred[1],
+                baseline_dx: a.base[0],
+                baseline_dy: a.base[1],
+                baseline_peak: a.base_peak,
+                predicted_error_px: a.predicted_var.sqrt(),
+                true_error_px: err(a.pred),
+                label_error_px: err(a.label),
+                outlier: truth.map(|tr| tr.outlier),
+            }
+        })
+        .collect();
+    write_audit_csv(path, &rows)
 }
 
 /// Footprints of the flagged tiles, in longitude/latitude (RFC 7946); tiles of a scene without
@@ -500,7 +413,7 @@ fn write_geojson(
     flagged: &[usize],
 ) -> Result<()> {
     let size = inp.manifest.params.tile_size;
-    let by_id: BTreeMap<&str, &crate::tiling::manifest::TileEntry> =
+    let by_id: BTreeMap<&str, &TileEntry> =
         inp.manifest.tiles.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut features = Vec::new();
     for (rank, &i) in flagged.iter().enumerate() {

@@ -117,6 +117,8 @@ pub fn centre_mean(dx: &[f64], dy: &[f64], size: usize, centre: usize) -> [f64; 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raster::resample::tests::image;
+    use crate::raster::resample::{warp, Interp, Source};
     use rand::SeedableRng;
 
     #[test]
@@ -133,5 +135,53 @@ mod tests {
         }
         let c = Field::constant(8, 1.0, -2.0);
         assert_eq!(c.centre_mean(4), [1.0, -2.0]);
+    }
+
+    #[test]
+    fn warp_by_d_then_minus_d_returns_the_tile() {
+        // Backward warping by −D inverts warping by D exactly only for a translation; for a
+        // smooth field the round trip samples I(q + D(q) − D(q + D(q))), off by at most
+        // |∇D|·|D| px. Stated tolerance, in the interior (4 px from the borders): that
+        // displacement times max|∇I| (≤ 0.25 here), plus twice the interpolation error bound.
+        let (size, margin) = (64, 8);
+        let px = image(size, margin);
+        let w = size + 2 * margin;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let smooth = Field::draw(
+            w,
+            &FieldParams { amplitude: 2.0, field_amplitude: 1.5, bumps: 30, bump_scale: 0.5 },
+            &mut rng,
+        );
+        let grad = |f: &[f64]| {
+            let cells = (0..w - 1).flat_map(|r| (0..w - 1).map(move |c| r * w + c));
+            cells
+                .map(|i| (f[i + 1] - f[i]).abs().max((f[i + w] - f[i]).abs()))
+                .fold(0.0f64, f64::max)
+        };
+        let first_order = grad(&smooth.dx).max(grad(&smooth.dy)) * smooth.max_abs() * 0.25;
+        for (d, what) in [(Field::constant(w, 2.3, -1.6), "translation"), (smooth, "smooth field")]
+        {
+            for (interp, interp_err) in [(Interp::Bilinear, 0.0074), (Interp::Bicubic, 1e-3)] {
+                let tol = 2.0 * interp_err + if what == "translation" { 0.0 } else { first_order };
+                let src = Source { pixels: &px, width: w, height: w, margin: 0 };
+                let once: Vec<f32> =
+                    warp(&src, &d.dx, &d.dy, w, interp).iter().map(|&v| v as f32).collect();
+                let back = d.negated();
+                let src2 = Source { pixels: &once, width: w, height: w, margin: 0 };
+                let twice = warp(&src2, &back.dx, &back.dy, w, interp);
+                let inner = margin + 4;
+                let mut worst = 0.0f64;
+                for r in inner..w - inner {
+                    for c in inner..w - inner {
+                        worst = worst.max((twice[r * w + c] - px[r * w + c] as f64).abs());
+                    }
+                }
+                assert!(
+                    worst < tol,
+                    "{what}, {interp:?}: round-trip error {worst} > tolerance {tol}"
+                );
+            }
+        }
+        assert!(first_order < 0.05, "the field is smooth: first-order term {first_order}");
     }
 }

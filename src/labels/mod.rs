@@ -10,136 +10,29 @@
 //! moving tile (out(q) = moving(q − D(q))); registering means moving it back by −D.
 pub mod field;
 pub mod noise;
-pub mod warp;
 
+use crate::artefacts::labels::{
+    LabelEntry, LabelParams, LabelSummary, LabelsDir, NoiseModel, Target, TruthEntry,
+    TARGET_DEFINITION,
+};
+use crate::artefacts::tiles::{Manifest, TileEntry, TilesDir};
+use crate::artefacts::{read_json, write_json};
+use crate::raster::bands::OpenFiles;
+use crate::raster::kind::{ModalityKind, Role};
+use crate::raster::resample::{self as warp, Source};
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use crate::tiling::manifest::{Manifest, ModalityKind, Role, TileEntry};
-use crate::tiling::plan::Window;
-use crate::tiling::read::{read_modality, OpenFiles};
+use crate::raster::Window;
 use crate::util::{atomic, fingerprint};
 use anyhow::{bail, Context, Result};
 use field::{Field, FieldParams};
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
-use noise::{NoiseModel, NoiseParams, SmoothNoise};
+use noise::SmoothNoise;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use warp::{Interp, Source};
-
-/// `[labels]` of a pipeline, or the `simreg labels` options.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelParams {
-    /// Global translation amplitude A: uniform in [−A, A] px per axis.
-    pub amplitude: f64,
-    /// Smooth-field amplitude (0: translation only), bumps and bump scale (× tile side).
-    #[serde(default)]
-    pub field_amplitude: f64,
-    #[serde(default = "d_bumps")]
-    pub bumps: usize,
-    #[serde(default = "d_scale")]
-    pub bump_scale: f64,
-    /// Side of the centre window the label averages over [default: half the tile].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub centre: Option<usize>,
-    #[serde(default = "d_interp")]
-    pub interp: Interp,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "d_noise")]
-    pub noise: NoiseParams,
-}
-
-fn d_bumps() -> usize {
-    30
-}
-fn d_scale() -> f64 {
-    0.3
-}
-fn d_interp() -> Interp {
-    Interp::Bilinear
-}
-fn d_noise() -> NoiseParams {
-    NoiseParams {
-        model: NoiseModel::None,
-        sigma: 0.0,
-        corr_length: 0.0,
-        outliers: 0.0,
-        outlier_magnitude: 0.0,
-        bias: [0.0, 0.0],
-    }
-}
-
-impl LabelParams {
-    pub fn field(&self) -> FieldParams {
-        FieldParams {
-            amplitude: self.amplitude,
-            field_amplitude: self.field_amplitude,
-            bumps: self.bumps,
-            bump_scale: self.bump_scale,
-        }
-    }
-}
-
-/// `labels.json`: per tile id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LabelEntry {
-    /// Noisy label: mean displacement over the centre window, [dx, dy] px.
-    pub label: [f64; 2],
-    /// The displaced moving tile (relative to the labels directory).
-    pub moving: PathBuf,
-    /// Dense noisy label field (bands dx, dy over the whole tile).
-    pub label_field: PathBuf,
-}
-
-/// `truth.json`: per tile id. Never read by training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TruthEntry {
-    /// True mean displacement over the centre window, [dx, dy] px.
-    pub displacement: [f64; 2],
-    /// label − displacement.
-    pub noise: [f64; 2],
-    /// Dense true field (bands dx, dy), relative to the labels directory.
-    pub field: PathBuf,
-    /// Whether the label got a gross error (the `outliers` noise model).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub outlier: bool,
-}
-
-/// `target.json`: what the network learns, and where the tiles are.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Target {
-    pub definition: String,
-    pub units: String,
-    pub axes: String,
-    pub tile_size: usize,
-    /// The centre window: `offset` pixels from the tile's top-left, `size` wide.
-    pub centre_offset: usize,
-    pub centre_size: usize,
-    pub tiles_dir: PathBuf,
-    /// The tiles manifest's input hash: later stages check labels and tiles belong together.
-    pub tiles_input_hash: String,
-    /// Descriptions of the bands of the displaced moving tiles.
-    pub moving_bands: Vec<String>,
-}
-
-pub const TARGET_DEFINITION: &str = "mean over the tile's centre window of the displacement field D of the moving modality; the moving content belonging at reference pixel p appears at p + D(p)";
-
-/// `summary.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LabelSummary {
-    pub out: PathBuf,
-    pub up_to_date: bool,
-    pub n_tiles: usize,
-    pub noise_model: String,
-    /// Empirical RMSE of label − true displacement, per axis, px.
-    pub label_noise_rmse_px: [f64; 2],
-    pub seconds: f64,
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct LabelOptions {
@@ -154,14 +47,15 @@ pub fn run(
     opts: &LabelOptions,
 ) -> Result<LabelSummary> {
     let start = Instant::now();
-    let manifest = Manifest::load(tiles_dir)?;
+    let tiles = TilesDir::new(tiles_dir);
+    let manifest = tiles.manifest()?;
     for t in &manifest.tiles {
-        if !tiles_dir.join(&t.path).is_file() {
+        if !tiles.file(&t.path).is_file() {
             bail!(
                 "tiles manifest '{}': tile '{}' is missing ({})",
-                tiles_dir.join("manifest.json").display(),
+                tiles.manifest_json().display(),
                 t.id,
-                tiles_dir.join(&t.path).display()
+                tiles.file(&t.path).display()
             );
         }
     }
@@ -169,13 +63,14 @@ pub fn run(
     let centre = p.centre.unwrap_or(size / 2);
     check(p, size, centre)?;
     let hash = fingerprint::hash_json(&(&manifest.input_hash, p));
-    if let (Ok(h), Ok(s)) = (
-        std::fs::read_to_string(out.join(".input_hash")),
-        std::fs::read_to_string(out.join("summary.json")),
+    let done = LabelsDir::new(out);
+    // Up to date: the same inputs and parameters, and a summary this simreg reads (an older
+    // one is made again).
+    if let (Ok(h), Ok(mut s)) = (
+        std::fs::read_to_string(done.input_hash()),
+        read_json::<LabelSummary>(&done.summary_json()),
     ) {
-        if h.trim() == hash {
-            let mut s: LabelSummary =
-                serde_json::from_str(&s).context("labels summary.json unreadable")?;
+        if h.trim() == hash && s.params.is_some() {
             s.up_to_date = true;
             s.seconds = start.elapsed().as_secs_f64();
             return Ok(s);
@@ -190,22 +85,23 @@ pub fn run(
     Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
 }
 
-fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {
-    p.noise.check()?;
-    for (name, v) in [
-        ("amplitude", p.amplitude),
-        ("field amplitude", p.field_amplitude),
-        ("bump scale", p.bump_scale),
-    ] {
-        if !(v >= 0.0 && v.is_finite()) {
-            bail!("{name} must be a non-negative number, not {v}");
-        }
+/// How fields are drawn, from the stage's parameters.
+fn field_params(p: &LabelParams) -> FieldParams {
+    FieldParams {
+        amplitude: p.amplitude,
+        field_amplitude: p.field_amplitude,
+        bumps: p.bumps,
+        bump_scale: p.bump_scale,
     }
+}
+
+fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {
+    p.check()?;
     if centre == 0 || centre > size || (size - centre) % 2 != 0 {
         bail!("centre window {centre} must be within 1..={size} and leave an even margin in a {size}-pixel tile");
     }
     let margin = (size - centre) / 2;
-    let reach = p.field().max_abs();
+    let reach = field_params(p).max_abs();
     if reach > margin as f64 {
         bail!("amplitude {reach} px (translation {} + field {}) exceeds the tile's margin of {margin} px around its {centre}-pixel centre window", p.amplitude, p.field_amplitude);
     }
@@ -296,8 +192,9 @@ fn label_all(
         truth.insert(l.id, l.truth);
     }
     let n = labels.len();
-    atomic::write_json(&dir.join("labels.json"), &labels)?;
-    atomic::write_json(&dir.join("truth.json"), &truth)?;
+    let files = LabelsDir::new(dir);
+    write_json(&files.labels_json(), &labels)?;
+    write_json(&files.truth_json(), &truth)?;
     let moving_bands = m
         .scenes
         .first()
@@ -315,7 +212,7 @@ fn label_all(
         tiles_input_hash: m.input_hash.clone(),
         moving_bands,
     };
-    atomic::write_json(&dir.join("target.json"), &target)?;
+    write_json(&files.target_json(), &target)?;
     let summary = LabelSummary {
         out: out.to_path_buf(),
         up_to_date: false,
@@ -323,9 +220,10 @@ fn label_all(
         noise_model: p.noise.model_name(),
         label_noise_rmse_px: [(sx / n as f64).sqrt(), (sy / n as f64).sqrt()],
         seconds: 0.0,
+        params: Some(p.clone()),
     };
-    atomic::write_json(&dir.join("summary.json"), &summary)?;
-    std::fs::write(dir.join(".input_hash"), hash)?;
+    write_json(&files.summary_json(), &summary)?;
+    std::fs::write(files.input_hash(), hash)?;
     Ok(summary)
 }
 
@@ -346,7 +244,7 @@ fn label_tile(
     let scene = m
         .scene(&t.scene)
         .with_context(|| format!("tile '{}' names unknown scene '{}'", t.id, t.scene))?;
-    let d = Field::draw(size, &p.field(), rng);
+    let d = Field::draw(size, &field_params(p), rng);
     let (noise_offset, outlier) = noise::tile_offset_flagged(&p.noise, rng);
     // Dense noise over the tile: per-tile constant part + the scene's smooth field.
     let mut ex = vec![noise_offset[0]; size * size];
@@ -374,7 +272,7 @@ fn label_tile(
         width: size + 2 * margin,
         height: size + 2 * margin,
     };
-    let bands = read_modality(open, tiles_dir, scene, Role::Moving, around)?;
+    let bands = scene.read_modality(open, tiles_dir, Role::Moving, around)?;
     let descs: Vec<String> = scene
         .modalities
         .iter()

@@ -1,98 +1,9 @@
 //! Label-noise models: what separates a recorded label from the true displacement.
 //! Models compose: a base model (iid or correlated) + a constant bias + gross outliers.
-use anyhow::{bail, Result};
+//! The parameters (`NoiseParams`) are part of the labels' contract (`artefacts::labels`).
+use crate::artefacts::labels::{NoiseModel, NoiseParams};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum NoiseModel {
-    /// No base noise (bias and outliers may still apply).
-    None,
-    /// Independent Gaussian per tile, σ px on each axis.
-    Iid,
-    /// A smooth Gaussian random field over the scene (σ px, correlation length px), shared by
-    /// neighbouring tiles like a real map misalignment.
-    Correlated,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoiseParams {
-    #[serde(default = "d_model")]
-    pub model: NoiseModel,
-    /// Standard deviation per axis, px.
-    #[serde(default)]
-    pub sigma: f64,
-    /// Correlation length L of the correlated model: covariance σ²·exp(−d²/(2L²)), px.
-    #[serde(default)]
-    pub corr_length: f64,
-    /// Fraction of tiles whose label gets a gross error...
-    #[serde(default)]
-    pub outliers: f64,
-    /// ...of this magnitude (px), in a uniformly random direction.
-    #[serde(default)]
-    pub outlier_magnitude: f64,
-    /// A constant offset [dx, dy] px added to every label.
-    #[serde(default)]
-    pub bias: [f64; 2],
-}
-
-fn d_model() -> NoiseModel {
-    NoiseModel::None
-}
-
-impl NoiseParams {
-    pub fn check(&self) -> Result<()> {
-        if !(self.sigma >= 0.0 && self.sigma.is_finite()) {
-            bail!("noise sigma must be a non-negative number of pixels, not {}", self.sigma);
-        }
-        if self.model == NoiseModel::Correlated
-            && !(self.corr_length > 0.0 && self.corr_length.is_finite())
-        {
-            bail!(
-                "the correlated noise model needs a positive corr-length (px), not {}",
-                self.corr_length
-            );
-        }
-        if !(0.0..=1.0).contains(&self.outliers) {
-            bail!("outlier rate must be within [0, 1], not {}", self.outliers);
-        }
-        if !(self.outlier_magnitude >= 0.0 && self.outlier_magnitude.is_finite()) {
-            bail!(
-                "outlier magnitude must be a non-negative number of pixels, not {}",
-                self.outlier_magnitude
-            );
-        }
-        if self.outliers > 0.0 && self.outlier_magnitude == 0.0 {
-            bail!("outliers need --outlier-magnitude > 0");
-        }
-        if self.bias.iter().any(|b| !b.is_finite()) {
-            bail!("bias must be finite, not {:?}", self.bias);
-        }
-        Ok(())
-    }
-
-    /// e.g. "iid+bias+outliers" (what summary.json reports; no parameter values).
-    pub fn model_name(&self) -> String {
-        let mut parts = vec![match self.model {
-            NoiseModel::None => "none",
-            NoiseModel::Iid => "iid",
-            NoiseModel::Correlated => "correlated",
-        }];
-        if self.bias != [0.0, 0.0] {
-            parts.push("bias");
-        }
-        if self.outliers > 0.0 {
-            parts.push("outliers");
-        }
-        if parts.len() > 1 && parts[0] == "none" {
-            parts.remove(0);
-        }
-        parts.join("+")
-    }
-}
 
 /// A stationary Gaussian random field with squared-exponential covariance, by random Fourier
 /// features: ε(p) = σ·√(2/M)·Σ cos(ω_m·p + b_m), ω_m ~ N(0, I/L²), b_m ~ U[0, 2π).
@@ -131,7 +42,7 @@ pub fn tile_offset(p: &NoiseParams, rng: &mut impl Rng) -> [f64; 2] {
 /// [`tile_offset`], and whether the tile drew a gross error (recorded in truth.json, so that an
 /// audit's ranking can be scored).
 pub fn tile_offset_flagged(p: &NoiseParams, rng: &mut impl Rng) -> ([f64; 2], bool) {
-    let mut e = p.bias;
+    let mut e = p.bias.0;
     if p.model == NoiseModel::Iid {
         let nx: f64 = StandardNormal.sample(rng);
         let ny: f64 = StandardNormal.sample(rng);
@@ -151,6 +62,7 @@ pub fn tile_offset_flagged(p: &NoiseParams, rng: &mut impl Rng) -> ([f64; 2], bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artefacts::labels::Offset;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -167,7 +79,7 @@ mod tests {
             corr_length: 0.0,
             outliers: 0.0,
             outlier_magnitude: 0.0,
-            bias: [0.0, 0.0],
+            bias: Offset([0.0, 0.0]),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (xs, ys): (Vec<f64>, Vec<f64>) =
@@ -223,7 +135,7 @@ mod tests {
             corr_length: 0.0,
             outliers: 0.05,
             outlier_magnitude: 12.0,
-            bias: [1.0, -0.5],
+            bias: Offset([1.0, -0.5]),
         };
         assert_eq!(p.model_name(), "bias+outliers");
         let mut rng = ChaCha8Rng::seed_from_u64(13);
@@ -244,7 +156,7 @@ mod tests {
             corr_length: 0.0,
             outliers: 0.0,
             outlier_magnitude: 0.0,
-            bias: [0.0, 0.0],
+            bias: Offset([0.0, 0.0]),
         };
         assert!(ok.check().is_ok());
         assert!(NoiseParams { sigma: -1.0, ..ok.clone() }

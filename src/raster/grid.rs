@@ -87,3 +87,12 @@ mod tests {
         assert!(!g.same_geometry(&r));
     }
 }
+
+/// A window in a grid's pixels; `col`/`row` of its top-left pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub col: i64,
+    pub row: i64,
+    pub width: usize,
+    pub height: usize,
+}

@@ -1,12 +1,17 @@
 //! GDAL I/O: grids, opening and validating rasters, warping onto a grid, rasterising vectors,
 //! writing GeoTIFFs atomically.
+pub mod bands;
+pub mod geo;
 pub mod grid;
+pub mod kind;
 pub mod open;
 pub mod rasterize;
+pub mod resample;
+pub mod stats;
 pub mod warp;
 pub mod write;
 
-pub use grid::Grid;
+pub use grid::{Grid, Window};
 pub use open::{open_raster, RasterInfo};
 
 use std::sync::Once;
@@ -22,22 +27,4 @@ pub fn init_gdal() {
         // No .aux.xml side files next to inputs: inputs are never modified.
         let _ = gdal::config::set_config_option("GDAL_PAM_ENABLED", "NO");
     });
-}
-
-/// A libtorch error without the C++ backtrace libtorch appends ("Exception raised from ...").
-pub fn torch_message(msg: impl std::fmt::Display) -> String {
-    let m = msg.to_string();
-    one_line(
-        m.split(" Exception raised from")
-            .next()
-            .unwrap_or(&m)
-            .split("\nException raised from")
-            .next()
-            .unwrap_or(&m),
-    )
-}
-
-/// Makes a GDAL message fit on one line.
-pub fn one_line(msg: impl std::fmt::Display) -> String {
-    msg.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -1,5 +1,6 @@
 //! Opening a raster and checking it is usable, with errors that name the file and the problem.
-use super::{one_line, Grid};
+use super::Grid;
+use crate::util::text::one_line;
 use anyhow::{bail, Result};
 use gdal::Dataset;
 use std::path::{Path, PathBuf};

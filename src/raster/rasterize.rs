@@ -1,5 +1,6 @@
 //! Vector maps (building footprints, roads) burnt onto a raster grid: a fill and an edge channel.
-use super::{one_line, Grid};
+use super::Grid;
+use crate::util::text::one_line;
 use anyhow::{bail, Result};
 use gdal::raster::{rasterize, RasterizeOptions};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};

@@ -1,5 +1,6 @@
 //! Bringing a raster onto another grid with GDAL's warper (the `gdalwarp` library entry point).
-use super::{one_line, open::open_dataset, Grid};
+use super::{open::open_dataset, Grid};
+use crate::util::text::one_line;
 use anyhow::{bail, Result};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use serde::{Deserialize, Serialize};

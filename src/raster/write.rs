@@ -4,7 +4,7 @@ use gdal::raster::{Buffer, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{DriverManager, Metadata};
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One band to write: its description (e.g. "reference:B02:b1") and row-major pixels.
 pub struct BandData {
@@ -34,13 +34,6 @@ fn with_srs<R>(wkt: &str, f: impl FnOnce(&SpatialRef) -> gdal::errors::Result<R>
     })
 }
 
-/// The temporary sibling we write before renaming onto `path`.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Writes a Float32 GeoTIFF with NaN as nodata. `metadata` items go in the default domain.
 #[allow(clippy::too_many_arguments)]
 pub fn write_f32_geotiff(
@@ -54,7 +47,7 @@ pub fn write_f32_geotiff(
     opts: GeoTiffOptions,
 ) -> Result<()> {
     super::init_gdal();
-    let tmp = temp_path(path);
+    let tmp = crate::util::atomic::temp_path(path);
     let n_bands = bands.len();
     let tmp_ref = &tmp;
     let result = (move || -> Result<()> {

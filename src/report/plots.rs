@@ -34,6 +34,13 @@ pub struct Series<'a> {
     pub band: Option<Vec<(f64, f64, f64)>>,
 }
 
+impl<'a> Series<'a> {
+    /// A plain line: no error bars, no band.
+    pub fn line(name: &'a str, colour: RGBColor, points: Vec<(f64, f64)>) -> Series<'a> {
+        Series { name, colour, points, bars: None, band: None }
+    }
+}
+
 fn range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = v
         .filter(|x| x.is_finite())

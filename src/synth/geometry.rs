@@ -1,6 +1,6 @@
 //! The scene's geometry, drawn once from the seed: parcels, water, roads, buildings.
 //! Coordinates are in pixels of the scene grid (x = column, y = row, pixel centres at +0.5).
-use super::SynthParams;
+use crate::artefacts::synth::SynthParams;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;

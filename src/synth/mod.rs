@@ -8,133 +8,12 @@
 pub mod geometry;
 pub mod render;
 
+use crate::artefacts::synth::{SynthDir, SynthParams, SynthSummary};
+use crate::artefacts::{read_json, write_json};
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
 use crate::util::atomic;
-use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
-
-/// Scene parameters (all recorded in `scene.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SynthParams {
-    /// Width and height in pixels.
-    #[serde(default = "d_size")]
-    pub size: usize,
-    /// Ground sampling distance, metres.
-    #[serde(default = "d_pixel")]
-    pub pixel_size: f64,
-    #[serde(default)]
-    pub seed: u64,
-    /// Equivalent number of looks of the SAR speckle (gamma-distributed intensity).
-    #[serde(default = "d_looks")]
-    pub looks: f64,
-    /// Buildings per km².
-    #[serde(default = "d_buildings")]
-    pub building_density: f64,
-    /// Mean spacing of the road grid, metres.
-    #[serde(default = "d_roads")]
-    pub road_spacing: f64,
-    /// Agricultural/vegetation parcels per km².
-    #[serde(default = "d_parcels")]
-    pub parcel_density: f64,
-    /// Fraction of the scene covered by water (approximately).
-    #[serde(default = "d_water")]
-    pub water_fraction: f64,
-    /// Haze strength (additive path radiance, strongest in blue).
-    #[serde(default = "d_haze")]
-    pub haze: f64,
-    /// UTM zone 31N by default.
-    #[serde(default = "d_epsg")]
-    pub epsg: u32,
-    /// Easting, northing of the top-left corner.
-    #[serde(default = "d_origin")]
-    pub origin: [f64; 2],
-}
-
-fn d_size() -> usize {
-    1024
-}
-fn d_pixel() -> f64 {
-    2.0
-}
-fn d_looks() -> f64 {
-    4.0
-}
-fn d_buildings() -> f64 {
-    300.0
-}
-fn d_roads() -> f64 {
-    250.0
-}
-fn d_parcels() -> f64 {
-    60.0
-}
-fn d_water() -> f64 {
-    0.06
-}
-fn d_haze() -> f64 {
-    0.03
-}
-fn d_epsg() -> u32 {
-    32631
-}
-fn d_origin() -> [f64; 2] {
-    [500000.0, 5000000.0]
-}
-
-impl Default for SynthParams {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-impl SynthParams {
-    pub fn check(&self) -> Result<()> {
-        if self.size < 16 || self.size > 32768 {
-            bail!("synth size must be within 16..=32768 pixels, not {}", self.size);
-        }
-        if !(self.pixel_size > 0.0 && self.pixel_size.is_finite()) {
-            bail!("synth pixel size must be positive, not {}", self.pixel_size);
-        }
-        if !(self.looks >= 1.0 && self.looks.is_finite()) {
-            bail!("synth looks must be at least 1, not {}", self.looks);
-        }
-        for (name, v) in [
-            ("building density", self.building_density),
-            ("road spacing", self.road_spacing),
-            ("parcel density", self.parcel_density),
-            ("haze", self.haze),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                bail!("synth {name} must be a non-negative number, not {v}");
-            }
-        }
-        if !(0.0..0.9).contains(&self.water_fraction) {
-            bail!("synth water fraction must be within [0, 0.9), not {}", self.water_fraction);
-        }
-        Ok(())
-    }
-
-    pub fn geotransform(&self) -> [f64; 6] {
-        [self.origin[0], self.pixel_size, 0.0, self.origin[1], 0.0, -self.pixel_size]
-    }
-}
-
-/// What `simreg synth` writes and reports (`scene.json`: file names relative to the scene's
-/// directory; the returned summary has full paths).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SynthSummary {
-    pub out: PathBuf,
-    pub optical: PathBuf,
-    pub sar: PathBuf,
-    pub map_raster: PathBuf,
-    pub map_vector: PathBuf,
-    pub n_buildings: usize,
-    pub n_roads: usize,
-    pub n_parcels: usize,
-    pub params: SynthParams,
-}
 
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
@@ -147,9 +26,7 @@ pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
 /// The scene already in `out` when it was made with `params` (generation is deterministic, so
 /// it need not be made again), else a new one.
 pub fn ensure(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
-    let existing = std::fs::read_to_string(out.join("scene.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<SynthSummary>(&t).ok());
+    let existing = read_json::<SynthSummary>(&SynthDir::new(out).scene_json()).ok();
     match existing {
         Some(s) if s.params == *params => Ok(with_paths_in(s, out)),
         _ => run(params, out),
@@ -166,6 +43,7 @@ fn with_paths_in(mut s: SynthSummary, out: &Path) -> SynthSummary {
 }
 
 fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
+    let dir = SynthDir::new(out);
     let geo = geometry::Scene::generate(params);
     let img = render::render(&geo, params);
     let wkt = gdal::spatial_ref::SpatialRef::from_epsg(params.epsg)?.to_wkt()?;
@@ -174,7 +52,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     let opts = GeoTiffOptions { deflate: true };
     let band = |d: &str, p: Vec<f32>| BandData { description: d.into(), pixels: p };
     let [b, g, r, nir] = img.optical;
-    let optical = out.join("optical.tif");
+    let optical = dir.optical_tif();
     write_f32_geotiff(
         &optical,
         &wkt,
@@ -186,7 +64,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
         opts,
     )?;
     let [vv, vh] = img.sar_db;
-    let sar = out.join("sar.tif");
+    let sar = dir.sar_tif();
     write_f32_geotiff(
         &sar,
         &wkt,
@@ -198,7 +76,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
         opts,
     )?;
     let [fill, edge, roads] = img.map;
-    let map_raster = out.join("map.tif");
+    let map_raster = dir.map_tif();
     write_f32_geotiff(
         &map_raster,
         &wkt,
@@ -213,7 +91,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
         &[],
         opts,
     )?;
-    let map_vector = out.join("map.geojson");
+    let map_vector = dir.map_geojson();
     atomic::write_bytes(&map_vector, geo.to_geojson(params).as_bytes())?;
     let rel = |p: &Path| PathBuf::from(p.file_name().expect("a file"));
     let summary = SynthSummary {
@@ -227,6 +105,6 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
         n_parcels: geo.parcels.len(),
         params: params.clone(),
     };
-    atomic::write_json(&out.join("scene.json"), &summary)?;
+    write_json(&dir.scene_json(), &summary)?;
     Ok(summary)
 }

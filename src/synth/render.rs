@@ -1,6 +1,6 @@
 //! Rendering the geometry into optical, SAR-like and map rasters.
 use super::geometry::{Cover, Scene};
-use super::SynthParams;
+use crate::artefacts::synth::SynthParams;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, StandardNormal};
@@ -70,7 +70,9 @@ const SUB: [[f64; 2]; 4] = [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.7
 pub fn render(scene: &Scene, p: &SynthParams) -> Rendered {
     let n = scene.size;
     let mix = features(scene, p);
-    let rows: Vec<(Vec<[f32; 4]>, Vec<[f32; 2]>)> = (0..n)
+    // Per row: the optical pixels (B, G, R, NIR) and the SAR pixels (VV, VH).
+    type Row = (Vec<[f32; 4]>, Vec<[f32; 2]>);
+    let rows: Vec<Row> = (0..n)
         .into_par_iter()
         .map(|row| {
             // One random stream per row: deterministic whatever the thread count.

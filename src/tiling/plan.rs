@@ -1,37 +1,7 @@
 //! Where tiles go: a regular grid of windows with overlap, and an explicit policy at the edges.
+use crate::artefacts::tiles::{EdgePolicy, Placement};
+use crate::raster::grid::Window;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-
-/// What to do with the strip left over at the right and bottom edges when the raster size is
-/// not a whole number of strides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum EdgePolicy {
-    /// Leave the strip untiled: every tile lies fully inside the raster on the regular grid.
-    Drop,
-    /// Add a tile past the edge on the regular grid; pixels outside the raster are nodata.
-    Pad,
-    /// Add a tile flush with the edge (it overlaps its neighbour by more than `overlap`).
-    Shift,
-}
-
-/// How one tile was placed; recorded per tile in the manifest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Placement {
-    Interior,
-    Padded,
-    Shifted,
-}
-
-/// A square window in reference-grid pixels; `col`/`row` of its top-left pixel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub col: i64,
-    pub row: i64,
-    pub width: usize,
-    pub height: usize,
-}
 
 fn offsets(len: usize, size: usize, stride: usize, policy: EdgePolicy) -> Vec<(i64, Placement)> {
     let mut out = Vec::new();

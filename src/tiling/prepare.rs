@@ -1,25 +1,12 @@
 //! Bringing every modality of a scene onto the reference grid: open and check each input,
 //! warp the ones on another grid, rasterise vector maps, and list the bands a tile will hold.
-use super::manifest::{ModalityKind, Role, SourceEntry};
+use crate::artefacts::tiles::{ModalityInput, SourceEntry};
+use crate::raster::kind::{resolve_kind, ModalityKind, Role};
 use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid};
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
 use crate::raster::{open_raster, rasterize::rasterize_vector, Grid};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-
-/// One modality of a scene as the user gave it.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModalityInput {
-    /// One or more files whose bands are stacked in order (e.g. one file per Sentinel-2 band).
-    pub files: Vec<PathBuf>,
-    /// 1-based selection from the stacked bands; all bands when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bands: Option<Vec<usize>>,
-    /// Decided from the data when absent (see `resolve_kind`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<ModalityKind>,
-}
 
 /// A band as the tiler reads it: from the original file when it is on the reference grid,
 /// otherwise from a warped (or rasterised) work file on that grid.
@@ -197,39 +184,4 @@ pub fn prepare_modality(
         bands = picked;
     }
     Ok(PreparedModality { role, kind: kind.expect("set by the first file"), bands, sources })
-}
-
-/// The kind of a modality whose kind was not given: a map is a map; the reference is optical;
-/// a moving raster is optical when it holds integers, SAR in dB when its floats go negative,
-/// linear SAR otherwise. Elevation must be asked for (`dem`).
-pub fn resolve_kind(
-    role: Role,
-    file: &Path,
-    info: &crate::raster::RasterInfo,
-) -> Result<ModalityKind> {
-    Ok(match role {
-        Role::Map => ModalityKind::Map,
-        Role::Reference => ModalityKind::Optical,
-        Role::Moving => {
-            if info.bands.iter().all(|b| b.is_integer) {
-                ModalityKind::Optical
-            } else {
-                let ds = crate::raster::open::open_dataset(file, role.name())?;
-                let band = ds.rasterband(1)?;
-                let mm = band.compute_raster_min_max(true).map_err(|e| {
-                    let msg = crate::raster::one_line(e);
-                    if msg.contains("no valid pixels") {
-                        anyhow::anyhow!("moving '{}': all pixels are nodata", file.display())
-                    } else {
-                        anyhow::anyhow!("moving '{}': cannot read: {msg}", file.display())
-                    }
-                })?;
-                if mm.min < 0.0 {
-                    ModalityKind::SarDb
-                } else {
-                    ModalityKind::SarLinear
-                }
-            }
-        }
-    })
 }

@@ -10,8 +10,15 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_bytes(path, text.as_bytes())
 }
 
+/// The temporary sibling written before renaming onto `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = crate::raster::write::temp_path(path);
+    let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename onto '{}'", path.display()))
 }

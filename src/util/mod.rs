@@ -2,3 +2,5 @@
 pub mod atomic;
 pub mod fingerprint;
 pub mod table;
+pub mod text;
+pub mod thumbs;

@@ -11,7 +11,7 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     r.deserialize()
         .map(|row| {
             row.map_err(|e| {
-                anyhow::anyhow!("'{}': {}", path.display(), crate::raster::one_line(&e.to_string()))
+                anyhow::anyhow!("'{}': {}", path.display(), crate::util::text::one_line(e))
             })
         })
         .collect()

@@ -9,7 +9,9 @@ use crate::similarity::{batch_jacobians, kernel, stored};
 use crate::train::predict::load_model;
 use anyhow::Result;
 use simreg::align::scene::{self, Estimate, ModelShape, WindowModel, Windows};
-use simreg::align::{AlignRequest, AlignSummary};
+use simreg::artefacts::align::{AlignRequest, AlignSummary};
+use simreg::artefacts::labels::LabelsDir;
+use simreg::artefacts::RunDir;
 use tch::{nn, Device, Kind, Tensor};
 
 struct NetModel {
@@ -62,19 +64,21 @@ impl WindowModel for NetModel {
 }
 
 pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
-    let device = crate::device::resolve(req.device)?;
+    let device = crate::device::resolve(req.params.device)?;
     let model = req
+        .params
         .model
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--method network needs --model RUN/train"))?;
     let dir = scene::model_dir(model);
     let (vs, net, info) = load_model(&dir, device)?;
-    let run_dir = dir.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    // The run the model belongs to (RUN/train): its similarity and labels by default.
+    let run = RunDir::of_stage(&dir);
     let mut computed = None;
-    let (s_a, reliability) = if req.no_reliability {
+    let (s_a, reliability) = if req.params.no_reliability {
         (None, "none (--no-reliability): NaN".to_string())
     } else {
-        let sim = req.similarity.clone().unwrap_or_else(|| run_dir.join("similarity"));
+        let sim = req.params.similarity.clone().unwrap_or_else(|| run.similarity().path().into());
         match stored::read(&sim, &dir)? {
             Some((s, meta)) => (
                 Some(s),
@@ -85,8 +89,9 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
                 ),
             ),
             None => {
-                let labels = req.labels.clone().unwrap_or_else(|| run_dir.join("labels"));
-                if labels.join("target.json").is_file() {
+                let labels =
+                    req.params.labels.clone().unwrap_or_else(|| run.labels().path().into());
+                if LabelsDir::new(&labels).target_json().is_file() {
                     if !req.quiet {
                         eprintln!("align: no stored S_A in '{}'; computing it from the training tiles of '{}' (run `simreg similarity` to store it)", sim.display(), labels.display());
                     }
@@ -95,7 +100,7 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
                         &dir,
                         &labels,
                         &info.tiles_input_hash,
-                        req.batch,
+                        req.params.batch,
                         device,
                     )?;
                     computed = Some((s.shallow_clone(), meta.n_train));

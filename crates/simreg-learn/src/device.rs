@@ -1,7 +1,7 @@
 //! Compute device and thread settings for libtorch (used by the learning stages).
 use anyhow::{bail, Result};
-use serde::Serialize;
-pub use simreg::learn::DeviceChoice;
+pub use simreg::artefacts::learn::DeviceChoice;
+use simreg::artefacts::learn::TorchInfo;
 
 pub fn resolve(choice: DeviceChoice) -> Result<tch::Device> {
     match choice {
@@ -29,21 +29,19 @@ pub fn set_threads(threads: usize) {
 }
 
 /// The libtorch part of what `simreg info` prints.
-#[derive(Serialize)]
-pub struct Info {
-    pub simreg_learn: &'static str,
-    pub libtorch_cuda_built: bool,
-    pub cuda_available: bool,
-    pub cuda_devices: i64,
-    pub threads: i32,
-}
-
-pub fn info() -> Info {
-    Info {
-        simreg_learn: env!("CARGO_PKG_VERSION"),
+pub fn info() -> TorchInfo {
+    TorchInfo {
+        simreg_learn: env!("CARGO_PKG_VERSION").into(),
+        libtorch: tch_version(),
         libtorch_cuda_built: tch::utils::has_cuda(),
         cuda_available: tch::Cuda::is_available(),
         cuda_devices: tch::Cuda::device_count(),
         threads: tch::get_num_threads(),
+        device: None,
     }
+}
+
+/// The libtorch version this program was built against (torch-sys's).
+fn tch_version() -> String {
+    "2.13.0".into()
 }

@@ -1,9 +1,12 @@
 //! `simreg-learn`: the network stages, started by `simreg` (users run `simreg train`,
-//! `simreg predict`, `simreg info`). Its options mirror simreg's; training parameters arrive as
-//! JSON (`--params-json`), already checked by simreg's command line or pipeline file.
+//! `simreg predict`, `simreg info`, ...). `simreg-learn run` serves one request: the
+//! `LearnRequest` as JSON on standard input (already checked by simreg's command line or
+//! pipeline file), the stage's summary as JSON on standard output. The benchmarks are
+//! subcommands of their own.
 use clap::{Parser, Subcommand};
-use simreg::learn::{DeviceChoice, TrainParams};
-use std::path::PathBuf;
+use serde::Serialize;
+use simreg::artefacts::learn::{LearnRequest, TorchInfo};
+use std::io::Read;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -19,33 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    Train {
-        #[arg(long)]
-        labels: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// TrainParams as JSON (defaults for absent fields)
-        #[arg(long, default_value = "{}")]
-        params_json: String,
-    },
-    Predict {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        tiles: Option<PathBuf>,
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-        device: DeviceChoice,
-    },
-    /// Whole-scene alignment with the network (simreg align --method network)
-    Align {
-        /// simreg::align::AlignRequest as JSON
-        #[arg(long)]
-        request_json: String,
-    },
+    /// Serves one request from simreg (`simreg::artefacts::learn::LearnRequest`, JSON on
+    /// standard input); prints the stage's summary as JSON on standard output
+    Run,
     /// Training throughput on random inputs (benchmarks: scripts/bench_train.sh)
     BenchTrain {
         #[command(flatten)]
@@ -56,26 +35,6 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 30)]
         steps: usize,
-    },
-    Similarity {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        labels: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// SimilarityParams as JSON (defaults for absent fields)
-        #[arg(long, default_value = "{}")]
-        params_json: String,
-    },
-    /// Baseline vs similarity-enforced training (both signs) over seeds: RUN/enforce_study.json
-    EnforceStudy {
-        #[arg(long)]
-        labels: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value = "{}")]
-        params_json: String,
     },
     /// Per-sample Jacobian throughput on random inputs (scripts/bench_similarity.sh)
     BenchJacobian {
@@ -96,20 +55,6 @@ enum Command {
         n: usize,
         #[arg(long, default_value_t = 32)]
         batch: usize,
-    },
-    /// The paper's 1-D toy (paper.md §5): N_S against frequency and curvature
-    Toy1d {
-        #[arg(long)]
-        out: PathBuf,
-        /// Toy1dParams as JSON (defaults for absent fields)
-        #[arg(long, default_value = "{}")]
-        params_json: String,
-    },
-    Info {
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_enum)]
-        device: Option<DeviceChoice>,
     },
 }
 
@@ -156,10 +101,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    let request = match &cli.command {
+        Command::Run => match read_request() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("simreg: error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // The toy's MLP is too small to gain from intra-op threads, and OpenMP threads competing
     // with other work for the cores slow it down many times: one thread unless asked.
     let all = || {
-        if matches!(cli.command, Command::Toy1d { .. }) {
+        if matches!(request, Some(LearnRequest::Toy1d(_))) {
             1
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -167,57 +122,71 @@ fn main() -> ExitCode {
     };
     let threads = cli.threads.unwrap_or_else(all);
     simreg_learn::device::set_threads(threads);
-    match dispatch(cli.command, cli.quiet) {
+    let result = match request {
+        Some(r) => serve(r, cli.quiet).map(|summary| println!("{summary}")),
+        None => bench(cli.command),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("simreg: error: {}", simreg::raster::torch_message(format!("{e:#}")));
+            eprintln!("simreg: error: {}", simreg::util::text::torch_message(format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
-fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
+fn read_request() -> anyhow::Result<LearnRequest> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "simreg-learn: not a request from this simreg ({e}): rebuild both (make build)"
+        )
+    })
+}
+
+fn json(v: &impl Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(v)?)
+}
+
+/// Runs the stage a request asks for; returns its summary as JSON.
+fn serve(req: LearnRequest, quiet: bool) -> anyhow::Result<String> {
+    use simreg_learn::{align, device, enforce, similarity, toy1d, train};
+    match req {
+        LearnRequest::Train(r) => {
+            json(&train::run(&r.labels, &r.out, &r.params, &train::TrainOptions { quiet })?)
+        }
+        LearnRequest::Predict(r) => {
+            let dev = device::resolve(r.device)?;
+            json(&train::predict::run(
+                &r.model,
+                r.tiles.as_deref(),
+                r.labels.as_deref(),
+                &r.out,
+                dev,
+            )?)
+        }
+        LearnRequest::Align(r) => json(&align::run(&r)?),
+        LearnRequest::Similarity(r) => {
+            json(&similarity::stage::run(&r.model, &r.labels, &r.out, &r.params, quiet)?)
+        }
+        LearnRequest::Toy1d(r) => json(&toy1d::run(&r.out, &r.params, quiet)?),
+        LearnRequest::EnforceStudy(r) => {
+            json(&enforce::study::run(&r.labels, &r.out, &r.params, quiet)?)
+        }
+        LearnRequest::Info(r) => {
+            let resolved = r.device.map(device::resolve).transpose()?;
+            let mut info: TorchInfo = device::info();
+            info.device = resolved.map(|d| format!("{d:?}"));
+            json(&info)
+        }
+    }
+}
+
+/// The benchmarks: one JSON line each.
+fn bench(c: Command) -> anyhow::Result<()> {
     match c {
-        Command::Train { labels, out, params_json } => {
-            let p: TrainParams = serde_json::from_str(&params_json)
-                .map_err(|e| anyhow::anyhow!("training parameters: {e}"))?;
-            simreg_learn::train::run(
-                &labels,
-                &out,
-                &p,
-                &simreg_learn::train::TrainOptions { quiet },
-            )?;
-        }
-        Command::Predict { model, tiles, labels, out, device } => {
-            let device = simreg_learn::device::resolve(device)?;
-            simreg_learn::train::predict::run(
-                &model,
-                tiles.as_deref(),
-                labels.as_deref(),
-                &out,
-                device,
-            )?;
-        }
-        Command::Align { request_json } => {
-            let req: simreg::align::AlignRequest = serde_json::from_str(&request_json)
-                .map_err(|e| anyhow::anyhow!("align request: {e}"))?;
-            simreg_learn::align::run(&req)?;
-        }
-        Command::Similarity { model, labels, out, params_json } => {
-            let p: simreg::learn::SimilarityParams = serde_json::from_str(&params_json)
-                .map_err(|e| anyhow::anyhow!("similarity parameters: {e}"))?;
-            simreg_learn::similarity::stage::run(&model, &labels, &out, &p, quiet)?;
-        }
-        Command::Toy1d { out, params_json } => {
-            let p: simreg::learn::Toy1dParams = serde_json::from_str(&params_json)
-                .map_err(|e| anyhow::anyhow!("toy1d parameters: {e}"))?;
-            simreg_learn::toy1d::run(&out, &p, quiet)?;
-        }
-        Command::EnforceStudy { labels, out, params_json } => {
-            let p: simreg::learn::EnforceStudyParams = serde_json::from_str(&params_json)
-                .map_err(|e| anyhow::anyhow!("enforce-study parameters: {e}"))?;
-            simreg_learn::enforce::study::run(&labels, &out, &p, quiet)?;
-        }
+        Command::Run => unreachable!("served above"),
         Command::BenchJacobian { net, batch, warmup, steps } => {
             let r =
                 simreg_learn::similarity::bench::jacobians(&net.config(), batch, warmup, steps)?;
@@ -230,23 +199,6 @@ fn dispatch(c: Command, quiet: bool) -> anyhow::Result<()> {
         Command::BenchTrain { net, batch, warmup, steps } => {
             let r = simreg_learn::train::bench_steps(&net.config(), batch, warmup, steps)?;
             println!("{}", serde_json::to_string(&r)?);
-        }
-        Command::Info { json, device } => {
-            if let Some(d) = device {
-                let dev = simreg_learn::device::resolve(d)?;
-                if !json {
-                    println!("device: {dev:?}");
-                }
-            }
-            let info = simreg_learn::device::info();
-            if json {
-                println!("{}", serde_json::to_string(&info)?);
-            } else {
-                println!(
-                    "libtorch 2.13.0 (CUDA built: {}, GPUs visible: {}) | threads {}",
-                    info.libtorch_cuda_built, info.cuda_devices, info.threads
-                );
-            }
         }
     }
     Ok(())

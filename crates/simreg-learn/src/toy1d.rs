@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use simreg::learn::{Toy1dFrequency, Toy1dParams, Toy1dSummary};
+use simreg::artefacts::toy1d::{Toy1dDir, Toy1dFrequency, Toy1dParams, Toy1dSummary};
 use simreg::util::atomic;
 use std::f64::consts::PI;
 use std::fmt::Write as _;
@@ -322,8 +322,9 @@ pub fn run(out: &Path, p: &Toy1dParams, quiet: bool) -> Result<Toy1dSummary> {
                     );
                 }
             }
-            atomic::write_bytes(&dir.join("samples.csv"), csv.as_bytes())?;
-            atomic::write_json(&dir.join("summary.json"), &summary)?;
+            let dir = Toy1dDir::new(dir);
+            atomic::write_bytes(&dir.samples_csv(), csv.as_bytes())?;
+            simreg::artefacts::write_json(&dir.summary_json(), &summary)?;
             Ok(summary)
         },
     )

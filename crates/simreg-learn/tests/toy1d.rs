@@ -2,7 +2,7 @@
 //! samples, 40 epochs at lr 1e-3, three seeds, f ∈ {1, 2, 4, 8}. The paper's properties must already hold:
 //! the mean N_S strictly decreases with f, and N_S is anti-correlated with log(1 + curvature) at
 //! f ≤ 2.
-use simreg::learn::Toy1dParams;
+use simreg::artefacts::toy1d::Toy1dParams;
 use simreg_learn::toy1d;
 
 fn reduced() -> Toy1dParams {

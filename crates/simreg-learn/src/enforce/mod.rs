@@ -10,7 +10,7 @@ pub mod study;
 use crate::model::{mean_of, Net};
 use tch::Tensor;
 
-pub use simreg::learn::{EnforceSign as Sign, PairKind};
+pub use simreg::artefacts::enforce::{EnforceSign as Sign, PairKind};
 
 /// Two versions of each sample of a batch (N, C, H, W) that keep its displacement.
 pub fn make_pairs(kind: PairKind, reference: &Tensor, moving: &Tensor) -> [(Tensor, Tensor); 2] {

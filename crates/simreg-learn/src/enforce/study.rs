@@ -8,8 +8,10 @@ use crate::train::{data, label_scale, loss, predict, rmse, split, tensors};
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
-use simreg::learn::EnforceStudyParams;
+use simreg::artefacts::enforce::{
+    EnforceArm, EnforceStudy, EnforceStudyDir, EnforceStudyParams, ARMS,
+};
+use simreg::artefacts::write_json;
 use simreg::util::atomic;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,35 +19,14 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Tensor};
 
-const ARMS: [(&str, Option<Sign>); 3] =
-    [("baseline", None), ("plus_cos", Some(Sign::Plus)), ("minus_cos", Some(Sign::Minus))];
-
-#[derive(Serialize)]
-struct Arm {
-    seeds: usize,
-    /// Per seed: the first evaluated step with held-out error ≤ threshold (null: never).
-    steps_to_threshold: Vec<Option<usize>>,
-    reached: usize,
-    /// Over the seeds that reached it.
-    steps_mean: Option<f64>,
-    steps_std: Option<f64>,
-    final_error_mean: f64,
-    final_error_std: f64,
-    /// Mean and std over seeds of the held-out error at each evaluated step.
-    curve: Vec<(usize, f64, f64)>,
-    seconds_per_step: f64,
-}
-
-#[derive(Serialize)]
-struct Study {
-    params: EnforceStudyParams,
-    labels: String,
-    n_train: usize,
-    n_val_evaluated: usize,
-    params_count: i64,
-    arms: BTreeMap<String, Arm>,
-    /// Seconds per enforced step (minus_cos) over seconds per plain step (null unless both ran).
-    step_cost_ratio: Option<f64>,
+/// The study's arms (`simreg::artefacts::enforce::ARMS`) and the sign of their pair term.
+fn sign_of(arm: &str) -> Option<Option<Sign>> {
+    match arm {
+        "baseline" => Some(None),
+        "plus_cos" => Some(Some(Sign::Plus)),
+        "minus_cos" => Some(Some(Sign::Minus)),
+        _ => None,
+    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -56,7 +37,12 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -> Result<()> {
+pub fn run(
+    labels_dir: &Path,
+    out: &Path,
+    p: &EnforceStudyParams,
+    quiet: bool,
+) -> Result<EnforceStudy> {
     if p.seeds == 0
         || p.steps == 0
         || p.eval_every == 0
@@ -66,9 +52,8 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     {
         bail!("enforce study: seeds, steps, eval_every, batch ≥ 1 and 1 ≤ pairs_per_step ≤ batch");
     }
-    let known: Vec<&str> = ARMS.iter().map(|a| a.0).collect();
-    if p.arms.is_empty() || p.arms.iter().any(|a| !known.contains(&a.as_str())) {
-        bail!("enforce study: arms {:?}: choose one or more of {known:?}", p.arms);
+    if p.arms.is_empty() || p.arms.iter().any(|a| sign_of(a).is_none()) {
+        bail!("enforce study: arms {:?}: choose one or more of {ARMS:?}", p.arms);
     }
     let device = crate::device::resolve(p.device)?;
     let d = data::load(labels_dir)?;
@@ -99,9 +84,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
     let mut csv = String::from("arm,seed,step,val_rmse_truth_px\n");
     let mut arms = BTreeMap::new();
     let mut n_params = 0;
-    for (name, sign) in
-        p.arms.iter().map(|a| *ARMS.iter().find(|k| k.0 == a).expect("checked above"))
-    {
+    for (name, sign) in p.arms.iter().map(|a| (a.as_str(), sign_of(a).expect("checked above"))) {
         let (mut curves, mut reached, mut secs, mut steps_run) =
             (Vec::new(), Vec::new(), 0.0, 0usize);
         for seed in 0..p.seeds {
@@ -125,13 +108,16 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
                 let t0 = Instant::now();
                 let (r, m) = (tens.reference.index_select(0, &i), tens.moving.index_select(0, &i));
                 let dense = net.forward(&r, &m);
-                let mut loss =
+                let plain =
                     loss(&dense, &tens.field.index_select(0, &i), &tens.label.index_select(0, &i));
-                if let Some(sign) = sign {
-                    let k = p.pairs_per_step as i64;
-                    let [a, b] = make_pairs(p.pairs, &r.narrow(0, 0, k), &m.narrow(0, 0, k));
-                    loss = loss + similarity_term(&net, &params, &a, &b, p.lambda, sign);
-                }
+                let loss = match sign {
+                    Some(sign) => {
+                        let k = p.pairs_per_step as i64;
+                        let [a, b] = make_pairs(p.pairs, &r.narrow(0, 0, k), &m.narrow(0, 0, k));
+                        plain + similarity_term(&net, &params, &a, &b, p.lambda, sign)
+                    }
+                    None => plain,
+                };
                 let v = loss.double_value(&[]);
                 if !v.is_finite() {
                     bail!("enforce study: arm {name}, seed {seed}: loss diverged at step {step}");
@@ -170,7 +156,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
             .collect();
         arms.insert(
             name.to_string(),
-            Arm {
+            EnforceArm {
                 seeds: p.seeds,
                 reached: hit.len(),
                 steps_to_threshold: reached,
@@ -187,7 +173,7 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
         (Some(m), Some(b)) => Some(m.seconds_per_step / b.seconds_per_step),
         _ => None,
     };
-    let study = Study {
+    let study = EnforceStudy {
         params: p.clone(),
         labels: labels_dir.display().to_string(),
         n_train: sp.train.len(),
@@ -197,7 +183,8 @@ pub fn run(labels_dir: &Path, out: &Path, p: &EnforceStudyParams, quiet: bool) -
         step_cost_ratio: ratio,
     };
     atomic::create_dir(out)?;
-    atomic::write_bytes(&out.join("enforce_curves.csv"), csv.as_bytes())?;
-    atomic::write_json(&out.join("enforce_study.json"), &study)?;
-    Ok(())
+    let dir = EnforceStudyDir::new(out);
+    atomic::write_bytes(&dir.curves_csv(), csv.as_bytes())?;
+    write_json(&dir.study_json(), &study)?;
+    Ok(study)
 }

@@ -7,57 +7,11 @@
 //! encoders' features over offsets within ±`corr_radius` feature pixels (levels ≥ 1), as in optical-flow
 //! networks: a plain U-Net over concatenated features learned translations far more slowly
 //! (measured: 1.8 px RMSE on 4 px shifts after 20 epochs, same-modality).
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, ConvConfig, Module};
 use tch::Tensor;
 
-/// Everything needed to rebuild the network and use it (stored beside the weights).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetConfig {
-    pub reference_bands: usize,
-    pub moving_bands: usize,
-    pub tile_size: usize,
-    pub centre_offset: usize,
-    pub centre_size: usize,
-    /// Feature maps at level 0 (doubling per level) for each encoder.
-    pub width: i64,
-    /// Resolution levels (pooling steps + 1).
-    pub depth: usize,
-    /// Output unit: predictions are multiplied by this (px) to give pixels.
-    pub scale_px: f64,
-    /// Correlation volume radius in feature pixels at every level (0: none).
-    #[serde(default)]
-    pub corr_radius: i64,
-}
-
-impl NetConfig {
-    pub fn check(&self) -> anyhow::Result<()> {
-        let f = 1usize << (self.depth.max(1) - 1);
-        if self.depth == 0 || self.width < 1 || self.tile_size % f != 0 {
-            anyhow::bail!(
-                "network: tile size {} must be divisible by 2^(depth−1) = {f} (depth {}, width {})",
-                self.tile_size,
-                self.depth,
-                self.width
-            );
-        }
-        if self.centre_offset + self.centre_size > self.tile_size
-            || self.reference_bands == 0
-            || self.moving_bands == 0
-        {
-            anyhow::bail!(
-                "network: inconsistent shape (tile {}, centre {}+{}, bands {}/{})",
-                self.tile_size,
-                self.centre_offset,
-                self.centre_size,
-                self.reference_bands,
-                self.moving_bands
-            );
-        }
-        Ok(())
-    }
-}
+/// The network's shape is part of the model's description (`model.json`).
+pub use simreg::artefacts::train::NetConfig;
 
 /// How a forward pass applies one convolution layer.
 pub type ConvFn<'a> = dyn FnMut(&nn::Conv2D, &Tensor) -> Tensor + 'a;

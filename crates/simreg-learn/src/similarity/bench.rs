@@ -1,6 +1,6 @@
 //! What `simreg-learn bench-jacobian` and `bench-ns` measure (scripts/bench_similarity.sh
 //! compares them with PyTorch in the same run).
-use super::{batch_jacobians, memory_per_sample, peak_rss_mb, two_passes};
+use super::{batch_jacobians, memory_per_sample, peak_rss_mb, two_passes, Sets};
 use crate::model::{param_count, Net, NetConfig};
 use anyhow::Result;
 use serde::Serialize;
@@ -81,7 +81,8 @@ pub fn ns(cfg: &NetConfig, n: usize, batch: usize) -> Result<NsBench> {
     };
     let all: Vec<usize> = (0..n).collect();
     let t0 = Instant::now();
-    let out = two_passes(&net, n, &all, &[], batch, None, &mut load, &mut |_, _, _| {})?;
+    let sets = Sets { n, train: &all, held: &[] };
+    let out = two_passes(&net, sets, batch, None, &mut load, &mut |_, _, _| {})?;
     let seconds = t0.elapsed().as_secs_f64();
     let est = memory_per_sample(&net, Device::Cpu).0 as f64 / 1048576.0;
     Ok(NsBench {

@@ -94,19 +94,27 @@ pub struct Passes {
     pub jacobian_seconds: f64,
 }
 
-/// Runs the two streaming passes over `n` samples, loaded in batches by `load(indices)` as
-/// (reference, moving) tensors on the device. S = `train` (indices); `held` samples get exact
-/// kernels against every sample.
+/// The samples of the two passes: `n` in all, S = `train` (indices), and the `held` samples
+/// that get exact kernels against every sample.
+pub struct Sets<'a> {
+    pub n: usize,
+    pub train: &'a [usize],
+    pub held: &'a [usize],
+}
+
+/// Loads samples (indices) as (reference, moving) tensors on the device.
+pub type Loader<'a> = dyn FnMut(&[usize]) -> Result<(Tensor, Tensor)> + 'a;
+
+/// Runs the two streaming passes over the samples, loaded in batches by `load`.
 pub fn two_passes(
     net: &Net,
-    n: usize,
-    train: &[usize],
-    held: &[usize],
+    sets: Sets,
     batch: usize,
     sketch: Option<&CountSketch>,
-    load: &mut dyn FnMut(&[usize]) -> Result<(Tensor, Tensor)>,
+    load: &mut Loader,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Passes> {
+    let Sets { n, train, held } = sets;
     let batch = batch.max(1);
     // Pass 0: the held samples' Jacobians and polar factors, kept.
     let (held_g, held_a) = if held.is_empty() {
@@ -270,16 +278,23 @@ mod tests {
             Tensor::randn([n as i64, 1, 16, 16], opts),
         );
         // Duplicate sample 0 as sample 1: they must be exact neighbours.
-        let _ = r.get(1).copy_(&r.get(0));
-        let _ = m.get(1).copy_(&m.get(0));
+        r.get(1).copy_(&r.get(0));
+        m.get(1).copy_(&m.get(0));
         let mut load = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             let i = Tensor::from_slice(&idx.iter().map(|&v| v as i64).collect::<Vec<_>>());
             Ok((r.index_select(0, &i), m.index_select(0, &i)))
         };
         let train: Vec<usize> = (0..n).filter(|i| i % 4 != 3).collect();
         let held = [0usize, 3, 7];
-        let out =
-            two_passes(&net, n, &train, &held, 5, None, &mut load, &mut |_, _, _| {}).unwrap();
+        let out = two_passes(
+            &net,
+            Sets { n, train: &train, held: &held },
+            5,
+            None,
+            &mut load,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
         // In memory, all at once.
         let (gt, _) = batch_jacobians(&net, &r, &m).unwrap();
         let (a, _) = kernel::polar(&gt);

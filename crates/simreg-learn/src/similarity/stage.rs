@@ -1,47 +1,22 @@
 //! `simreg similarity`: runs the two passes over a labelled run with its trained model, and
 //! writes ns.csv, one N_S raster per scene, knn.json (+ thumbnails) and summary.json.
-use super::{kernel, memory_per_sample, peak_rss_mb, sketch::CountSketch, two_passes, Passes, D};
+use super::{
+    kernel, memory_per_sample, peak_rss_mb, sketch::CountSketch, two_passes, Passes, Sets, D,
+};
 use crate::train::data::LabelledRun;
 use crate::train::predict::load_model;
-use crate::train::{SplitFile, SPLIT_FILE};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use simreg::learn::{SimilarityParams, SimilaritySummary};
+use simreg::artefacts::similarity::{
+    write_ns_csv, KnnNeighbour, KnnQuery, NsRow, SimilarityDir, SimilarityParams,
+    SimilaritySummary, Split,
+};
+use simreg::artefacts::write_json;
 use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
 use simreg::util::atomic;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Kind, Tensor};
-
-#[derive(Serialize)]
-struct Neighbour {
-    id: String,
-    kc: f64,
-    thumbnail: String,
-}
-
-#[derive(Serialize)]
-struct Query {
-    id: String,
-    thumbnail: String,
-    ns_linear: f64,
-    ns_pairwise: f64,
-    /// Exact denoising factor F over S (2 × 2) and its trace; the sketched trace beside it.
-    f_exact: [[f64; 2]; 2],
-    f_trace_exact: f64,
-    f_trace_sketch: Option<f64>,
-    /// Exact neighbour consistency: ‖f(x) − ê‖, ê the kernel-weighted mean of S's predictions.
-    neighbour_gap_px: f64,
-    /// k^C histogram against every tile: counts in 20 bins over [−1, 1].
-    kc_histogram: Vec<usize>,
-    neighbours: Vec<Neighbour>,
-}
-
-fn thumb_name(id: &str) -> String {
-    format!("thumbs/{}.png", id.replace('/', "__"))
-}
 
 /// The stage (see the module doc).
 pub fn run(
@@ -64,24 +39,9 @@ pub fn run(
     {
         bail!("model '{}' expects {}+{} bands on {}-px tiles; labels '{}' have {}+{} bands on {}-px tiles", model_dir.display(), cfg.reference_bands, cfg.moving_bands, cfg.tile_size, labels_dir.display(), run.reference_bands, run.moving_bands, run.target.tile_size);
     }
-    let split_path = model_dir.join(SPLIT_FILE);
-    let split: SplitFile = serde_json::from_str(&std::fs::read_to_string(&split_path).with_context(|| format!("model '{}': no {SPLIT_FILE} (trained by an older simreg: rerun `simreg train`, which resumes and writes it)", model_dir.display()))?)
-        .with_context(|| format!("'{}': not valid", split_path.display()))?;
+    let train = run.trained_on(model_dir)?;
     let index: BTreeMap<&str, usize> =
         run.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let train: Vec<usize> = split
-        .train
-        .iter()
-        .map(|id| {
-            index.get(id.as_str()).copied().with_context(|| {
-                format!(
-                    "model '{}' was trained on tile '{id}', which labels '{}' do not have",
-                    model_dir.display(),
-                    labels_dir.display()
-                )
-            })
-        })
-        .collect::<Result<_>>()?;
     let n = run.len();
     let in_train: Vec<bool> = {
         let mut v = vec![false; n];
@@ -154,8 +114,14 @@ pub fn run(
             b.set_position(done as u64);
         }
     };
-    let passes =
-        two_passes(&net, n, &train, &held, batch, sketch.as_ref(), &mut load, &mut progress)?;
+    let passes = two_passes(
+        &net,
+        Sets { n, train: &train, held: &held },
+        batch,
+        sketch.as_ref(),
+        &mut load,
+        &mut progress,
+    )?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -170,7 +136,7 @@ pub fn run(
         "summary.json",
         |_| false,
         |partial| {
-            std::fs::create_dir_all(partial.join("thumbs"))?;
+            let dir = SimilarityDir::new(partial);
             // Exact values for the held tiles.
             let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
             let k_s = passes.held_k.index_select(1, &ti);
@@ -223,20 +189,20 @@ pub fn run(
                         + (passes.pred[i][1] - e.double_value(&[1])).powi(2))
                     .sqrt()
                 };
-                let neighbours: Vec<Neighbour> = order
+                let neighbours: Vec<KnnNeighbour> = order
                     .iter()
                     .take(p.k)
-                    .map(|&j| Neighbour {
+                    .map(|&j| KnnNeighbour {
                         id: run.ids[j].clone(),
                         kc: row[j],
-                        thumbnail: thumb_name(&run.ids[j]),
+                        thumbnail: SimilarityDir::thumbnail(&run.ids[j]),
                     })
                     .collect();
                 thumbs.push(i);
                 thumbs.extend(order.iter().take(p.k));
-                knn.push(Query {
+                knn.push(KnnQuery {
                     id: run.ids[i].clone(),
-                    thumbnail: thumb_name(&run.ids[i]),
+                    thumbnail: SimilarityDir::thumbnail(&run.ids[i]),
                     ns_linear: passes.ns[i],
                     ns_pairwise: ns_pair.double_value(&[h]),
                     f_exact: [
@@ -255,8 +221,10 @@ pub fn run(
             let s = run.read(&thumbs)?;
             let (tu, cr, cm) = (t as usize, cr as usize, cm as usize);
             for (k, &i) in thumbs.iter().enumerate() {
-                simreg::thumbs::write_pair_png(
-                    &partial.join(thumb_name(&run.ids[i])),
+                let path = dir.path().join(SimilarityDir::thumbnail(&run.ids[i]));
+                std::fs::create_dir_all(path.parent().expect("thumbs/"))?;
+                simreg::util::thumbs::write_pair_png(
+                    &path,
                     &s.reference[k * cr * tu * tu..][..cr * tu * tu],
                     cr,
                     &s.moving[k * cm * tu * tu..][..cm * tu * tu],
@@ -264,33 +232,31 @@ pub fn run(
                     tu,
                 )?;
             }
-            atomic::write_json(&partial.join("knn.json"), &knn)?;
+            write_json(&dir.knn_json(), &knn)?;
             super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
 
-            // ns.csv.
-            let mut csv = String::from("tile,split,ns,g_norm,f_trace,neighbour_gap_px,pred_dx,pred_dy,label_dx,label_dy,predicted_error_px\n");
-            for i in 0..n {
-                let (ft, gap) =
-                    sketched.as_ref().map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
-                let predicted = sigma_hat * (ft / 2.0).sqrt();
-                let _ = writeln!(
-                    csv,
-                    "{},{},{:.6},{:.6e},{:.6e},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
-                    run.ids[i],
-                    if in_train[i] { "train" } else { "val" },
-                    passes.ns[i],
-                    passes.g_norm[i],
-                    ft,
-                    gap,
-                    passes.pred[i][0],
-                    passes.pred[i][1],
-                    labels[i][0],
-                    labels[i][1],
-                    predicted
-                );
-            }
-            atomic::write_bytes(&partial.join("ns.csv"), csv.as_bytes())?;
-            write_ns_rasters(&run, &passes, partial)?;
+            let rows: Vec<NsRow> = (0..n)
+                .map(|i| {
+                    let (ft, gap) = sketched
+                        .as_ref()
+                        .map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
+                    NsRow {
+                        tile: run.ids[i].clone(),
+                        split: if in_train[i] { Split::Train } else { Split::Val },
+                        ns: passes.ns[i],
+                        g_norm: passes.g_norm[i],
+                        f_trace: ft,
+                        neighbour_gap_px: gap,
+                        pred_dx: passes.pred[i][0],
+                        pred_dy: passes.pred[i][1],
+                        label_dx: labels[i][0],
+                        label_dy: labels[i][1],
+                        predicted_error_px: sigma_hat * (ft / 2.0).sqrt(),
+                    }
+                })
+                .collect();
+            write_ns_csv(&dir.ns_csv(), &rows)?;
+            write_ns_rasters(&run, &passes, &dir)?;
 
             let mut sorted = passes.ns.clone();
             sorted.sort_by(f64::total_cmp);
@@ -313,7 +279,7 @@ pub fn run(
                 device: format!("{device:?}").to_lowercase(),
                 seconds: start.elapsed().as_secs_f64(),
             };
-            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            write_json(&dir.summary_json(), &summary)?;
             Ok(summary)
         },
     )
@@ -376,7 +342,7 @@ fn sketched_factors(passes: &Passes, train: &[usize]) -> Sketched {
 /// One GeoTIFF per scene, `ns_<scene>.tif`: each cell holds the mean N_S of the tiles whose
 /// centre window covers it (NaN where none does). Scenes larger than 4096² cells are written
 /// at a whole-number coarser resolution.
-fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &Path) -> Result<()> {
+fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &SimilarityDir) -> Result<()> {
     let (o, c) = (run.target.centre_offset as i64, run.target.centre_size as i64);
     for scene in &run.manifest.scenes {
         let g = &scene.grid;
@@ -410,7 +376,7 @@ fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &Path) -> Result<()
         for k in [1, 2, 4, 5] {
             gt[k] *= factor as f64;
         }
-        let path = dir.join(format!("ns_{}.tif", scene.name.replace('/', "_")));
+        let path = dir.ns_tif(&scene.name);
         write_f32_geotiff(
             &path,
             &g.crs_wkt,

@@ -2,9 +2,12 @@
 //! with each scene's robust statistics. Truth is loaded apart, for reporting only.
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use simreg::labels::{LabelEntry, Target, TruthEntry};
-use simreg::tiling::manifest::{Manifest, Role, SceneEntry};
-use simreg::tiling::stats::BandStats;
+use simreg::artefacts::labels::{LabelEntry, LabelsDir, Target};
+use simreg::artefacts::tiles::{Manifest, SceneEntry, TileEntry, TilesDir};
+use simreg::artefacts::train::TrainDir;
+use simreg::raster::bands::{read_bands, BandReader};
+use simreg::raster::kind::Role;
+use simreg::raster::stats::BandStats;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -31,15 +34,8 @@ impl Dataset {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("{what} '{}': cannot read (run `simreg labels` first)", path.display())
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("{what} '{}': not valid", path.display()))
-}
-
 /// The statistics that normalise band `band` of `role` in `scene` (`BandStats::normalise`).
-fn normaliser<'a>(scene: &'a SceneEntry, role: Role, band: usize) -> Result<&'a BandStats> {
+fn normaliser(scene: &SceneEntry, role: Role, band: usize) -> Result<&BandStats> {
     let m = scene
         .modalities
         .iter()
@@ -69,26 +65,28 @@ fn read_normalised(
     role: Role,
     what: &str,
 ) -> Result<Vec<f32>> {
-    let ds = gdal::Dataset::open(path)
-        .with_context(|| format!("{what} '{}': cannot open", path.display()))?;
-    let mut out = Vec::new();
-    for (k, &b) in bands.iter().enumerate() {
-        let px = ds
-            .rasterband(b)?
-            .read_band_as::<f32>()
-            .with_context(|| format!("{what} '{}': unreadable", path.display()))?;
+    let (px, _, _) = read_bands(path, Some(bands), what)?;
+    let mut out = Vec::with_capacity(px.iter().map(Vec::len).sum());
+    for (k, band) in px.iter().enumerate() {
         let s = normaliser(scene, role, k)?;
-        out.extend(px.data().iter().map(|&v| s.normalise(v)));
+        out.extend(band.iter().map(|&v| s.normalise(v)));
     }
     Ok(out)
 }
 
+/// Network inputs of some tiles, normalised (row-major, band-major per sample).
+pub struct Inputs {
+    pub ids: Vec<String>,
+    pub reference: Vec<f32>,
+    pub moving: Vec<f32>,
+    pub reference_bands: usize,
+    pub moving_bands: usize,
+}
+
 /// Network inputs of tiles as cut (reference and moving bands from the tile files), for
-/// predicting on data without labels: (ids, reference, moving, reference bands, moving bands).
-pub fn load_tiles(
-    tiles_dir: &Path,
-) -> Result<(Manifest, Vec<String>, Vec<f32>, Vec<f32>, usize, usize)> {
-    let manifest = Manifest::load(tiles_dir)?;
+/// predicting on data without labels.
+pub fn load_tiles(tiles_dir: &Path) -> Result<Inputs> {
+    let manifest = TilesDir::new(tiles_dir).manifest()?;
     let first = manifest.scenes.first().context("tiles manifest has no scene")?;
     let (cr, cm) =
         (tile_bands(first, Role::Reference).len(), tile_bands(first, Role::Moving).len());
@@ -121,7 +119,7 @@ pub fn load_tiles(
         r.extend(a);
         m.extend(b);
     }
-    Ok((manifest, ids, r, m, cr, cm))
+    Ok(Inputs { ids, reference: r, moving: m, reference_bands: cr, moving_bands: cm })
 }
 
 /// A labelled run opened for reading: what every sample is, checked, with nothing loaded yet.
@@ -148,10 +146,10 @@ impl LabelledRun {
     /// Opens a labelled run. Errors name what is wrong: labels made from other tiles, tiles
     /// missing, band layouts that differ between scenes, an empty set.
     pub fn open(labels_dir: &Path) -> Result<LabelledRun> {
-        let target: Target = read_json(&labels_dir.join("target.json"), "labels")?;
-        let labels: BTreeMap<String, LabelEntry> =
-            read_json(&labels_dir.join("labels.json"), "labels")?;
-        let manifest = Manifest::load(&target.tiles_dir)?;
+        let dir = LabelsDir::new(labels_dir);
+        let target = dir.target()?;
+        let labels = dir.labels()?;
+        let manifest = TilesDir::new(&target.tiles_dir).manifest()?;
         if manifest.input_hash != target.tiles_input_hash {
             bail!("labels '{}' were made from other tiles than those now in '{}' (the tiles were re-cut): rerun `simreg labels`", labels_dir.display(), target.tiles_dir.display());
         }
@@ -197,8 +195,29 @@ impl LabelledRun {
     }
 
     /// The tile entry of sample `i`.
-    pub fn tile(&self, i: usize) -> &simreg::tiling::manifest::TileEntry {
+    pub fn tile(&self, i: usize) -> &TileEntry {
         &self.manifest.tiles[self.tile_index[i]]
+    }
+
+    /// The samples the model in `model_dir` was trained on (its `split.json`): the similarity
+    /// stage's set S.
+    pub fn trained_on(&self, model_dir: &Path) -> Result<Vec<usize>> {
+        let split = TrainDir::new(model_dir).split()?;
+        let index: BTreeMap<&str, usize> =
+            self.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        split
+            .train
+            .iter()
+            .map(|id| {
+                index.get(id.as_str()).copied().with_context(|| {
+                    format!(
+                        "model '{}' was trained on tile '{id}', which labels '{}' do not have",
+                        model_dir.display(),
+                        self.dir.display()
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Reads samples `idx` (in that order) from disk, in parallel.
@@ -229,14 +248,12 @@ impl LabelledRun {
                     Role::Moving,
                     "moving tile",
                 )?;
-                let lf_path = self.dir.join(&e.label_field);
-                let lf = gdal::Dataset::open(&lf_path)
-                    .with_context(|| format!("label field '{}': cannot open", lf_path.display()))?;
+                let lf = BandReader::open(&self.dir.join(&e.label_field), "label field")?;
                 let mut field = Vec::with_capacity(2 * c * c);
                 for k in 0..2 {
-                    let px = lf.rasterband(k + 1)?.read_band_as::<f32>()?;
+                    let px = lf.band(k + 1)?;
                     for r in o..o + c {
-                        field.extend_from_slice(&px.data()[r * t + o..][..c]);
+                        field.extend_from_slice(&px[r * t + o..][..c]);
                     }
                 }
                 Ok((reference, moving, field))
@@ -275,10 +292,6 @@ pub fn load(labels_dir: &Path) -> Result<Dataset> {
 
 /// True centre-window means by tile id, for evaluation only (None when the run has no truth).
 pub fn load_truth(labels_dir: &Path) -> Result<Option<BTreeMap<String, [f64; 2]>>> {
-    let path = labels_dir.join("truth.json");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let t: BTreeMap<String, TruthEntry> = read_json(&path, "truth")?;
-    Ok(Some(t.into_iter().map(|(k, v)| (k, v.displacement)).collect()))
+    let t = LabelsDir::new(labels_dir).truth()?;
+    Ok(t.map(|t| t.into_iter().map(|(k, v)| (k, v.displacement)).collect()))
 }

@@ -4,7 +4,7 @@ pub mod augment;
 pub mod data;
 pub mod predict;
 
-use crate::model::{mean_of, param_count, Net, NetConfig};
+use crate::model::{mean_of, param_count, Net};
 use anyhow::{bail, Context, Result};
 use augment::Symmetry;
 use data::Dataset;
@@ -12,7 +12,11 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use simreg::learn::{TrainParams, TrainSummary};
+use simreg::artefacts::labels::LabelsDir;
+use simreg::artefacts::train::{
+    LogLine, ModelInfo, NetConfig, SplitFile, TrainDir, TrainParams, TrainSummary,
+};
+use simreg::artefacts::write_json;
 use simreg::util::atomic;
 use std::io::Write;
 use std::path::Path;
@@ -21,37 +25,6 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 /// Names the network's code: bumped whenever `model::Net` changes shape for the same config.
 pub const ARCH: &str = "two-encoder-unet-corr/1";
-
-/// What is stored beside the weights (`model.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub arch: String,
-    pub net: NetConfig,
-    /// The tiles the model was trained on (their manifest hash).
-    pub tiles_input_hash: String,
-    pub moving_bands: Vec<String>,
-}
-
-/// One line of `train/log.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LogLine {
-    pub epoch: usize,
-    pub step: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub val_rmse_labels_px: f64,
-    pub val_rmse_truth_px: Option<f64>,
-    pub seconds: f64,
-}
-
-/// `train/split.json`: the tiles trained on and those held out.
-pub const SPLIT_FILE: &str = "split.json";
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SplitFile {
-    pub train: Vec<String>,
-    pub val: Vec<String>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct ResumeState {
@@ -160,11 +133,20 @@ pub fn rmse(pred: &[[f64; 2]], target: &[[f64; 2]]) -> f64 {
     (s / (2 * pred.len().max(1)) as f64).sqrt()
 }
 
-/// σ of the label noise from the run's effective pipeline file (`<labels>/../pipeline.toml`).
-fn sigma_from_pipeline(labels_dir: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(labels_dir.parent()?.join("pipeline.toml")).ok()?;
-    let t: toml::Table = toml::from_str(&text).ok()?;
-    t.get("labels")?.get("noise")?.get("sigma")?.as_float()
+/// σ of the label noise, as the labels' summary records it (None for labels made before
+/// simreg recorded it, with a warning naming the file to make again).
+fn label_sigma(labels: &LabelsDir) -> Option<f64> {
+    match labels.summary() {
+        Ok(s) if s.params.is_some() => s.params.map(|p| p.noise.sigma),
+        _ => {
+            tracing::warn!(
+                "labels summary '{}' does not record the label noise: σ is unknown in the \
+                 training summary (make the labels again with `simreg labels` to record it)",
+                labels.summary_json().display()
+            );
+            None
+        }
+    }
 }
 
 pub fn run(
@@ -174,11 +156,8 @@ pub fn run(
     opts: &TrainOptions,
 ) -> Result<TrainSummary> {
     let start = Instant::now();
-    if p.epochs == 0 || p.batch == 0 || !(p.lr > 0.0) || !(0.0..1.0).contains(&p.val_fraction) {
-        bail!(
-            "training parameters: epochs and batch must be ≥ 1, lr > 0, val-fraction within [0, 1)"
-        );
-    }
+    p.check()?;
+    let dir = TrainDir::new(out);
     let device = crate::device::resolve(p.device)?;
     let data = data::load(labels_dir)?;
     let truth = data::load_truth(labels_dir)?;
@@ -221,8 +200,8 @@ pub fn run(
     // Resume from the last checkpoint of the same training: the key covers the data, the
     // parameters and the network (ModelInfo), so a checkpoint of another architecture never
     // matches it.
-    let ckpt = out.join("checkpoint.safetensors");
-    let state_path = out.join("state.json");
+    let ckpt = dir.checkpoint_safetensors();
+    let state_path = dir.state_json();
     let mut st = ResumeState {
         epoch: 0,
         step: 0,
@@ -240,7 +219,7 @@ pub fn run(
                 anyhow::anyhow!(
                     "checkpoint '{}': cannot load: {}",
                     ckpt.display(),
-                    simreg::raster::torch_message(e)
+                    simreg::util::text::torch_message(e)
                 )
             })?;
             st = s;
@@ -248,23 +227,19 @@ pub fn run(
         }
     }
     if st.epoch == 0 {
-        let _ = std::fs::remove_file(out.join("log.jsonl"));
+        let _ = std::fs::remove_file(dir.log_jsonl());
     }
-    atomic::write_json(&out.join("model.json"), &info)?;
+    write_json(&dir.model_json(), &info)?;
     // Which tiles the network learned from: the similarity stage's set S.
     let ids_of = |v: &[usize]| v.iter().map(|&i| data.ids[i].clone()).collect::<Vec<_>>();
-    atomic::write_json(
-        &out.join(SPLIT_FILE),
-        &SplitFile { train: ids_of(&sp.train), val: ids_of(&sp.val) },
-    )?;
+    write_json(&dir.split_json(), &SplitFile { train: ids_of(&sp.train), val: ids_of(&sp.val) })?;
     let val_labels: Vec<[f64; 2]> =
         sp.val.iter().map(|&i| [data.label[i][0] as f64, data.label[i][1] as f64]).collect();
     let val_truth: Option<Vec<[f64; 2]>> = truth.as_ref().map(|t| {
         sp.val.iter().map(|&i| t.get(&data.ids[i]).copied().unwrap_or([f64::NAN; 2])).collect()
     });
 
-    let mut log =
-        std::fs::OpenOptions::new().create(true).append(true).open(out.join("log.jsonl"))?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.log_jsonl())?;
     let idx_tensor = |v: &[usize]| {
         Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to(device)
     };
@@ -295,25 +270,21 @@ pub fn run(
             let f = sym.field(&tens.field.index_select(0, &i));
             let l = sym.vectors(&tens.label.index_select(0, &i));
             let dense = net.forward(&r, &m);
-            let mut loss = loss(&dense, &f, &l);
-            if let Some(lambda) = p.enforce_similarity.filter(|l| *l > 0.0) {
+            let plain = loss(&dense, &f, &l);
+            let loss = match p.enforce_similarity.filter(|l| *l > 0.0) {
                 // Similarity enforcement on pairs made from the batch's first two samples.
-                let k = (chunk.len() as i64).min(2);
-                let [a, b] = crate::enforce::make_pairs(
-                    p.pairs.unwrap_or(crate::enforce::PairKind::Noise),
-                    &r.narrow(0, 0, k),
-                    &m.narrow(0, 0, k),
-                );
-                loss = loss
-                    + crate::enforce::similarity_term(
-                        &net,
-                        &params,
-                        &a,
-                        &b,
-                        lambda,
-                        p.enforce_sign.unwrap_or(crate::enforce::Sign::Minus),
+                Some(lambda) => {
+                    let k = (chunk.len() as i64).min(2);
+                    let [a, b] = crate::enforce::make_pairs(
+                        p.pairs.unwrap_or(crate::enforce::PairKind::Noise),
+                        &r.narrow(0, 0, k),
+                        &m.narrow(0, 0, k),
                     );
-            }
+                    let sign = p.enforce_sign.unwrap_or(crate::enforce::Sign::Minus);
+                    plain + crate::enforce::similarity_term(&net, &params, &a, &b, lambda, sign)
+                }
+                None => plain,
+            };
             let v = loss.double_value(&[]);
             if !v.is_finite() {
                 bail!("training diverged at epoch {} step {} (loss {v}); the last good checkpoint is kept in '{}'", epoch + 1, st.step, out.display());
@@ -336,7 +307,7 @@ pub fn run(
             st.best_val = val_labels_rmse;
             st.best_epoch = epoch;
             st.bad_epochs = 0;
-            save(&vs, &out.join("model.safetensors"))?;
+            save(&vs, &dir.model_safetensors())?;
         } else {
             st.bad_epochs += 1;
         }
@@ -364,11 +335,11 @@ pub fn run(
     }
 
     // Report with the best weights.
-    vs.load(out.join("model.safetensors"))?;
+    vs.load(dir.model_safetensors())?;
     let pred = predict(&net, &tens.reference, &tens.moving, &sp.val, 64);
     let summary = TrainSummary {
         out: out.to_path_buf(),
-        sigma_px: sigma_from_pipeline(labels_dir),
+        sigma_px: label_sigma(&LabelsDir::new(labels_dir)),
         n_train: sp.train.len(),
         n_val: sp.val.len(),
         params: n_params,
@@ -381,12 +352,12 @@ pub fn run(
         device: format!("{device:?}").to_lowercase(),
         seconds: start.elapsed().as_secs_f64(),
     };
-    atomic::write_json(&out.join("summary.json"), &summary)?;
+    write_json(&dir.summary_json(), &summary)?;
     Ok(summary)
 }
 
 fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let tmp = simreg::raster::write::temp_path(path).with_extension("tmp.safetensors");
+    let tmp = simreg::util::atomic::temp_path(path).with_extension("tmp.safetensors");
     vs.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
     Ok(())

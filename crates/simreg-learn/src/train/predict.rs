@@ -1,37 +1,28 @@
 //! `simreg predict`: a trained model's displacement for every tile — a JSON of centre-window
 //! means and dense fields as GeoTIFFs on each tile's grid.
-use super::{data, ModelInfo};
+use super::data;
 use crate::model::Net;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use simreg::learn::PredictSummary;
+use simreg::artefacts::predict::{PredictDir, PredictSummary, Prediction, Predictions};
+use simreg::artefacts::tiles::{TileEntry, TilesDir};
+use simreg::artefacts::train::{ModelInfo, TrainDir};
+use simreg::artefacts::write_json;
 use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use simreg::tiling::manifest::Manifest;
 use simreg::util::atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
-    /// Predicted centre-window mean displacement [dx, dy], px (x east, y south).
-    pub displacement: [f64; 2],
-    /// Dense prediction (bands dx, dy; NaN outside the centre window), relative to the output.
-    pub field: PathBuf,
-}
-
 /// Loads a model directory written by `simreg train` (model.json + model.safetensors).
 pub fn load_model(dir: &Path, device: Device) -> Result<(nn::VarStore, Net, ModelInfo)> {
-    let info_path = dir.join("model.json");
-    let text = std::fs::read_to_string(&info_path).with_context(|| {
-        format!(
+    let files = TrainDir::new(dir);
+    if !files.model_json().is_file() {
+        bail!(
             "model '{}': no model.json (is it a `simreg train` output directory?)",
             dir.display()
-        )
-    })?;
-    let info: ModelInfo = serde_json::from_str(&text).with_context(|| {
-        format!("model '{}': model.json is not a simreg model description", dir.display())
-    })?;
+        );
+    }
+    let info = files.model_info()?;
     if info.arch != super::ARCH {
         bail!(
             "model '{}': made for network '{}', this simreg builds '{}'; retrain it",
@@ -43,12 +34,12 @@ pub fn load_model(dir: &Path, device: Device) -> Result<(nn::VarStore, Net, Mode
     info.net.check()?;
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), info.net.clone());
-    let weights = dir.join("model.safetensors");
+    let weights = files.model_safetensors();
     vs.load(&weights).map_err(|e| {
         anyhow::anyhow!(
             "model '{}': weights do not fit the architecture in model.json: {}",
             weights.display(),
-            simreg::raster::torch_message(e)
+            simreg::util::text::torch_message(e)
         )
     })?;
     Ok((vs, net, info))
@@ -64,21 +55,26 @@ pub fn run(
     device: Device,
 ) -> Result<PredictSummary> {
     let (_vs, net, info) = load_model(model_dir, device)?;
-    let (ids, reference, moving, cr, cm, labels, tiles_dir) = match (labels_dir, tiles_dir) {
+    let (inputs, labels, tiles_dir) = match (labels_dir, tiles_dir) {
         (Some(l), _) => {
             let d = data::load(l)?;
             let labels: Vec<[f64; 2]> =
                 d.label.iter().map(|v| [v[0] as f64, v[1] as f64]).collect();
             let td = d.target.tiles_dir.clone();
-            (d.ids, d.reference, d.moving, d.reference_bands, d.moving_bands, Some(labels), td)
+            let inputs = data::Inputs {
+                ids: d.ids,
+                reference: d.reference,
+                moving: d.moving,
+                reference_bands: d.reference_bands,
+                moving_bands: d.moving_bands,
+            };
+            (inputs, Some(labels), td)
         }
-        (None, Some(t)) => {
-            let (_, ids, r, m, cr, cm) = data::load_tiles(t)?;
-            (ids, r, m, cr, cm, None, t.to_path_buf())
-        }
+        (None, Some(t)) => (data::load_tiles(t)?, None, t.to_path_buf()),
         (None, None) => bail!("predict needs --tiles or --labels"),
     };
-    let manifest = Manifest::load(&tiles_dir)?;
+    let data::Inputs { ids, reference, moving, reference_bands: cr, moving_bands: cm } = inputs;
+    let manifest = TilesDir::new(&tiles_dir).manifest()?;
     let cfg = &info.net;
     if (cfg.reference_bands, cfg.moving_bands) != (cr, cm)
         || cfg.tile_size != manifest.params.tile_size
@@ -91,14 +87,15 @@ pub fn run(
     let (n, t) = (ids.len() as i64, cfg.tile_size as i64);
     let r = Tensor::from_slice(&reference).view([n, cr as i64, t, t]).to(device);
     let m = Tensor::from_slice(&moving).view([n, cm as i64, t, t]).to(device);
-    let by_id: BTreeMap<&str, &simreg::tiling::manifest::TileEntry> =
+    let by_id: BTreeMap<&str, &TileEntry> =
         manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     atomic::build_dir(
         out,
         "predictions.json",
         |_| false,
         |partial| {
-            let mut preds = BTreeMap::new();
+            let dir = PredictDir::new(partial);
+            let mut preds = Predictions::new();
             let mut means = Vec::with_capacity(ids.len());
             let (o, c) = (cfg.centre_offset, cfg.centre_size);
             for (k, id) in ids.iter().enumerate() {
@@ -128,7 +125,7 @@ pub fn run(
                     v[c * c..].iter().sum::<f64>() / (c * c) as f64,
                 ];
                 let field = PathBuf::from(format!("{id}.field.tif"));
-                let path = partial.join(&field);
+                let path = dir.path().join(&field);
                 std::fs::create_dir_all(path.parent().expect("has a parent"))?;
                 let crs =
                     manifest.scene(&tile.scene).map(|s| s.grid.crs_wkt.clone()).unwrap_or_default();
@@ -150,14 +147,14 @@ pub fn run(
                 means.push(mean);
                 preds.insert(id.clone(), Prediction { displacement: mean, field });
             }
-            atomic::write_json(&partial.join("predictions.json"), &preds)?;
+            write_json(&dir.predictions_json(), &preds)?;
             let summary = PredictSummary {
                 out: out.to_path_buf(),
                 n_tiles: ids.len(),
                 rmse_labels_px: labels.map(|l| super::rmse(&means, &l)),
                 device: format!("{device:?}").to_lowercase(),
             };
-            atomic::write_json(&partial.join("summary.json"), &summary)?;
+            write_json(&dir.summary_json(), &summary)?;
             Ok(summary)
         },
     )

@@ -177,7 +177,7 @@ pub fn bounded_search_agrees(free: &Shift, max_shift: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::align::phase::tests::pair;
+    use crate::matching::phase::tests::pair;
 
     #[test]
     fn integer_shift_of_the_same_image_is_found() {

@@ -51,7 +51,7 @@ pub fn pair_image(
 
 /// Saves a PNG atomically.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    let tmp = crate::raster::write::temp_path(path).with_extension("tmp.png");
+    let tmp = crate::util::atomic::temp_path(path).with_extension("tmp.png");
     img.save(&tmp).with_context(|| format!("cannot write '{}'", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))
 }

@@ -212,7 +212,7 @@ pub fn phase_correlation_within(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::labels::warp::{warp, Interp, Source};
+    use crate::raster::resample::{warp, Interp, Source};
 
     /// A smooth random texture with a margin, and the same texture displaced by (dx, dy)
     /// (content at p appears at p + D), both `size`² (bicubic resampling).

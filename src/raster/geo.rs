@@ -1,5 +1,5 @@
 //! Where tiles are: centres in the scene CRS and in longitude/latitude, footprints as GeoJSON.
-use crate::raster::one_line;
+use crate::util::text::one_line;
 use anyhow::Result;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 
