@@ -114,7 +114,6 @@ mod tests {
     use super::audit::{write_audit_csv, AuditDir, AuditRow};
     use super::labels::{LabelSummary, LabelsDir};
     use super::similarity::{write_ns_csv, NsRow, SimilarityDir, Split};
-    use super::*;
 
     fn ns_row(tile: &str, f_trace: f64) -> NsRow {
         NsRow {
@@ -181,7 +180,7 @@ mod tests {
             rank: 1,
             score: 7.1235,
             residual_px: 1.0,
-            ns: 3.142,
+            ns: 3.125,
             split: Split::Train,
             centre_x: 500000.0,
             centre_y: 1.0,
@@ -203,7 +202,7 @@ mod tests {
         let text = std::fs::read_to_string(audit.audit_csv()).unwrap();
         assert!(text.starts_with("tile,rank,score,residual_px,ns,split,centre_x,centre_y,lon,lat,"));
         assert!(text.lines().next().unwrap().ends_with(",predicted_error_px"), "{text}");
-        assert!(text.contains("s/t,1,7.1235,1.0000,3.142,train,500000.000,1.000,,,"), "{text}");
+        assert!(text.contains("s/t,1,7.1235,1.0000,3.125,train,500000.000,1.000,,,"), "{text}");
         assert_eq!(audit.rows().unwrap(), vec![row.clone()]);
         let with_truth = AuditRow {
             lon: Some(3.0),
