@@ -600,7 +600,7 @@ pub fn run(
     }
     atomic::build_dir(
         &req.out,
-        "summary.json",
+        &AlignDir::new(&req.out).summary_json(),
         |_| false,
         |partial| {
             let work = partial.join("work");
@@ -789,7 +789,7 @@ pub fn apply(
     let bands: Vec<usize> = (1..=mi.bands.len()).collect();
     atomic::build_dir(
         out,
-        "summary.json",
+        &AlignDir::new(out).summary_json(),
         |_| false,
         |partial| {
             let sr = BandReader::open(shifts, "shifts")?;

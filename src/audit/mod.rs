@@ -206,11 +206,9 @@ pub fn run(run: &RunDir, out: &Path, p: &AuditParams, quiet: bool) -> Result<Aud
         seconds: 0.0,
     };
 
-    let marker = AuditDir::new(out).summary_json();
-    let marker = marker.file_name().expect("a file").to_string_lossy();
     atomic::build_dir(
         out,
-        &marker,
+        &AuditDir::new(out).summary_json(),
         |_| false,
         |partial| {
             let dir = AuditDir::new(partial);

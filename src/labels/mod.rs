@@ -78,7 +78,7 @@ pub fn run(
     }
     let summary = atomic::build_dir(
         out,
-        "labels.json",
+        &done.labels_json(),
         |_| false,
         |partial| label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts),
     )?;

@@ -69,11 +69,9 @@ pub fn run(run: &RunDir, out: &Path) -> Result<ReportSummary> {
             }
         }
     }
-    let marker = ReportDir::new(out).index_html();
-    let marker = marker.file_name().expect("a file").to_string_lossy();
     atomic::build_dir(
         out,
-        &marker,
+        &ReportDir::new(out).index_html(),
         |_| false,
         |partial| {
             let mut page =

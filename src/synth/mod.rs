@@ -18,8 +18,12 @@ use std::path::{Path, PathBuf};
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     params.check()?;
-    let s =
-        atomic::build_dir(out, "scene.json", |_| false, |partial| write_scene(params, partial))?;
+    let s = atomic::build_dir(
+        out,
+        &SynthDir::new(out).scene_json(),
+        |_| false,
+        |partial| write_scene(params, partial),
+    )?;
     Ok(with_paths_in(s, out))
 }
 

@@ -70,9 +70,7 @@ pub fn run(
     let resume = |partial: &Path| {
         std::fs::read_to_string(TilesDir::new(partial).input_hash()).is_ok_and(|h| h.trim() == hash)
     };
-    let marker = dir.manifest_json();
-    let marker = marker.file_name().expect("a file").to_string_lossy();
-    atomic::build_dir(out, &marker, resume, |partial| {
+    atomic::build_dir(out, &dir.manifest_json(), resume, |partial| {
         let building = TilesDir::new(partial);
         std::fs::write(building.input_hash(), &hash)?;
         let (manifest, n_reused) = tile_all(scenes, params, partial, &hash, opts)?;

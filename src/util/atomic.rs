@@ -31,14 +31,16 @@ pub fn partial_dir(out: &Path) -> PathBuf {
 }
 
 /// Refuses to take over a directory that was not written by this stage: `marker` is the file
-/// every output of the stage holds (e.g. the manifest).
-pub fn check_replaceable(out: &Path, marker: &str) -> Result<()> {
+/// every output of the stage holds (e.g. the manifest), by its path in `out` or its name.
+pub fn check_replaceable(out: &Path, marker: &Path) -> Result<()> {
+    let marker =
+        marker.file_name().map_or_else(|| marker.to_string_lossy(), |n| n.to_string_lossy());
     if out.exists() {
         if !out.is_dir() {
             bail!("output '{}': exists and is not a directory", out.display());
         }
         let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !empty && !out.join(marker).exists() {
+        if !empty && !out.join(marker.as_ref()).exists() {
             bail!("output '{}': exists and was not written by this stage (no {marker}); refusing to replace it", out.display());
         }
     }
@@ -64,7 +66,7 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// stage can continue it.
 pub fn build_dir<T>(
     out: &Path,
-    marker: &str,
+    marker: &Path,
     resume: impl FnOnce(&Path) -> bool,
     build: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<T> {

@@ -302,7 +302,7 @@ pub fn run(out: &Path, p: &Toy1dParams, quiet: bool) -> Result<Toy1dSummary> {
     p.check()?;
     atomic::build_dir(
         out,
-        "summary.json",
+        &Toy1dDir::new(out).summary_json(),
         |_| false,
         |dir| {
             let (mut summary, runs) = experiment(p, &mut |r| {

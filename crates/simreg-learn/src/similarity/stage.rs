@@ -133,7 +133,7 @@ pub fn run(
 
     atomic::build_dir(
         out,
-        "summary.json",
+        &SimilarityDir::new(out).summary_json(),
         |_| false,
         |partial| {
             let dir = SimilarityDir::new(partial);

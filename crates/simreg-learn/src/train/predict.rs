@@ -91,7 +91,7 @@ pub fn run(
         manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
     atomic::build_dir(
         out,
-        "predictions.json",
+        &PredictDir::new(out).predictions_json(),
         |_| false,
         |partial| {
             let dir = PredictDir::new(partial);
