@@ -68,13 +68,14 @@ pub struct TrainParams {
     pub lr: f64,
     #[arg(long, default_value_t = TrainParams::default().weight_decay)]
     pub weight_decay: f64,
-    /// Feature maps at the first level of each encoder (doubling per level)
+    /// Feature maps at full resolution (doubling per level)
     #[arg(long, default_value_t = TrainParams::default().width)]
     pub width: i64,
-    /// Resolution levels of the U-Net
+    /// Resolution levels of the feature pyramid (≥ 2; the flow is estimated from the coarsest
+    /// down to half resolution)
     #[arg(long, default_value_t = TrainParams::default().depth)]
     pub depth: usize,
-    /// Correlation-volume radius between the encoders, feature pixels at every level (0: none)
+    /// Correlation radius at every level, in feature pixels (≥ 1)
     #[arg(long, default_value_t = TrainParams::default().corr_radius)]
     pub corr_radius: i64,
     /// Fraction of tiles held out for validation (a seeded random split)
@@ -109,12 +110,12 @@ pub struct TrainParams {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            epochs: 40,
+            epochs: 20,
             batch: 16,
-            lr: 2e-3,
+            lr: 1e-3,
             weight_decay: 1e-4,
-            width: 16,
-            depth: 3,
+            width: 8,
+            depth: 4,
             corr_radius: 3,
             val_fraction: 0.2,
             patience: 10,
@@ -167,8 +168,14 @@ pub struct NetConfig {
 
 impl NetConfig {
     pub fn check(&self) -> Result<()> {
-        let f = 1usize << (self.depth.max(1) - 1);
-        if self.depth == 0 || self.width < 1 || self.tile_size % f != 0 {
+        if self.depth < 2 {
+            bail!("network: depth {} < 2 (the coarser levels find the displacement)", self.depth);
+        }
+        if self.corr_radius < 1 {
+            bail!("network: correlation radius {} < 1", self.corr_radius);
+        }
+        let f = 1usize << (self.depth - 1);
+        if self.width < 1 || self.tile_size % f != 0 {
             bail!(
                 "network: tile size {} must be divisible by 2^(depth−1) = {f} (depth {}, width {})",
                 self.tile_size,

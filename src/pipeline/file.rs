@@ -253,11 +253,8 @@ mod tests {
             (eight.synth.len(), eight.sweep.as_ref().map(|s| s.sigma.clone())),
             (8, Some(vec![0.0, 4.0]))
         );
-        assert_eq!(
-            eight.train,
-            four.train.map(|t| TrainParams { epochs: 40, patience: 40, ..t }),
-            "the four-scene settings, 40 epochs"
-        );
+        assert_eq!(four.train, sweep.train, "the sweep's settings, twice the tiles");
+        assert_eq!(eight.train, sweep.train, "the sweep's settings, four times the tiles");
         let study = Pipeline::load(&dir.join("enforce_study.toml")).unwrap();
         let e = study.enforce_study.as_ref().unwrap();
         assert_eq!((e.seeds, e.arms.len()), (10, 3), "the study: at least 10 seeds, every arm");

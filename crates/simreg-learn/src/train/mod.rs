@@ -24,7 +24,7 @@ use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 /// Names the network's code: bumped whenever `model::Net` changes shape for the same config.
-pub const ARCH: &str = "two-encoder-unet-corr/1";
+pub const ARCH: &str = "correlation-pyramid/2";
 
 #[derive(Serialize, Deserialize)]
 struct ResumeState {
