@@ -165,6 +165,17 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     ] {
         assert!(html.contains(needle), "{needle}");
     }
+    // The first paragraph states the measured result, with the training's own figures.
+    let train: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("train/summary.json")).unwrap())
+            .unwrap();
+    let head = html.split("<p class=\"headline\">").nth(1).expect("a headline paragraph");
+    let head = head.split("</p>").next().unwrap();
+    let net = format!("{:.2} px from the truth", train["net_rmse_truth_px"].as_f64().unwrap());
+    let labels = format!("{:.2} px", train["label_rmse_truth_px"].as_f64().unwrap());
+    assert!(head.contains(&net) && head.contains(&labels), "{head}");
+    let first = |needle: &str| html.find(needle).unwrap();
+    assert!(first("<p class=\"headline\">") < first("<p>Run:"), "the headline comes first");
     let sum: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report/summary.json")).unwrap())
             .unwrap();
@@ -190,6 +201,7 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     assert_links_exist(&run.join("report"));
     let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
     assert!(html.contains("has no truth"), "the report says the truth-based plots are left out");
+    assert!(!html.contains("class=\"headline\""), "no result against a truth it does not have");
     assert!(!html.contains("measured against truth"));
 }
 

@@ -74,17 +74,24 @@ pub fn run(run: &RunDir, out: &Path) -> Result<ReportSummary> {
         &ReportDir::new(out).index_html(),
         |_| false,
         |partial| {
-            let mut page =
-                Page { dir: partial, html: String::new(), files: Vec::new(), notes: Vec::new() };
+            let mut page = Page {
+                dir: partial,
+                headline: None,
+                html: String::new(),
+                files: Vec::new(),
+                notes: Vec::new(),
+            };
             let summary = build(run, sweep, study, &mut page)?;
             page.write(run, out, summary)
         },
     )
 }
 
-/// The page being built: its HTML, the files it references, the notes shown first.
+/// The page being built: its headline (the measured result in one sentence, shown first), its
+/// HTML, the files it references, the notes shown after the headline.
 struct Page<'a> {
     dir: &'a Path,
+    headline: Option<String>,
     html: String,
     files: Vec<String>,
     notes: Vec<String>,
@@ -114,14 +121,19 @@ impl Page<'_> {
         atomic::write_json(&dir.summary_json(), &value)?;
         let notes: String =
             self.notes.iter().map(|n| format!("<p class=\"note\">{}</p>\n", esc(n))).collect();
+        let headline = self
+            .headline
+            .as_deref()
+            .map_or(String::new(), |h| format!("<p class=\"headline\">{}</p>\n", esc(h)));
         let page = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>simreg \
              report: {title}</title><style>\nbody{{font-family:sans-serif;max-width:1100px;\
              margin:2em auto;color:#222}} table{{border-collapse:collapse}} td,th{{border:1px \
              solid #bbb;padding:3px 8px;text-align:right}}\n.gallery{{display:flex;flex-wrap:\
              wrap;gap:8px}} figure{{margin:0;font-size:12px}} .query{{border:2px solid #33f}} \
-             .note{{background:#fff4d6;padding:6px}} img{{max-width:100%}}\n</style></head>\
-             <body>\n<h1>simreg report</h1><p>Run: {title}</p>\n{notes}{html}</body></html>\n",
+             .note{{background:#fff4d6;padding:6px}} img{{max-width:100%}} .headline{{font-size:1.15em}}\n\
+             </style></head><body>\n<h1>simreg report</h1>\n{headline}<p>Run: {title}</p>\n\
+             {notes}{html}</body></html>\n",
             title = esc(&run.path().display().to_string()),
             html = self.html,
         );
@@ -165,6 +177,9 @@ fn build(
         page.notes.push("This run has no truth (RUN/labels/truth.json): plots against the truth are left out; the label-free estimates are shown alone.".into());
     }
     training_section(run, has_truth, page)?;
+    if sweep {
+        sweep_training_section(run, has_truth, page)?;
+    }
     match &file.audit {
         Some(a) if run.audit().audit_csv().exists() => {
             let thumbs = Thumbs::load(run)?;
@@ -227,6 +242,9 @@ fn accuracy_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Result<()
     if pts.is_empty() {
         return Ok(());
     }
+    if has_truth {
+        page.headline = headline(&pts);
+    }
     let _ = writeln!(page.html, "<h2>Accuracy against label noise</h2>");
     let mut series = vec![];
     if has_truth {
@@ -285,6 +303,29 @@ fn accuracy_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Result<()
     Ok(())
 }
 
+/// The measured result in one sentence, at the noisiest σ with both errors against the truth:
+/// does the network beat its labels (auto-denoising), and by how much.
+fn headline(pts: &[SigmaPoint]) -> Option<String> {
+    let p = pts.iter().rev().find(|p| p.label.is_some() && p.network.is_some())?;
+    let (l, n) = (p.label?, p.network?);
+    let estimate = match (p.predicted, p.interval) {
+        (Some(e), Some([a, b])) => {
+            format!("; without the truth, the audit estimates {e:.2} px (5–95 %: {a:.2}–{b:.2})")
+        }
+        _ => String::new(),
+    };
+    let verdict = if n < l {
+        format!("{:.2}× its labels' {l:.2} px: it is more accurate than its labels", n / l)
+    } else {
+        format!("no better than its labels' {l:.2} px: it did not denoise them")
+    };
+    Some(format!(
+        "Trained on labels with noise σ = {} px, the network is {n:.2} px from the truth on \
+         held-out tiles (RMSE per axis), {verdict}{estimate}.",
+        p.sigma
+    ))
+}
+
 /// Training curves from the run's log.
 fn training_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Result<()> {
     if !run.train().log_jsonl().exists() {
@@ -324,6 +365,56 @@ fn training_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Result<()
         )?;
         let _ = writeln!(page.html, "<h2>Training</h2>{img}");
     }
+    Ok(())
+}
+
+/// A noise sweep's training curves: per σ, the held-out error by epoch (against the truth when
+/// the run has it, else against the labels), so that one sees when each σ learnt.
+fn sweep_training_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Result<()> {
+    const COLOURS: [RGBColor; 6] = [
+        RGBColor(40, 120, 60),
+        RGBColor(50, 80, 200),
+        RGBColor(200, 60, 50),
+        RGBColor(150, 90, 20),
+        RGBColor(130, 40, 150),
+        RGBColor(90, 90, 90),
+    ];
+    let mut runs: Vec<(f64, RunDir)> = Vec::new();
+    for r in run.sweep_runs() {
+        let Some(train) = read_json_if_present::<TrainSummary>(&r.train().summary_json())? else {
+            continue;
+        };
+        if let (Some(sigma), true) = (train.sigma_px, r.train().log_jsonl().exists()) {
+            runs.push((sigma, r));
+        }
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let names: Vec<String> = runs.iter().map(|(sigma, _)| format!("sigma = {sigma} px")).collect();
+    let mut series = Vec::new();
+    for (k, (_, r)) in runs.iter().enumerate() {
+        let points = r
+            .train()
+            .log()?
+            .iter()
+            .filter_map(|l| {
+                let v = if has_truth { l.val_rmse_truth_px? } else { l.val_rmse_labels_px };
+                v.is_finite().then_some((l.epoch as f64, v))
+            })
+            .collect();
+        series.push(Series::line(&names[k], COLOURS[k % COLOURS.len()], points));
+    }
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Ok(());
+    }
+    let against = if has_truth { "truth" } else { "labels" };
+    let img = page.plot(
+        "sweep_training.png",
+        &format!("Held-out RMSE against the {against} while training, per label noise"),
+        ["epoch", "RMSE per axis (px)"],
+        &series,
+        "training curves per sigma",
+    )?;
+    let _ = writeln!(page.html, "<h2>Training, per σ</h2>{img}");
     Ok(())
 }
 
@@ -464,14 +555,19 @@ fn enforce_section(v: &EnforceStudy, page: &mut Page) -> Result<()> {
             (Some(m), Some(sd)) => format!("{m:.0} ± {sd:.0}"),
             _ => "–".into(),
         };
+        let ci = |c: Option<[f64; 2]>, d: usize| {
+            c.map_or("–".to_string(), |[lo, hi]| format!("{}–{}", fixed(lo, d), fixed(hi, d)))
+        };
         let _ = writeln!(
             rows,
-            "<tr><td style=\"text-align:left\">{arm}</td><td>{}/{}</td><td>{steps}</td><td>{} \
-             ± {}</td><td>{}</td></tr>",
+            "<tr><td style=\"text-align:left\">{arm}</td><td>{}/{}</td><td>{steps}</td><td>{}\
+             </td><td>{} ± {}</td><td>{}</td><td>{}</td></tr>",
             a.reached,
             a.seeds,
+            ci(a.steps_ci95, 0),
             fixed(a.final_error_mean, 3),
             fixed(a.final_error_std, 3),
+            ci(a.final_error_ci95, 3),
             fixed(a.seconds_per_step, 4)
         );
     }
@@ -493,7 +589,7 @@ fn enforce_section(v: &EnforceStudy, page: &mut Page) -> Result<()> {
     )?;
     let _ = writeln!(
         page.html,
-        "<h2>Similarity-enforcing training</h2>{img}<table><tr><th>arm</th><th>reached {threshold:.2} px</th><th>steps to it (mean ± std)</th><th>final error (px)</th><th>s per step</th></tr>\n{rows}</table><p>Cost of an enforced step against a plain one: {}. Steps are counted at the evaluations (every {} steps); the mean and std are over the seeds that reach the threshold.</p>",
+        "<h2>Similarity-enforcing training</h2>{img}<table><tr><th>arm</th><th>reached {threshold:.2} px</th><th>steps to it (mean ± std)</th><th>95 % CI</th><th>final error (px, mean ± std)</th><th>95 % CI</th><th>s per step</th></tr>\n{rows}</table><p>Cost of an enforced step against a plain one: {}. Steps are counted at the evaluations (every {} steps); the mean and std are over the seeds that reach the threshold.</p>",
         v.step_cost_ratio.map_or("not measured (needs the baseline and minus_cos arms)".into(), |r| format!("{r:.1}×")),
         v.params.eval_every
     );
