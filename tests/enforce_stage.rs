@@ -88,7 +88,12 @@ fn enforced_training_and_the_study_run_and_report_every_arm() {
                 .collect::<Vec<_>>(),
             vec![0, 2, 4]
         );
-        assert!(x["final_error_mean"].as_f64().unwrap().is_finite());
+        let mean = x["final_error_mean"].as_f64().unwrap();
+        assert!(mean.is_finite());
+        // The 95 % interval of the final error over the two seeds: around its mean.
+        let ci: Vec<f64> =
+            x["final_error_ci95"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(ci.len() == 2 && ci[0] <= mean && mean <= ci[1], "{ci:?} around {mean}");
     }
     // Same seed, same batches, same start: the arms differ only through the pair term.
     assert_eq!(v["arms"]["baseline"]["curve"][0], v["arms"]["minus_cos"]["curve"][0]);
@@ -104,7 +109,8 @@ fn enforced_training_and_the_study_run_and_report_every_arm() {
     assert!(
         html.contains("<img src=\"enforce_study.png\"")
             && html.contains("minus_cos")
-            && html.contains("plus_cos"),
+            && html.contains("plus_cos")
+            && html.contains("95 % CI"),
         "{html}"
     );
     assert!(

@@ -107,10 +107,17 @@ pub struct EnforceArm {
     /// Over the seeds that reached it.
     pub steps_mean: Option<f64>,
     pub steps_std: Option<f64>,
+    /// 95 % confidence interval of `steps_mean` (Student's t over the seeds that reached it;
+    /// null below two). Absent in studies written before it: read as null.
+    #[serde(default)]
+    pub steps_ci95: Option<[f64; 2]>,
     #[serde(deserialize_with = "f64_or_nan")]
     pub final_error_mean: f64,
     #[serde(deserialize_with = "f64_or_nan")]
     pub final_error_std: f64,
+    /// 95 % confidence interval of `final_error_mean` (Student's t over the seeds).
+    #[serde(default)]
+    pub final_error_ci95: Option<[f64; 2]>,
     /// (step, mean, std) over seeds of the held-out error at each evaluated step.
     pub curve: Vec<(usize, f64, f64)>,
     #[serde(deserialize_with = "f64_or_nan")]
@@ -148,11 +155,12 @@ impl std::fmt::Display for EnforceStudy {
             let Some(x) = self.arms.get(arm) else { continue };
             write!(
                 f,
-                "\n  {arm:9}  reached {}/{}  steps {} ± {}  final error {:.3} ± {:.3} px",
+                "\n  {arm:9}  reached {}/{}  steps {} ± {} (95 % CI {})  final error {:.3} ± {:.3} px",
                 x.reached,
                 x.seeds,
                 num(x.steps_mean),
                 num(x.steps_std),
+                x.steps_ci95.map_or("n/a".to_string(), |[a, b]| format!("{a:.0}–{b:.0}")),
                 x.final_error_mean,
                 x.final_error_std
             )?;

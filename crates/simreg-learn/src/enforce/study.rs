@@ -37,6 +37,26 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom (df ≥ 1).
+fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.saturating_sub(1)).copied().unwrap_or(1.96)
+}
+
+/// 95 % confidence interval of the mean of `v` (null below two values).
+fn ci95(v: &[f64]) -> Option<[f64; 2]> {
+    if v.len() < 2 {
+        return None;
+    }
+    let (m, s) = mean_std(v);
+    let h = t95(v.len() - 1) * s / (v.len() as f64).sqrt();
+    Some([m - h, m + h])
+}
+
 pub fn run(
     labels_dir: &Path,
     out: &Path,
@@ -162,8 +182,10 @@ pub fn run(
                 steps_to_threshold: reached,
                 steps_mean: sm,
                 steps_std: ss,
+                steps_ci95: ci95(&hit),
                 final_error_mean: fm,
                 final_error_std: fs,
+                final_error_ci95: ci95(&finals),
                 curve,
                 seconds_per_step: secs / steps_run as f64,
             },
