@@ -217,11 +217,7 @@ fn sigma_points(run: &RunDir) -> Result<Vec<SigmaPoint>> {
         runs.push(run.clone());
     }
     let mut pts = Vec::new();
-    for r in &runs {
-        let Some(train) = read_json_if_present::<TrainSummary>(&r.train().summary_json())? else {
-            continue;
-        };
-        let Some(sigma) = train.sigma_px else { continue };
+    for (sigma, r, train) in by_sigma(runs)? {
         let audit = r.audit().summary_if_present()?;
         pts.push(SigmaPoint {
             sigma,
@@ -231,8 +227,22 @@ fn sigma_points(run: &RunDir) -> Result<Vec<SigmaPoint>> {
             interval: audit.as_ref().map(|a| a.predicted_rmse_interval_px),
         });
     }
-    pts.sort_by(|a, b| a.sigma.total_cmp(&b.sigma));
     Ok(pts)
+}
+
+/// The runs with a training summary that records its σ, with that summary, sorted by σ.
+fn by_sigma(runs: Vec<RunDir>) -> Result<Vec<(f64, RunDir, TrainSummary)>> {
+    let mut out = Vec::new();
+    for r in runs {
+        let Some(train) = read_json_if_present::<TrainSummary>(&r.train().summary_json())? else {
+            continue;
+        };
+        if let Some(sigma) = train.sigma_px {
+            out.push((sigma, r, train));
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(out)
 }
 
 /// Accuracy against label noise: labels and network against the truth, the label-free
@@ -379,19 +389,13 @@ fn sweep_training_section(run: &RunDir, has_truth: bool, page: &mut Page) -> Res
         RGBColor(130, 40, 150),
         RGBColor(90, 90, 90),
     ];
-    let mut runs: Vec<(f64, RunDir)> = Vec::new();
-    for r in run.sweep_runs() {
-        let Some(train) = read_json_if_present::<TrainSummary>(&r.train().summary_json())? else {
-            continue;
-        };
-        if let (Some(sigma), true) = (train.sigma_px, r.train().log_jsonl().exists()) {
-            runs.push((sigma, r));
-        }
-    }
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let names: Vec<String> = runs.iter().map(|(sigma, _)| format!("sigma = {sigma} px")).collect();
+    let runs: Vec<(f64, RunDir, TrainSummary)> = by_sigma(run.sweep_runs())?
+        .into_iter()
+        .filter(|(_, r, _)| r.train().log_jsonl().exists())
+        .collect();
+    let names: Vec<String> = runs.iter().map(|(sigma, ..)| format!("sigma = {sigma} px")).collect();
     let mut series = Vec::new();
-    for (k, (_, r)) in runs.iter().enumerate() {
+    for (k, (_, r, _)) in runs.iter().enumerate() {
         let points = r
             .train()
             .log()?
