@@ -1,6 +1,6 @@
 //! Command-line definitions only (clap); `main.rs` wires them to the library. Every stage's
 //! parameters are declared once, in `artefacts` (with their defaults), and flattened here.
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use simreg::artefacts::align::{AlignParams, BatchParams};
 use simreg::artefacts::audit::AuditParams;
 use simreg::artefacts::labels::LabelParams;
@@ -10,8 +10,44 @@ use simreg::artefacts::synth::SynthParams;
 use simreg::artefacts::tiles::TileParams;
 use simreg::artefacts::toy1d::Toy1dParams;
 use simreg::artefacts::train::TrainParams;
+use simreg::raster::bounds::InputLimits;
 use simreg::raster::kind::ModalityKind;
 use std::path::PathBuf;
+
+/// Parses the command line. Every option that takes a value accepts one that starts with '-'
+/// followed by a digit, so `--tile-size -5` is refused by the option's own parser, named
+/// ("invalid value '-5' for '--tile-size <TILE_SIZE>'"), not as a stray argument '-5'.
+pub fn parse() -> Result<Cli, clap::Error> {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.mut_args(
+            |a| {
+                if a.get_action().takes_values() {
+                    a.allow_negative_numbers(true)
+                } else {
+                    a
+                }
+            },
+        )
+        .mut_subcommands(negatives)
+    }
+    let m = negatives(Cli::command()).try_get_matches()?;
+    Cli::from_arg_matches(&m)
+}
+
+/// A clap error on one line, like every other error: its first paragraph (a missing argument's
+/// names are on the lines after the first), without the usage and tips.
+pub fn one_line_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let para: Vec<&str> =
+        text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let line = para.join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "bad arguments".into()
+    } else {
+        line.into()
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -103,6 +139,8 @@ pub struct TileArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub params: TileParams,
+    #[command(flatten)]
+    pub limits: InputLimits,
     /// Output directory (replaced as a whole when the run completes)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -282,6 +320,8 @@ pub struct AlignArgs {
     pub apply: Option<PathBuf>,
     #[command(flatten)]
     pub params: AlignParams,
+    #[command(flatten)]
+    pub limits: InputLimits,
     /// Print summary.json on stdout
     #[arg(long)]
     pub json: bool,

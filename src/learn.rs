@@ -52,13 +52,18 @@ pub fn call<R: Request>(req: R, how: &Call) -> Result<R::Summary> {
     cmd.arg("run").stdin(Stdio::piped()).stdout(Stdio::piped());
     cmd.stderr(if how.capture_errors { Stdio::piped() } else { Stdio::inherit() });
     let request = serde_json::to_vec(&req.into())?;
+    // The child dies with this process, and is terminated (and waited for) on SIGINT/SIGTERM.
+    crate::util::interrupt::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().context("cannot start simreg-learn")?;
+    let _on_signal = crate::util::interrupt::terminate_on_signal(child.id());
     {
         let mut stdin = child.stdin.take().expect("piped");
         // A child that fails before reading its request closes the pipe: its own error says why.
         let _ = stdin.write_all(&request);
     }
     let out = child.wait_with_output().context("simreg-learn: lost contact")?;
+    // Interrupted: the signal handler reports and exits.
+    crate::util::interrupt::wait_if_pending();
     #[cfg(unix)]
     if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
         let hint =

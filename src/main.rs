@@ -1,6 +1,5 @@
 mod cli;
 
-use clap::Parser;
 use cli::{Cli, Command};
 use serde::Serialize;
 use simreg::artefacts::enforce::EnforceStudyParams;
@@ -17,15 +16,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // First: before any other thread starts (they inherit the blocked signals).
+    simreg::util::interrupt::install();
+    let cli = match cli::parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // One line, like every other error: clap's first line, without its usage tips.
-            let text = e.render().to_string();
-            let first =
-                text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("simreg: error: {first}");
+            eprintln!("simreg: error: {}", cli::one_line_error(&e));
             return ExitCode::from(2);
         }
     };
@@ -41,6 +38,8 @@ fn main() -> ExitCode {
             ExitCode::from(code.clamp(1, 255) as u8)
         }
         Err(e) => {
+            // Interrupted: the consequent error is not the story; the handler exits.
+            simreg::util::interrupt::wait_if_pending();
             // One line: the error and its causes, joined.
             eprintln!("simreg: error: {}", one_line(format!("{e:#}")));
             ExitCode::FAILURE
@@ -91,7 +90,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 map: a.map.map(|f| ModalityInput { files: vec![f], bands: None, kind: None }),
                 synth: None,
             };
-            let opts = simreg::tiling::TileOptions { quiet };
+            let opts = simreg::tiling::TileOptions { quiet, limits: a.limits };
             print(&simreg::tiling::run(&[scene], &a.params, &a.out, &opts)?, a.json, quiet)
         }
         Command::Synth(a) => print(&simreg::synth::run(&a.params, &a.out)?, a.json, quiet),
@@ -174,6 +173,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     &a.moving,
                     a.params.moving_kind,
                     &a.out,
+                    &a.limits,
                     quiet,
                 )?;
                 return print(&s, a.json, quiet);
@@ -184,6 +184,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 out: a.out,
                 truth: a.truth,
                 params: a.params,
+                limits: a.limits,
                 quiet,
             };
             let s = simreg::align::run(req, cli.threads)?;

@@ -256,6 +256,7 @@ fn align_outputs_have_the_reference_grid_and_cog_layout() {
     let names: Vec<String> = std::fs::read_dir(sc.dir.join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".simreg-output.json")
         .collect();
     assert_eq!(names.len(), 5, "{names:?}");
 }
@@ -660,4 +661,68 @@ fn batch_continues_past_corrupt_pairs_records_them_and_resumes() {
     assert_eq!((z["ok"].as_u64(), z["failed"].as_u64()), (Some(8), Some(2)), "{z}");
     let again = run(&t.path().join("batch_zip"), &zip_path);
     assert_eq!(again["processed"].as_u64(), Some(0));
+}
+
+/// Issue 21: a symlink loop, pairs `a/b` and `a__b`, and a zip member `../` are each one
+/// pair's business (a per-pair error or its own output folder), never the whole batch's.
+#[test]
+fn batch_input_problems_stay_with_their_pair() {
+    let t = tempfile::tempdir().unwrap();
+    let sc = Scene::new(&t.path().join("scene"), 128, 6);
+    let opt = std::fs::read(sc.dir.join("synth/optical.tif")).unwrap();
+    let mov = std::fs::read(sc.dir.join("displaced_sar/corrected.tif")).unwrap();
+    let input = t.path().join("input");
+    for pair in ["a/b", "a__b", "bad"] {
+        let d = input.join(pair);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("moving.tif"), &mov).unwrap();
+        if pair != "bad" {
+            std::fs::write(d.join("reference.tif"), &opt).unwrap();
+        }
+    }
+    // A file that is a symlink to itself, and a folder symlink back up the tree.
+    std::os::unix::fs::symlink("reference.tif", input.join("bad/reference.tif")).unwrap();
+    std::os::unix::fs::symlink("..", input.join("a/up")).unwrap();
+    let out = t.path().join("batch");
+    let b = ok(&["batch", "--input", &s(&input), "--out", &s(&out), "--jobs", "1"]);
+    assert_eq!((b["ok"].as_u64(), b["failed"].as_u64()), (Some(2), Some(1)), "{b}");
+    let csv = std::fs::read_to_string(out.join("status.csv")).unwrap();
+    let bad = csv.lines().find(|r| r.starts_with("bad,")).unwrap();
+    assert!(bad.contains(",failed,") && bad.contains("bad/reference.tif"), "{bad}");
+    // Two folders, each holding its own pair's result.
+    for (pair, folder) in [("a/b", "a%2Fb"), ("a__b", "a__b")] {
+        let summary: Value = serde_json::from_slice(
+            &std::fs::read(out.join("pairs").join(folder).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let reference = summary["reference"].as_str().unwrap();
+        assert!(reference.ends_with(&format!("input/{pair}/reference.tif")), "{reference}");
+    }
+
+    // A zip whose pair is named `..`: refused for that pair; the batch folder keeps its own files.
+    let zip_path = t.path().join("hostile.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        let opts = zip::write::FileOptions::default();
+        for (name, bytes) in [
+            ("../reference.tif", &opt),
+            ("../moving.tif", &mov),
+            ("good/reference.tif", &opt),
+            ("good/moving.tif", &mov),
+        ] {
+            z.start_file(name, opts).unwrap();
+            std::io::Write::write_all(&mut z, bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    let zout = t.path().join("zbatch");
+    let b = ok(&["batch", "--input", &s(&zip_path), "--out", &s(&zout), "--jobs", "1"]);
+    assert_eq!((b["ok"].as_u64(), b["failed"].as_u64()), (Some(1), Some(1)), "{b}");
+    let csv = std::fs::read_to_string(zout.join("status.csv")).unwrap();
+    let row = csv.lines().find(|r| r.starts_with("..,")).unwrap();
+    assert!(row.contains(",failed,") && row.contains("'../reference.tif'"), "{row}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(zout.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["n_pairs"], 2, "the batch's own summary, not a pair's: {summary}");
+    assert!(!zout.join("displacement.tif").exists());
 }

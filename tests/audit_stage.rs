@@ -203,6 +203,25 @@ fn audit_and_report_on_a_run_with_gross_label_errors() {
     assert!(html.contains("has no truth"), "the report says the truth-based plots are left out");
     assert!(!html.contains("class=\"headline\""), "no result against a truth it does not have");
     assert!(!html.contains("measured against truth"));
+
+    // Damaged artefacts are named, never read as "absent" or as something else (issue 21).
+    let audit_summary = run.join("audit/summary.json");
+    let kept = std::fs::read(&audit_summary).unwrap();
+    std::fs::write(&audit_summary, &kept[..kept.len() / 2]).unwrap();
+    let o = simreg(&["report", &d("")]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "a corrupt audit summary is not 'no audit': {err}");
+    assert!(err.contains("audit/summary.json") && err.contains("not readable"), "{err}");
+    std::fs::write(&audit_summary, &kept).unwrap();
+    let ns = run.join("similarity/ns.csv");
+    let text = std::fs::read_to_string(&ns).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&ns, lines[..lines.len() / 2].join("\n") + "\n").unwrap();
+    let o = simreg(&["audit", &d("")]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("ns.csv") && err.contains("truncated"), "{err}");
+    assert!(!err.contains("held-out"), "not blamed on the held-out tiles: {err}");
 }
 
 #[test]

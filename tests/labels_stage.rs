@@ -142,6 +142,9 @@ fn same_seed_gives_byte_identical_files_and_labels_reveal_no_truth() {
     let (a, b) = (t.path().join("run/la"), t.path().join("run/lb"));
     json_of(&labels(&tiles, &a, &args));
     json_of(&labels(&tiles, &b, &args));
+    // The summary on disk records what the run took (it said 0.0: issue 21).
+    let seconds = read_json(&a.join("summary.json"))["seconds"].as_f64().unwrap();
+    assert!(seconds > 0.0, "labels summary.json: seconds {seconds}");
     let files = |d: &Path| {
         let mut v: Vec<PathBuf> = walk(d)
             .into_iter()

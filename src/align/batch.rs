@@ -12,7 +12,7 @@ use crate::artefacts::align::{
     AlignParams, AlignRequest, AlignSummary, BatchDir, BatchParams, BatchSummary, Method, StatusRow,
 };
 use crate::util::text::one_line;
-use crate::util::{atomic, fingerprint, table};
+use crate::util::{atomic, fingerprint, output, table};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -28,6 +28,8 @@ pub struct Pair {
     pub moving: Option<String>,
     /// What identifies the inputs' content (sizes, times, CRCs): a change redoes the pair.
     pub key: String,
+    /// Why the pair is refused without being opened (a hostile archive member's path).
+    pub problem: Option<String>,
 }
 
 /// `name` against a pattern piece with at most one `*`: the text the `*` stands for.
@@ -52,11 +54,27 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
     // (dir, star) → (reference, moving), each (GDAL path, key part).
     type Slot = Option<(String, String)>;
     let mut groups: BTreeMap<(String, String), (Slot, Slot)> = BTreeMap::new();
+    let mut problems: BTreeMap<(String, String), String> = BTreeMap::new();
     for (rel, gdal_path, key) in files {
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        // A zip member such as `../reference.tif` or `/x/reference.tif`: its pair would name
+        // a folder outside `pairs/` (`..` is the batch folder itself).
+        let hostile = rel.starts_with('/')
+            || dir.split('/').any(|c| c == ".." || c == ".")
+            || name == ".."
+            || name == ".";
         for (is_ref, role) in [(true, &p.reference_role), (false, &p.moving_role)] {
             if let Some(star) = glob(&p.pattern.replace("{role}", role), name) {
-                let g = groups.entry((dir.to_string(), star)).or_default();
+                let at = (dir.to_string(), star);
+                if hostile {
+                    problems.insert(
+                        at.clone(),
+                        format!(
+                            "member '{rel}': a path with '.', '..' or a leading '/' is refused"
+                        ),
+                    );
+                }
+                let g = groups.entry(at).or_default();
                 let slot = if is_ref { &mut g.0 } else { &mut g.1 };
                 *slot = Some((gdal_path.clone(), key.clone()));
             }
@@ -65,6 +83,7 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
     Ok(groups
         .into_iter()
         .map(|((dir, star), (r, m))| {
+            let problem = problems.remove(&(dir.clone(), star.clone()));
             let name = [dir.as_str(), star.as_str()]
                 .iter()
                 .filter(|s| !s.is_empty())
@@ -77,7 +96,7 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
                 r.as_ref().map_or("", |v| v.1.as_str()),
                 m.as_ref().map_or("", |v| v.1.as_str())
             );
-            Pair { name, reference: r.map(|v| v.0), moving: m.map(|v| v.0), key }
+            Pair { name, reference: r.map(|v| v.0), moving: m.map(|v| v.0), key, problem }
         })
         .collect())
 }
@@ -89,22 +108,33 @@ fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
     if meta.is_dir() {
         let mut out = Vec::new();
         let mut stack = vec![input.to_path_buf()];
+        // Folders already listed (by their real path): a symlink back up the tree is a loop,
+        // not an endless walk.
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(std::fs::canonicalize(input)?);
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d)
                 .with_context(|| format!("input '{}': cannot list", d.display()))?
             {
                 let path = e?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let rel = path
-                        .strip_prefix(input)
-                        .unwrap_or(&path)
-                        .to_string_lossy()
-                        .replace('\\', "/");
-                    let key = fingerprint::hash_json(&fingerprint::file_id(&path)?);
-                    out.push((rel, path.to_string_lossy().into_owned(), key));
+                // Follows symlinks; a dangling or looping one is a file whose pair fails
+                // (named, with the reason), not an error of the whole batch.
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => {
+                        if std::fs::canonicalize(&path).is_ok_and(|real| seen.insert(real)) {
+                            stack.push(path);
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
+                let rel =
+                    path.strip_prefix(input).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                let key = match fingerprint::file_id(&path) {
+                    Ok(id) => fingerprint::hash_json(&id),
+                    Err(e) => format!("unreadable: {}", one_line(format!("{e:#}"))),
+                };
+                out.push((rel, path.to_string_lossy().into_owned(), key));
             }
         }
         out.sort();
@@ -157,6 +187,9 @@ fn align_pair(
     out: &BatchDir,
     threads: Option<usize>,
 ) -> Result<AlignSummary> {
+    if let Some(problem) = &pair.problem {
+        bail!("{problem}");
+    }
     let (Some(r), Some(m)) = (&pair.reference, &pair.moving) else {
         bail!(
             "incomplete pair: no {} file",
@@ -169,6 +202,7 @@ fn align_pair(
         out: out.pair(&pair.name).path().to_path_buf(),
         truth: None,
         params: AlignParams { method: p.method, model: p.model.clone(), ..AlignParams::default() },
+        limits: p.limits,
         quiet: true,
     };
     match p.method {
@@ -194,6 +228,8 @@ pub fn run(
 ) -> Result<BatchSummary> {
     let dir = BatchDir::new(out);
     let start = Instant::now();
+    // One writer per batch folder, and only a folder a batch made (it is updated in place).
+    let claim = output::claim(out, "batch", &[input])?;
     crate::raster::init_gdal();
     if p.method == Method::Network && p.model.is_none() {
         bail!("--method network needs --model RUN/train");
@@ -210,6 +246,8 @@ pub fn run(
         );
     }
     atomic::create_dir(out)?;
+    claim.mark(out)?;
+    output::remove_temp_files(out);
     let settings = fingerprint::hash_json(&(
         p.method.name(),
         p.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
@@ -327,6 +365,28 @@ mod tests {
         assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["s1", "s2", "d/s1"]);
         assert!(find_pairs(&f, &params("*_*_{role}")).is_err());
         assert!(find_pairs(&f, &params("x.tif")).is_err());
+    }
+
+    #[test]
+    fn pair_folders_are_one_component_and_distinct() {
+        use crate::artefacts::align::pair_folder;
+        let names = ["a/b", "a__b", "a%2Fb", "..", ".", "a/..", "%", ""];
+        let folders: std::collections::BTreeSet<String> =
+            names.iter().map(|n| pair_folder(n)).collect();
+        assert_eq!(folders.len(), names.len(), "{folders:?}");
+        for f in &folders {
+            assert!(!f.contains('/') && f != "." && f != ".." && !f.is_empty(), "{f}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_member_path_is_a_pair_with_a_problem() {
+        let f = files(&["../reference.tif", "../moving.tif", "ok/reference.tif", "ok/moving.tif"]);
+        let p = find_pairs(&f, &params("{role}.tif")).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].name, "..");
+        assert!(p[0].problem.as_deref().unwrap().contains("'../"), "{:?}", p[0].problem);
+        assert!(p[1].problem.is_none());
     }
 
     #[test]

@@ -22,10 +22,11 @@ use crate::artefacts::align::{
 };
 use crate::matching::phase::{gradient_magnitude, phase_correlation};
 use crate::raster::bands::BandReader;
+use crate::raster::bounds::{check_bounded, check_space, InputLimits};
 use crate::raster::kind::{resolve_kind, ModalityKind, Role};
 use crate::raster::stats::BandStats;
 use crate::raster::{open_raster, warp, Grid, RasterInfo, Window};
-use crate::util::atomic;
+use crate::util::{atomic, output};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -131,6 +132,7 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
     let ri = open_raster(&req.reference, "reference")?;
     let mi = open_raster(&req.moving, "moving")?;
     let grid = ri.grid.clone();
+    warp::check_reference_crs(&grid, &req.reference)?;
     if !grid.is_north_up() {
         bail!("reference '{}': its geotransform is rotated or not north-up; warp it to a north-up grid first", req.reference.display());
     }
@@ -598,143 +600,152 @@ pub fn run(
     if !(0.0..=1.0).contains(&req.params.min_valid) {
         bail!("--min-valid must be within [0, 1], not {}", req.params.min_valid);
     }
-    atomic::build_dir(
-        &req.out,
-        &AlignDir::new(&req.out).summary_json(),
-        |_| false,
-        |partial| {
-            let work = partial.join("work");
-            atomic::create_dir(&work)?;
-            let inp = open_inputs(req, shape, &work)?;
-            let g = inp.grid.clone();
-            let is_pc = primary.method() == "phase-correlation";
-            let mut pc = PhaseCorrelation;
-            let baseline = (!is_pc).then_some(&mut pc);
-            let (lat, t_primary, t_base) =
-                estimate_lattice(&inp, shape, stride, req, primary, baseline)?;
-            let n_valid = lat.primary.iter().flatten().count();
-            if n_valid == 0 {
-                bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.params.min_valid * 100.0, req.reference.display(), req.moving.display());
-            }
-            let global = global_phase_correlation(&inp)?;
+    let mut inputs = vec![req.reference.as_path(), req.moving.as_path()];
+    inputs.extend(req.truth.as_deref());
+    {
+        let ri = open_raster(&req.reference, "reference")?;
+        let mi = open_raster(&req.moving, "moving")?;
+        let warped = !(mi.grid.same_geometry(&ri.grid)
+            && warp::same_crs(&mi.grid.crs_wkt, &ri.grid.crs_wkt));
+        let m = mi.bands.len() as u64;
+        // The moving raster warped onto the grid, then the displacement (3 bands) and the
+        // corrected raster, each as a work raster and as its COG.
+        let planes = if warped { m } else { 0 } + 2 * (3 + m);
+        check_budget(
+            &req.out,
+            &[(&ri, "reference"), (&mi, "moving")],
+            &ri.grid,
+            planes,
+            &req.limits,
+        )?;
+    }
+    output::build_dir(&req.out, "align", &inputs, |partial| {
+        let work = partial.join("work");
+        atomic::create_dir(&work)?;
+        let inp = open_inputs(req, shape, &work)?;
+        let g = inp.grid.clone();
+        let is_pc = primary.method() == "phase-correlation";
+        let mut pc = PhaseCorrelation;
+        let baseline = (!is_pc).then_some(&mut pc);
+        let (lat, t_primary, t_base) =
+            estimate_lattice(&inp, shape, stride, req, primary, baseline)?;
+        let n_valid = lat.primary.iter().flatten().count();
+        if n_valid == 0 {
+            bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.params.min_valid * 100.0, req.reference.display(), req.moving.display());
+        }
+        let global = global_phase_correlation(&inp)?;
 
-            // Pass 2: outputs, block by block.
-            let method = primary.method();
-            let mut disp = WorkRaster::create(
-                &work.join("displacement.tif"),
-                &g,
-                &["dx".into(), "dy".into(), "reliability".into()],
-                &displacement_metadata(&g, method),
-            )?;
-            let descr: Vec<String> =
-                inp.mb.iter().map(|b| format!("moving:b{b} corrected")).collect();
-            let mut corr = WorkRaster::create(
-                &work.join("corrected.tif"),
-                &g,
-                &descr,
-                &[(
-                    "SIMREG_CORRECTED_BY",
-                    format!("{method} displacement, out(q) = moving(q + D(q)), bilinear"),
-                )],
-            )?;
-            // Error samples: every k-th pixel in both directions, at most ~2^20 whatever the scene
-            // size, in f32 and allocated once (the peak memory stays flat with the scene's size).
-            let k = (((g.width * g.height) as f64 / ERROR_SAMPLES).sqrt().ceil() as usize).max(1);
-            let cap =
-                if inp.truth.is_some() { g.width.div_ceil(k) * g.height.div_ceil(k) } else { 0 };
-            let (mut err, mut err_base) =
-                (Vec::<f32>::with_capacity(cap), Vec::<f32>::with_capacity(cap));
-            let db = inp.moving_kind == ModalityKind::SarDb;
-            for by in (0..g.height).step_by(OUT_BLOCK) {
-                for bx in (0..g.width).step_by(OUT_BLOCK) {
-                    let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
-                    let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
-                    let [dx, dy, rel] = lat.blend(&lat.primary, bx, by, w, h);
-                    if let Some(truth) = &inp.truth {
-                        let tx = truth.window(1, block)?;
-                        let ty = truth.window(2, block)?;
-                        let [bdx, bdy, _] = if is_pc {
-                            [dx.clone(), dy.clone(), Vec::new()]
-                        } else {
-                            lat.blend(&lat.baseline, bx, by, w, h)
-                        };
-                        for r in (0..h).filter(|r| (by + r) % k == 0) {
-                            for c in (0..w).filter(|c| (bx + c) % k == 0) {
-                                let i = r * w + c;
-                                if tx[i].is_finite() && ty[i].is_finite() {
-                                    let e = |x: f32, y: f32| {
-                                        (((x - tx[i]) as f64).powi(2)
-                                            + ((y - ty[i]) as f64).powi(2))
+        // Pass 2: outputs, block by block.
+        let method = primary.method();
+        let mut disp = WorkRaster::create(
+            &work.join("displacement.tif"),
+            &g,
+            &["dx".into(), "dy".into(), "reliability".into()],
+            &displacement_metadata(&g, method),
+        )?;
+        let descr: Vec<String> = inp.mb.iter().map(|b| format!("moving:b{b} corrected")).collect();
+        let mut corr = WorkRaster::create(
+            &work.join("corrected.tif"),
+            &g,
+            &descr,
+            &[(
+                "SIMREG_CORRECTED_BY",
+                format!("{method} displacement, out(q) = moving(q + D(q)), bilinear"),
+            )],
+        )?;
+        // Error samples: every k-th pixel in both directions, at most ~2^20 whatever the scene
+        // size, in f32 and allocated once (the peak memory stays flat with the scene's size).
+        let k = (((g.width * g.height) as f64 / ERROR_SAMPLES).sqrt().ceil() as usize).max(1);
+        let cap = if inp.truth.is_some() { g.width.div_ceil(k) * g.height.div_ceil(k) } else { 0 };
+        let (mut err, mut err_base) =
+            (Vec::<f32>::with_capacity(cap), Vec::<f32>::with_capacity(cap));
+        let db = inp.moving_kind == ModalityKind::SarDb;
+        for by in (0..g.height).step_by(OUT_BLOCK) {
+            for bx in (0..g.width).step_by(OUT_BLOCK) {
+                let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
+                let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
+                let [dx, dy, rel] = lat.blend(&lat.primary, bx, by, w, h);
+                if let Some(truth) = &inp.truth {
+                    let tx = truth.window(1, block)?;
+                    let ty = truth.window(2, block)?;
+                    let [bdx, bdy, _] = if is_pc {
+                        [dx.clone(), dy.clone(), Vec::new()]
+                    } else {
+                        lat.blend(&lat.baseline, bx, by, w, h)
+                    };
+                    for r in (0..h).filter(|r| (by + r) % k == 0) {
+                        for c in (0..w).filter(|c| (bx + c) % k == 0) {
+                            let i = r * w + c;
+                            if tx[i].is_finite() && ty[i].is_finite() {
+                                let e = |x: f32, y: f32| {
+                                    (((x - tx[i]) as f64).powi(2) + ((y - ty[i]) as f64).powi(2))
                                         .sqrt() as f32
-                                    };
-                                    err.push(e(dx[i], dy[i]));
-                                    err_base.push(e(bdx[i], bdy[i]));
-                                }
+                                };
+                                err.push(e(dx[i], dy[i]));
+                                err_base.push(e(bdx[i], bdy[i]));
                             }
                         }
                     }
-                    let bands = resample_block(&inp.moving, &inp.mb, db, [&dx, &dy], block)?;
-                    for (b, px) in bands.into_iter().enumerate() {
-                        corr.write(b + 1, bx, by, w, h, px)?;
-                    }
-                    disp.write(1, bx, by, w, h, dx)?;
-                    disp.write(2, bx, by, w, h, dy)?;
-                    disp.write(3, bx, by, w, h, rel)?;
                 }
+                let bands = resample_block(&inp.moving, &inp.mb, db, [&dx, &dy], block)?;
+                for (b, px) in bands.into_iter().enumerate() {
+                    corr.write(b + 1, bx, by, w, h, px)?;
+                }
+                disp.write(1, bx, by, w, h, dx)?;
+                disp.write(2, bx, by, w, h, dy)?;
+                disp.write(3, bx, by, w, h, rel)?;
             }
-            let dir = AlignDir::new(partial);
-            disp.into_cog(&dir.displacement_tif())?;
-            corr.into_cog(&dir.corrected_tif())?;
-            write_tiepoints(&dir, &g, &lat)?;
-            drop(inp.moving);
-            let _ = std::fs::remove_dir_all(&work);
+        }
+        let dir = AlignDir::new(partial);
+        disp.into_cog(&dir.displacement_tif())?;
+        corr.into_cog(&dir.corrected_tif())?;
+        write_tiepoints(&dir, &g, &lat)?;
+        drop(inp.moving);
+        let _ = std::fs::remove_dir_all(&work);
 
-            let n_err = err.len();
-            let seconds = start.elapsed().as_secs_f64();
-            let summary = AlignSummary {
-                method: method.to_string(),
-                reference: req.reference.clone(),
-                moving: req.moving.clone(),
-                width: g.width,
-                height: g.height,
-                window: shape.tile,
-                stride,
-                n_windows: lat.primary.len(),
-                n_valid_windows: n_valid,
-                mean_shift_px: mean_shift(&lat.primary),
-                median_reliability: median(
-                    lat.primary.iter().flatten().map(|e| e.reliability).collect(),
-                ),
-                reliability: primary.reliability(),
-                megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
-                seconds,
-                estimate_seconds: t_primary,
-                median_error_px: inp.truth.as_ref().and(median(err)),
-                baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
-                n_error_samples: n_err,
-                baseline: BaselineSummary {
-                    method: "phase-correlation".into(),
-                    mean_shift_px: mean_shift(&lat.baseline),
-                    median_peak: median(
-                        lat.baseline.iter().flatten().map(|e| e.reliability).collect(),
-                    ),
-                    global_shift_px: [global.dx, global.dy],
-                    global_peak: global.peak,
-                    estimate_seconds: t_base,
-                },
-                peak_rss_mb: peak_rss_mb(),
-                outputs: file_names(&[
-                    dir.displacement_tif(),
-                    dir.corrected_tif(),
-                    dir.tiepoints_geojson(),
-                    dir.tiepoints_csv(),
-                    dir.summary_json(),
-                ]),
-            };
-            crate::artefacts::write_json(&dir.summary_json(), &summary)?;
-            Ok(summary)
-        },
-    )
+        let n_err = err.len();
+        let seconds = start.elapsed().as_secs_f64();
+        let summary = AlignSummary {
+            method: method.to_string(),
+            reference: req.reference.clone(),
+            moving: req.moving.clone(),
+            width: g.width,
+            height: g.height,
+            window: shape.tile,
+            stride,
+            n_windows: lat.primary.len(),
+            n_valid_windows: n_valid,
+            mean_shift_px: mean_shift(&lat.primary),
+            median_reliability: median(
+                lat.primary.iter().flatten().map(|e| e.reliability).collect(),
+            ),
+            reliability: primary.reliability(),
+            megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
+            seconds,
+            estimate_seconds: t_primary,
+            median_error_px: inp.truth.as_ref().and(median(err)),
+            baseline_median_error_px: inp.truth.as_ref().and(median(err_base)),
+            n_error_samples: n_err,
+            baseline: BaselineSummary {
+                method: "phase-correlation".into(),
+                mean_shift_px: mean_shift(&lat.baseline),
+                median_peak: median(lat.baseline.iter().flatten().map(|e| e.reliability).collect()),
+                global_shift_px: [global.dx, global.dy],
+                global_peak: global.peak,
+                estimate_seconds: t_base,
+            },
+            peak_rss_mb: peak_rss_mb(),
+            outputs: file_names(&[
+                dir.displacement_tif(),
+                dir.corrected_tif(),
+                dir.tiepoints_geojson(),
+                dir.tiepoints_csv(),
+                dir.summary_json(),
+            ]),
+        };
+        crate::artefacts::write_json(&dir.summary_json(), &summary)?;
+        Ok(summary)
+    })
 }
 
 /// GDAL's block cache, through which every work file and COG is written and read, defaults to
@@ -761,6 +772,26 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Before any write (issue 21): every input's first block readable and its declared size
+/// within `--max-pixels`, and `planes` Float32 planes of `grid` fitting the free space.
+fn check_budget(
+    out: &Path,
+    inputs: &[(&RasterInfo, &str)],
+    grid: &Grid,
+    planes: u64,
+    limits: &InputLimits,
+) -> Result<()> {
+    for (info, role) in inputs {
+        check_bounded(info, role, limits.max_pixels)?;
+    }
+    let bytes = planes * grid.width as u64 * grid.height as u64 * 4;
+    check_space(
+        out,
+        bytes,
+        &format!("{planes} Float32 planes of {}x{} px", grid.width, grid.height),
+    )
+}
+
 /// `simreg align --apply SHIFTS.tif`: resamples `moving` (on the same grid as the shifts) by
 /// the saved displacement into `out/corrected.tif` (COG) + summary.json.
 pub fn apply(
@@ -768,6 +799,7 @@ pub fn apply(
     moving: &Path,
     moving_kind: Option<ModalityKind>,
     out: &Path,
+    limits: &InputLimits,
     quiet: bool,
 ) -> Result<ApplySummary> {
     let start = Instant::now();
@@ -787,73 +819,68 @@ pub fn apply(
     };
     let g = si.grid.clone();
     let bands: Vec<usize> = (1..=mi.bands.len()).collect();
-    atomic::build_dir(
-        out,
-        &AlignDir::new(out).summary_json(),
-        |_| false,
-        |partial| {
-            let sr = BandReader::open(shifts, "shifts")?;
-            let mr = BandReader::open(moving, "moving")?;
-            let descr: Vec<String> =
-                bands.iter().map(|b| format!("moving:b{b} corrected")).collect();
-            let mut corr = WorkRaster::create(
-                &partial.join("corrected.work.tif"),
-                &g,
-                &descr,
-                &[(
-                    "SIMREG_CORRECTED_BY",
-                    format!("'{}', out(q) = moving(q + D(q)), bilinear", shifts.display()),
-                )],
-            )?;
-            let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
-            let bar = (!quiet).then(|| indicatif::ProgressBar::new(g.height as u64));
-            for by in (0..g.height).step_by(OUT_BLOCK) {
-                for bx in (0..g.width).step_by(OUT_BLOCK) {
-                    let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
-                    let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
-                    let dx = sr.window(1, block)?;
-                    let dy = sr.window(2, block)?;
-                    for (a, b) in dx.iter().zip(&dy).filter(|(a, b)| a.is_finite() && b.is_finite())
-                    {
-                        sx += *a as f64;
-                        sy += *b as f64;
-                        n += 1;
-                    }
-                    let db = kind == ModalityKind::SarDb;
-                    let px = resample_block(&mr, &bands, db, [&dx, &dy], block)
-                        .with_context(|| format!("shifts '{}'", shifts.display()))?;
-                    for (b, p) in px.into_iter().enumerate() {
-                        corr.write(b + 1, bx, by, w, h, p)?;
-                    }
+    let planes = 2 * mi.bands.len() as u64;
+    check_budget(out, &[(&si, "shifts"), (&mi, "moving")], &g, planes, limits)?;
+    output::build_dir(out, "align", &[shifts, moving], |partial| {
+        let sr = BandReader::open(shifts, "shifts")?;
+        let mr = BandReader::open(moving, "moving")?;
+        let descr: Vec<String> = bands.iter().map(|b| format!("moving:b{b} corrected")).collect();
+        let mut corr = WorkRaster::create(
+            &partial.join("corrected.work.tif"),
+            &g,
+            &descr,
+            &[(
+                "SIMREG_CORRECTED_BY",
+                format!("'{}', out(q) = moving(q + D(q)), bilinear", shifts.display()),
+            )],
+        )?;
+        let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
+        let bar = (!quiet).then(|| indicatif::ProgressBar::new(g.height as u64));
+        for by in (0..g.height).step_by(OUT_BLOCK) {
+            for bx in (0..g.width).step_by(OUT_BLOCK) {
+                let (w, h) = (OUT_BLOCK.min(g.width - bx), OUT_BLOCK.min(g.height - by));
+                let block = Window { col: bx as i64, row: by as i64, width: w, height: h };
+                let dx = sr.window(1, block)?;
+                let dy = sr.window(2, block)?;
+                for (a, b) in dx.iter().zip(&dy).filter(|(a, b)| a.is_finite() && b.is_finite()) {
+                    sx += *a as f64;
+                    sy += *b as f64;
+                    n += 1;
                 }
-                if let Some(b) = &bar {
-                    b.inc(OUT_BLOCK.min(g.height - by) as u64);
+                let db = kind == ModalityKind::SarDb;
+                let px = resample_block(&mr, &bands, db, [&dx, &dy], block)
+                    .with_context(|| format!("shifts '{}'", shifts.display()))?;
+                for (b, p) in px.into_iter().enumerate() {
+                    corr.write(b + 1, bx, by, w, h, p)?;
                 }
             }
-            if let Some(b) = bar {
-                b.finish_and_clear();
+            if let Some(b) = &bar {
+                b.inc(OUT_BLOCK.min(g.height - by) as u64);
             }
-            if n == 0 {
-                bail!("shifts '{}': no valid displacement (all nodata)", shifts.display());
-            }
-            let dir = AlignDir::new(partial);
-            corr.into_cog(&dir.corrected_tif())?;
-            let seconds = start.elapsed().as_secs_f64();
-            let s = ApplySummary {
-                method: "apply".into(),
-                shifts: shifts.to_path_buf(),
-                moving: moving.to_path_buf(),
-                width: g.width,
-                height: g.height,
-                mean_shift_px: [sx / n as f64, sy / n as f64],
-                megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
-                seconds,
-                outputs: file_names(&[dir.corrected_tif(), dir.summary_json()]),
-            };
-            crate::artefacts::write_json(&dir.summary_json(), &s)?;
-            Ok(s)
-        },
-    )
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if n == 0 {
+            bail!("shifts '{}': no valid displacement (all nodata)", shifts.display());
+        }
+        let dir = AlignDir::new(partial);
+        corr.into_cog(&dir.corrected_tif())?;
+        let seconds = start.elapsed().as_secs_f64();
+        let s = ApplySummary {
+            method: "apply".into(),
+            shifts: shifts.to_path_buf(),
+            moving: moving.to_path_buf(),
+            width: g.width,
+            height: g.height,
+            mean_shift_px: [sx / n as f64, sy / n as f64],
+            megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
+            seconds,
+            outputs: file_names(&[dir.corrected_tif(), dir.summary_json()]),
+        };
+        crate::artefacts::write_json(&dir.summary_json(), &s)?;
+        Ok(s)
+    })
 }
 
 /// The phase-correlation run (no network): `simreg align --method phase-correlation`.

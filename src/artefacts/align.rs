@@ -39,10 +39,22 @@ crate::artefacts::run::stage_dir! {
 impl BatchDir {
     /// The output folder of a pair (`a/b` → `pairs/a__b`).
     pub fn pair(&self, name: &str) -> AlignDir {
-        AlignDir::new(self.path().join("pairs").join(name.replace('/', "__")))
+        AlignDir::new(self.path().join("pairs").join(pair_folder(name)))
     }
     pub fn status(&self) -> Result<Vec<StatusRow>> {
         table::read(&self.status_csv())
+    }
+}
+
+/// The folder name of pair `name` (a '/'-separated path inside the input): one path
+/// component, distinct for distinct names (`a/b` → `a%2Fb`, while `a__b` stays itself), and
+/// never `.` or `..`.
+pub fn pair_folder(name: &str) -> String {
+    let f = name.replace('%', "%25").replace('/', "%2F");
+    match f.as_str() {
+        "" => "%".into(),
+        "." | ".." => f.replace('.', "%2E"),
+        _ => f,
     }
 }
 
@@ -140,6 +152,8 @@ pub struct AlignRequest {
     /// A true displacement field on the reference grid (bands dx, dy, px) for error reporting.
     pub truth: Option<PathBuf>,
     pub params: AlignParams,
+    #[serde(default)]
+    pub limits: crate::raster::bounds::InputLimits,
     pub quiet: bool,
 }
 
@@ -233,6 +247,8 @@ pub struct BatchParams {
     /// Redo pairs whose status is `failed` (done pairs are never redone)
     #[arg(long)]
     pub retry_failed: bool,
+    #[command(flatten)]
+    pub limits: crate::raster::bounds::InputLimits,
 }
 
 impl Default for BatchParams {
@@ -245,6 +261,7 @@ impl Default for BatchParams {
             model: None,
             jobs: 2,
             retry_failed: false,
+            limits: Default::default(),
         }
     }
 }

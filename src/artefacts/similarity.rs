@@ -40,6 +40,18 @@ impl SimilarityDir {
         if rows.is_empty() {
             bail!("'{}': no tiles", path.display());
         }
+        // A file cut at a line boundary still parses: the stage's summary says how many rows
+        // it wrote.
+        if let Ok(s) = self.summary() {
+            if s.n_tiles != rows.len() {
+                bail!(
+                    "'{}': {} rows but the similarity stage wrote {} (truncated or edited; run `similarity` again)",
+                    path.display(),
+                    rows.len(),
+                    s.n_tiles
+                );
+            }
+        }
         Ok(rows)
     }
     /// The query tiles and their neighbours; None when there are none.

@@ -132,14 +132,30 @@ impl Default for TrainParams {
 impl TrainParams {
     /// One-line errors for parameters training cannot run with.
     pub fn check(&self) -> Result<()> {
-        if self.epochs == 0
-            || self.batch == 0
-            || !(self.lr.is_finite() && self.lr > 0.0)
-            || !(0.0..1.0).contains(&self.val_fraction)
-        {
+        // Each bad value named with what it must be (a NaN used to reach simreg-learn as
+        // JSON null: "invalid type: null").
+        if self.epochs == 0 {
+            bail!("training parameters: epochs must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("training parameters: batch must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("training parameters: lr must be a positive number, not {}", self.lr);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!(
-                "training parameters: epochs and batch must be ≥ 1, lr > 0, val-fraction within \
-                 [0, 1)"
+                "training parameters: weight-decay must be a non-negative number, not {}",
+                self.weight_decay
+            );
+        }
+        if let Some(l) = self.enforce_similarity.filter(|l| !(l.is_finite() && *l >= 0.0)) {
+            bail!("training parameters: enforce-similarity must be a non-negative number, not {l}");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            bail!(
+                "training parameters: val-fraction must be within [0, 1), not {}",
+                self.val_fraction
             );
         }
         Ok(())

@@ -18,13 +18,13 @@ use crate::artefacts::RunDir;
 use crate::matching::cfog::bounded_search_agrees;
 use crate::matching::Shift;
 use crate::raster::geo;
-use crate::util::atomic;
+use crate::util::{atomic, output};
 use anyhow::{bail, Context, Result};
 use estimate::{Collocation, NeighbourModel};
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Everything the audit knows about one tile.
 struct TileAudit {
@@ -44,6 +44,15 @@ struct TileAudit {
 pub fn run(run: &RunDir, out: &Path, p: &AuditParams, quiet: bool) -> Result<AuditSummary> {
     let start = std::time::Instant::now();
     p.check()?;
+    let inputs_of: Vec<PathBuf> = vec![
+        run.tiles().path().into(),
+        run.labels().path().into(),
+        run.train().path().into(),
+        run.similarity().path().into(),
+    ];
+    let inputs_of: Vec<&Path> = inputs_of.iter().map(PathBuf::as_path).collect();
+    // Claimed before the work: a foreign folder or a second writer is refused at once.
+    let claim = output::claim(out, "audit", &inputs_of)?;
     crate::raster::init_gdal();
     let inp = inputs::load(run)?;
     let tiles: BTreeMap<&str, &TileEntry> =
@@ -206,20 +215,15 @@ pub fn run(run: &RunDir, out: &Path, p: &AuditParams, quiet: bool) -> Result<Aud
         seconds: 0.0,
     };
 
-    atomic::build_dir(
-        out,
-        &AuditDir::new(out).summary_json(),
-        |_| false,
-        |partial| {
-            let dir = AuditDir::new(partial);
-            write_csv(&dir.audit_csv(), &inp, &tiles_audit, &order, has_truth)?;
-            write_geojson(&dir.flagged_geojson(), &inp, &tiles_audit, &order[..n_flagged])?;
-            let mut s = summary.clone();
-            s.seconds = start.elapsed().as_secs_f64();
-            crate::artefacts::write_json(&dir.summary_json(), &s)?;
-            Ok(())
-        },
-    )?;
+    claim.build(|partial| {
+        let dir = AuditDir::new(partial);
+        write_csv(&dir.audit_csv(), &inp, &tiles_audit, &order, has_truth)?;
+        write_geojson(&dir.flagged_geojson(), &inp, &tiles_audit, &order[..n_flagged])?;
+        let mut s = summary.clone();
+        s.seconds = start.elapsed().as_secs_f64();
+        crate::artefacts::write_json(&dir.summary_json(), &s)?;
+        Ok(())
+    })?;
     let mut s = summary;
     s.seconds = start.elapsed().as_secs_f64();
     Ok(s)

@@ -22,7 +22,7 @@ use crate::raster::kind::{ModalityKind, Role};
 use crate::raster::resample::{self as warp, Source};
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
 use crate::raster::Window;
-use crate::util::{atomic, fingerprint};
+use crate::util::{fingerprint, output};
 use anyhow::{bail, Context, Result};
 use field::{Field, FieldParams};
 use indicatif::{ParallelProgressIterator, ProgressBar, ProgressStyle};
@@ -63,6 +63,7 @@ pub fn run(
     let centre = p.centre.unwrap_or(size / 2);
     check(p, size, centre)?;
     let hash = fingerprint::hash_json(&(&manifest.input_hash, p));
+    let claim = output::claim(out, "labels", &[tiles_dir])?;
     let done = LabelsDir::new(out);
     // Up to date: the same inputs and parameters, and a summary this simreg reads (an older
     // one is made again).
@@ -76,12 +77,9 @@ pub fn run(
             return Ok(s);
         }
     }
-    let summary = atomic::build_dir(
-        out,
-        &done.labels_json(),
-        |_| false,
-        |partial| label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts),
-    )?;
+    let summary = claim.build(|partial| {
+        label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts, start)
+    })?;
     Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
 }
 
@@ -124,6 +122,7 @@ fn label_all(
     centre: usize,
     hash: &str,
     opts: &LabelOptions,
+    start: Instant,
 ) -> Result<LabelSummary> {
     let size = m.params.tile_size;
     let tiles_abs = std::fs::canonicalize(tiles_dir)?;
@@ -219,7 +218,8 @@ fn label_all(
         n_tiles: n,
         noise_model: p.noise.model_name(),
         label_noise_rmse_px: [(sx / n as f64).sqrt(), (sy / n as f64).sqrt()],
-        seconds: 0.0,
+        // What the run took, as recorded on disk (a rerun that finds it up to date keeps it).
+        seconds: start.elapsed().as_secs_f64(),
         params: Some(p.clone()),
     };
     write_json(&files.summary_json(), &summary)?;

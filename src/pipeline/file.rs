@@ -67,6 +67,9 @@ pub struct TileSection {
     #[serde(flatten)]
     pub params: TileParams,
     pub scene: Vec<SceneInput>,
+    /// `--max-pixels` (not a tiling parameter: it changes no tile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pixels: Option<u64>,
 }
 
 impl<'de> Deserialize<'de> for TileSection {
@@ -79,9 +82,16 @@ impl<'de> Deserialize<'de> for TileSection {
             Some(v) => Vec::<SceneInput>::deserialize(v).map_err(D::Error::custom)?,
             None => Vec::new(),
         };
+        let max_pixels = match table.remove("max_pixels") {
+            None => None,
+            Some(v) => Some(
+                crate::raster::bounds::parse_count(&v.to_string())
+                    .map_err(|e| D::Error::custom(format!("max_pixels: {e}")))?,
+            ),
+        };
         let params =
             TileParams::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
-        Ok(TileSection { params, scene })
+        Ok(TileSection { params, scene, max_pixels })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::artefacts::{write_json, RunDir};
 use crate::learn::{self, Call};
 use crate::raster::kind::ModalityKind;
 use crate::tiling::{self, TileOptions};
-use crate::util::atomic;
+use crate::util::{atomic, output};
 use crate::{audit, labels, report, synth};
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -51,10 +51,11 @@ pub fn run(
     threads: Option<usize>,
 ) -> Result<RunSummary> {
     let run = RunDir::new(run_dir);
-    atomic::create_dir(run_dir)?;
+    // One writer per run directory, and only a directory simreg made (or an empty one).
+    let _claim = output::claim_run(run_dir)?;
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
-    atomic::write_bytes(&run.pipeline_toml(), effective.as_bytes())?;
+    write_pipeline_toml(&run.pipeline_toml(), &effective)?;
     let how = Call { quiet, threads, capture_errors: false };
     let mut summary = RunSummary::new(run_dir);
 
@@ -63,8 +64,15 @@ pub fn run(
     }
     if let Some(t) = &p.tile {
         let scenes: Vec<SceneInput> = t.scene.iter().map(|s| resolve_synth(s, &run)).collect();
-        summary.tile =
-            Some(tiling::run(&scenes, &t.params, run.tiles().path(), &TileOptions { quiet })?);
+        let limits = crate::raster::bounds::InputLimits {
+            max_pixels: t.max_pixels.unwrap_or(crate::raster::bounds::DEFAULT_MAX_PIXELS),
+        };
+        summary.tile = Some(tiling::run(
+            &scenes,
+            &t.params,
+            run.tiles().path(),
+            &TileOptions { quiet, limits },
+        )?);
     }
     // Independent of the other stages.
     if let Some(t) = &p.toy1d {
@@ -81,7 +89,7 @@ pub fn run(
                     eprintln!("noise sweep: σ = {sigma} px");
                 }
                 let sub = run.sweep(sigma);
-                atomic::create_dir(sub.path())?;
+                let _sub_claim = output::claim_run(sub.path())?;
                 let lp = with_sigma(template, sigma);
                 let s = run_labelled(p, &run, &sub, Some(&lp), quiet, &how)?;
                 summary.sweep.extend(s.train);
@@ -192,7 +200,27 @@ fn resolve_synth(s: &SceneInput, run: &RunDir) -> SceneInput {
 /// Records a stage run from the command line in the run's effective pipeline file
 /// (`<stage output>/../pipeline.toml`), as the `[stage]` table.
 pub fn record_stage(stage_out: &Path, stage: &str, params: &impl Serialize) -> Result<()> {
-    let path = RunDir::of_stage(stage_out).pipeline_toml();
+    let run = RunDir::of_stage(stage_out);
+    let path = run.pipeline_toml();
+    // Only in a run directory simreg made: a user's own folder (and pipeline.toml) above
+    // `--out` is never written.
+    let ours = output::marker_of(run.path()).is_some_and(|m| m.stage == "run")
+        || (output::marker_of(run.path()).is_none() && output::is_simreg_folder(run.path()));
+    if !ours {
+        tracing::info!(
+            "'{}' is not a simreg run directory: the {stage} parameters are recorded in its \
+             summary only",
+            run.path().display()
+        );
+        return Ok(());
+    }
+    let _claim = match output::claim_run(run.path()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("the {stage} parameters are not recorded in the run: {e:#}");
+            return Ok(());
+        }
+    };
     let mut table: toml::Table = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text)
             .with_context(|| format!("pipeline '{}': not valid TOML", path.display()))?,
@@ -202,5 +230,11 @@ pub fn record_stage(stage_out: &Path, stage: &str, params: &impl Serialize) -> R
         stage.to_string(),
         toml::Value::try_from(params).context("cannot record the stage's parameters")?,
     );
-    atomic::write_bytes(&path, toml::to_string_pretty(&table)?.as_bytes())
+    write_pipeline_toml(&path, &toml::to_string_pretty(&table)?)
+}
+
+/// Writes a run's `pipeline.toml`, headed by the line that says simreg wrote it.
+fn write_pipeline_toml(path: &Path, body: &str) -> Result<()> {
+    let body = body.strip_prefix(output::PIPELINE_HEADER).unwrap_or(body).trim_start();
+    atomic::write_bytes(path, format!("{}\n{body}", output::PIPELINE_HEADER).as_bytes())
 }

@@ -1,6 +1,7 @@
 //! GDAL I/O: grids, opening and validating rasters, warping onto a grid, rasterising vectors,
 //! writing GeoTIFFs atomically.
 pub mod bands;
+pub mod bounds;
 pub mod geo;
 pub mod grid;
 pub mod kind;

@@ -42,6 +42,19 @@ pub fn same_crs(a: &str, b: &str) -> bool {
     }
 }
 
+/// A reference must say where it is on the ground: every other input is placed on its grid
+/// through the two CRSs, and outputs carry it. Two rasters without a CRS would otherwise be
+/// paired by pixel position alone, silently.
+pub fn check_reference_crs(grid: &Grid, path: &Path) -> Result<()> {
+    if grid.crs_wkt.is_empty() {
+        bail!(
+            "reference '{}': has no CRS (assign one first, e.g. gdal_edit.py -a_srs EPSG:32631)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Checks that `src` (a raster grid of `role` at `path`) can be placed on `dst`, and that the
 /// two overlap; returns the fraction of `dst`'s extent that `src` covers (by bounding box).
 pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Result<f64> {

@@ -17,12 +17,12 @@ use crate::artefacts::train::TrainSummary;
 use crate::artefacts::{read_json, read_json_if_present, RunDir};
 use crate::raster::bands::read_bands;
 use crate::raster::kind::Role;
-use crate::util::atomic;
+use crate::util::{atomic, output};
 use anyhow::{bail, Context, Result};
 use plots::Series;
 use plotters::style::RGBColor;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Tiles in the audit gallery.
 const TOP: usize = 20;
@@ -69,22 +69,26 @@ pub fn run(run: &RunDir, out: &Path) -> Result<ReportSummary> {
             }
         }
     }
-    atomic::build_dir(
-        out,
-        &ReportDir::new(out).index_html(),
-        |_| false,
-        |partial| {
-            let mut page = Page {
-                dir: partial,
-                headline: None,
-                html: String::new(),
-                files: Vec::new(),
-                notes: Vec::new(),
-            };
-            let summary = build(run, sweep, study, &mut page)?;
-            page.write(run, out, summary)
-        },
-    )
+    let inputs: Vec<PathBuf> = vec![
+        run.tiles().path().into(),
+        run.labels().path().into(),
+        run.train().path().into(),
+        run.similarity().path().into(),
+        run.audit().path().into(),
+        run.path().join("sweep"),
+    ];
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    output::build_dir(out, "report", &inputs, |partial| {
+        let mut page = Page {
+            dir: partial,
+            headline: None,
+            html: String::new(),
+            files: Vec::new(),
+            notes: Vec::new(),
+        };
+        let summary = build(run, sweep, study, &mut page)?;
+        page.write(run, out, summary)
+    })
 }
 
 /// The page being built: its headline (the measured result in one sentence, shown first), its

@@ -11,19 +11,14 @@ pub mod render;
 use crate::artefacts::synth::{SynthDir, SynthParams, SynthSummary};
 use crate::artefacts::{read_json, write_json};
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use crate::util::atomic;
+use crate::util::{atomic, output};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 /// Generates a scene into `out` (created; files written atomically; same seed → same bytes).
 pub fn run(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     params.check()?;
-    let s = atomic::build_dir(
-        out,
-        &SynthDir::new(out).scene_json(),
-        |_| false,
-        |partial| write_scene(params, partial),
-    )?;
+    let s = output::build_dir(out, "synth", &[], |partial| write_scene(params, partial))?;
     Ok(with_paths_in(s, out))
 }
 

@@ -3,6 +3,7 @@
 //! Every modality is brought onto the reference grid (warped when its grid differs, rasterised
 //! when it is a vector map), then the same window is cut from all of them into one Float32
 //! GeoTIFF per tile (bands: reference, moving, map; NaN = nodata).
+pub mod budget;
 pub mod plan;
 pub mod prepare;
 
@@ -15,7 +16,7 @@ use crate::raster::kind::Role;
 use crate::raster::stats;
 use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
 use crate::raster::{Grid, Window};
-use crate::util::{atomic, fingerprint};
+use crate::util::{atomic, fingerprint, output};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plan::plan_windows;
@@ -30,6 +31,8 @@ const STRIP_WINDOWS: usize = 32;
 #[derive(Clone, Debug, Default)]
 pub struct TileOptions {
     pub quiet: bool,
+    /// `--max-pixels`.
+    pub limits: crate::raster::bounds::InputLimits,
 }
 
 /// Runs the stage; `out` is replaced as a whole when done, or left as it was on error.
@@ -56,6 +59,13 @@ pub fn run(
         bail!("two scenes are named '{}'; give them distinct names", w[0]);
     }
     let hash = input_hash(scenes, params)?;
+    let files: Vec<&Path> = scenes
+        .iter()
+        .flat_map(|s| [Some(&s.reference), Some(&s.moving), s.map.as_ref()])
+        .flatten()
+        .flat_map(|m| m.files.iter().map(PathBuf::as_path))
+        .collect();
+    let claim = output::claim(out, "tile", &files)?;
 
     let dir = TilesDir::new(out);
     if let Ok(m) = dir.manifest() {
@@ -65,12 +75,14 @@ pub fn run(
             return Ok(s);
         }
     }
+    // Before anything is written: inputs readable, declared sizes bounded, output fits.
+    budget::check(scenes, params, out, opts.limits.max_pixels)?;
     // An interrupted run with the same inputs keeps its partial output: its finished tiles
     // are reused. An error discards it (nothing half-written).
     let resume = |partial: &Path| {
         std::fs::read_to_string(TilesDir::new(partial).input_hash()).is_ok_and(|h| h.trim() == hash)
     };
-    atomic::build_dir(out, &dir.manifest_json(), resume, |partial| {
+    claim.build_resumable(resume, |partial| {
         let building = TilesDir::new(partial);
         std::fs::write(building.input_hash(), &hash)?;
         let (manifest, n_reused) = tile_all(scenes, params, partial, &hash, opts)?;

@@ -46,7 +46,7 @@ fn stem(p: &Path) -> String {
     p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn is_vector_file(p: &Path) -> bool {
+pub(super) fn is_vector_file(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
         Some("geojson" | "json" | "gpkg" | "shp" | "kml" | "gml" | "fgb")
@@ -57,6 +57,7 @@ fn is_vector_file(p: &Path) -> bool {
 pub fn reference_grid(input: &ModalityInput) -> Result<Grid> {
     let Some(first) = input.files.first() else { bail!("no reference raster given") };
     let info = open_raster(first, Role::Reference.name())?;
+    crate::raster::warp::check_reference_crs(&info.grid, first)?;
     if !info.grid.is_north_up() {
         bail!("reference '{}': rotated or south-up geotransform {:?}; only north-up grids can be tiled", first.display(), info.grid.geotransform);
     }

@@ -1,6 +1,7 @@
 //! Nothing half-written: files are written under a temporary name and renamed; a stage's
 //! output directory is built beside its final place (`<out>.partial`) and swapped in at the end.
-use anyhow::{bail, Context, Result};
+//! Whose a directory is, and who is writing it, live in `output.rs`.
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -30,23 +31,6 @@ pub fn partial_dir(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// Refuses to take over a directory that was not written by this stage: `marker` is the file
-/// every output of the stage holds (e.g. the manifest), by its path in `out` or its name.
-pub fn check_replaceable(out: &Path, marker: &Path) -> Result<()> {
-    let marker =
-        marker.file_name().map_or_else(|| marker.to_string_lossy(), |n| n.to_string_lossy());
-    if out.exists() {
-        if !out.is_dir() {
-            bail!("output '{}': exists and is not a directory", out.display());
-        }
-        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !empty && !out.join(marker.as_ref()).exists() {
-            bail!("output '{}': exists and was not written by this stage (no {marker}); refusing to replace it", out.display());
-        }
-    }
-    Ok(())
-}
-
 /// Creates `dir` (and parents), naming it in the error.
 pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
@@ -57,36 +41,6 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("output '{}': directory is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// Builds a stage's output directory: refuses to replace a directory the stage did not write
-/// (no `marker` in it), builds in `<out>.partial` with `build`, and swaps that onto `out` when
-/// `build` succeeds. On error the partial directory is removed and `out` is left as it was. A
-/// partial directory left by a killed run is cleared first, unless `resume(partial)` says the
-/// stage can continue it.
-pub fn build_dir<T>(
-    out: &Path,
-    marker: &Path,
-    resume: impl FnOnce(&Path) -> bool,
-    build: impl FnOnce(&Path) -> Result<T>,
-) -> Result<T> {
-    check_replaceable(out, marker)?;
-    let partial = partial_dir(out);
-    if partial.exists() && !resume(&partial) {
-        std::fs::remove_dir_all(&partial)
-            .with_context(|| format!("cannot clear '{}'", partial.display()))?;
-    }
-    create_dir(&partial)?;
-    match build(&partial) {
-        Ok(v) => {
-            swap_into_place(&partial, out)?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            Err(e)
-        }
-    }
 }
 
 /// Moves the finished `partial` directory onto `out`, replacing a previous output.

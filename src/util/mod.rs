@@ -1,6 +1,9 @@
-//! Small shared helpers: atomic files and directories, input fingerprints.
+//! Small shared helpers: atomic files and directories, output ownership and locking, signal
+//! handling, input fingerprints.
 pub mod atomic;
 pub mod fingerprint;
+pub mod interrupt;
+pub mod output;
 pub mod table;
 pub mod text;
 pub mod thumbs;

@@ -92,6 +92,8 @@ impl BenchNet {
 }
 
 fn main() -> ExitCode {
+    // First: before any other thread starts (they inherit the blocked signals).
+    simreg::util::interrupt::install();
     let cli = Cli::parse();
     let level = if cli.quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIMREG_LOG")
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            simreg::util::interrupt::wait_if_pending();
             eprintln!("simreg: error: {}", simreg::util::text::torch_message(format!("{e:#}")));
             ExitCode::FAILURE
         }

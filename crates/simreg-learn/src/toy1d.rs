@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use simreg::artefacts::toy1d::{Toy1dDir, Toy1dFrequency, Toy1dParams, Toy1dSummary};
-use simreg::util::atomic;
+use simreg::util::{atomic, output};
 use std::f64::consts::PI;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -300,34 +300,29 @@ fn mean(v: &[f64]) -> f64 {
 /// `out/samples.csv` (built in `out.partial`, swapped in when complete).
 pub fn run(out: &Path, p: &Toy1dParams, quiet: bool) -> Result<Toy1dSummary> {
     p.check()?;
-    atomic::build_dir(
-        out,
-        &Toy1dDir::new(out).summary_json(),
-        |_| false,
-        |dir| {
-            let (mut summary, runs) = experiment(p, &mut |r| {
-                if !quiet {
-                    let c = r.corr.map_or("n/a".into(), |c| format!("{c:+.2}"));
-                    eprintln!("toy1d: f = {}, seed {}: N_S mean {:.1}, corr(N_S, log(1+curvature)) {c}, MAE {:.4} ({:.1} s)", r.f, r.seed, r.ns_mean(), r.mae, r.seconds);
-                }
-            })?;
-            summary.out = out.to_path_buf();
-            let mut csv = String::from("f,seed,alpha,ns,curvature,pred,target\n");
-            for r in &runs {
-                for i in 0..r.alpha.len() {
-                    let _ = writeln!(
-                        csv,
-                        "{},{},{},{},{},{},{}",
-                        r.f, r.seed, r.alpha[i], r.ns[i], r.curvature[i], r.pred[i], r.target[i]
-                    );
-                }
+    output::build_dir(out, "toy1d", &[], |dir| {
+        let (mut summary, runs) = experiment(p, &mut |r| {
+            if !quiet {
+                let c = r.corr.map_or("n/a".into(), |c| format!("{c:+.2}"));
+                eprintln!("toy1d: f = {}, seed {}: N_S mean {:.1}, corr(N_S, log(1+curvature)) {c}, MAE {:.4} ({:.1} s)", r.f, r.seed, r.ns_mean(), r.mae, r.seconds);
             }
-            let dir = Toy1dDir::new(dir);
-            atomic::write_bytes(&dir.samples_csv(), csv.as_bytes())?;
-            simreg::artefacts::write_json(&dir.summary_json(), &summary)?;
-            Ok(summary)
-        },
-    )
+        })?;
+        summary.out = out.to_path_buf();
+        let mut csv = String::from("f,seed,alpha,ns,curvature,pred,target\n");
+        for r in &runs {
+            for i in 0..r.alpha.len() {
+                let _ = writeln!(
+                    csv,
+                    "{},{},{},{},{},{},{}",
+                    r.f, r.seed, r.alpha[i], r.ns[i], r.curvature[i], r.pred[i], r.target[i]
+                );
+            }
+        }
+        let dir = Toy1dDir::new(dir);
+        atomic::write_bytes(&dir.samples_csv(), csv.as_bytes())?;
+        simreg::artefacts::write_json(&dir.summary_json(), &summary)?;
+        Ok(summary)
+    })
 }
 
 #[cfg(test)]

@@ -205,6 +205,8 @@ pub fn run(
         step_cost_ratio: ratio,
     };
     atomic::create_dir(out)?;
+    // Its two files go into the run directory itself: a lock of their own, not the run's.
+    let _lock = simreg::util::output::lock(&out.join("enforce_study"))?;
     let dir = EnforceStudyDir::new(out);
     atomic::write_bytes(&dir.curves_csv(), csv.as_bytes())?;
     write_json(&dir.study_json(), &study)?;

@@ -12,7 +12,7 @@ use simreg::artefacts::similarity::{
 };
 use simreg::artefacts::write_json;
 use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use simreg::util::atomic;
+use simreg::util::output;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -27,6 +27,8 @@ pub fn run(
     quiet: bool,
 ) -> Result<SimilaritySummary> {
     let start = Instant::now();
+    // Claimed before the work: a foreign folder or a second writer is refused at once.
+    let claim = output::claim(out, "similarity", &[model_dir, labels_dir])?;
     let device = crate::device::resolve(p.device)?;
     let (_vs, net, info) = load_model(model_dir, device)?;
     let run = LabelledRun::open(labels_dir)?;
@@ -131,158 +133,152 @@ pub fn run(
     let sigma_hat = crate::train::rmse(&of(&passes.pred), &of(&labels));
     let sketched = sketch.as_ref().map(|_| sketched_factors(&passes, &train));
 
-    atomic::build_dir(
-        out,
-        &SimilarityDir::new(out).summary_json(),
-        |_| false,
-        |partial| {
-            let dir = SimilarityDir::new(partial);
-            // Exact values for the held tiles.
-            let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
-            let k_s = passes.held_k.index_select(1, &ti);
-            let f_exact = kernel::denoising_factors(&k_s);
-            let y = Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>())
-                .view([n as i64, 2]);
-            let e_exact = kernel::neighbour_averages(&k_s, &y.index_select(0, &ti));
-            let ns_pair = passes.held_kc.index_select(1, &ti).sum_dim_intlist(
-                [1i64].as_slice(),
-                false,
-                Kind::Double,
-            );
-            let mut max_rel = 0.0f64;
-            for (h, &i) in held.iter().enumerate() {
-                let pw = ns_pair.double_value(&[h as i64]);
-                max_rel = max_rel.max((passes.ns[i] - pw).abs() / pw.abs().max(1e-12));
+    claim.build(|partial| {
+        let dir = SimilarityDir::new(partial);
+        // Exact values for the held tiles.
+        let ti = Tensor::from_slice(&train.iter().map(|&v| v as i64).collect::<Vec<_>>());
+        let k_s = passes.held_k.index_select(1, &ti);
+        let f_exact = kernel::denoising_factors(&k_s);
+        let y = Tensor::from_slice(&passes.pred.iter().flat_map(|v| *v).collect::<Vec<_>>())
+            .view([n as i64, 2]);
+        let e_exact = kernel::neighbour_averages(&k_s, &y.index_select(0, &ti));
+        let ns_pair = passes.held_kc.index_select(1, &ti).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            Kind::Double,
+        );
+        let mut max_rel = 0.0f64;
+        for (h, &i) in held.iter().enumerate() {
+            let pw = ns_pair.double_value(&[h as i64]);
+            max_rel = max_rel.max((passes.ns[i] - pw).abs() / pw.abs().max(1e-12));
+        }
+        let mut knn = Vec::new();
+        let (mut err_f, mut err_k) = (None::<f64>, None::<f64>);
+        let mut thumbs: Vec<usize> = Vec::new();
+        for (h, &i) in queries.iter().enumerate() {
+            let h = h as i64;
+            let row: Vec<f64> = Vec::try_from(passes.held_kc.get(h))?;
+            let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let mut hist = vec![0usize; 20];
+            for &v in &row {
+                hist[(((v + 1.0) / 2.0 * 20.0).floor() as usize).min(19)] += 1;
             }
-            let mut knn = Vec::new();
-            let (mut err_f, mut err_k) = (None::<f64>, None::<f64>);
-            let mut thumbs: Vec<usize> = Vec::new();
-            for (h, &i) in queries.iter().enumerate() {
-                let h = h as i64;
-                let row: Vec<f64> = Vec::try_from(passes.held_kc.get(h))?;
-                let mut order: Vec<usize> = (0..n).filter(|&j| j != i).collect();
-                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-                let mut hist = vec![0usize; 20];
-                for &v in &row {
-                    hist[(((v + 1.0) / 2.0 * 20.0).floor() as usize).min(19)] += 1;
-                }
-                let fe = f_exact.get(h);
-                let f_trace_exact = fe.trace().double_value(&[]);
-                let f_trace_sketch = sketched.as_ref().map(|s| s.f_trace[i]);
-                if let (Some(fs), Some(sk)) = (f_trace_sketch, &passes.sketches) {
-                    err_f = Some(
-                        err_f.unwrap_or(0.0).max((fs - f_trace_exact).abs() / f_trace_exact.abs()),
-                    );
-                    let est = sk
-                        .index_select(0, &ti)
-                        .to_kind(Kind::Double)
-                        .unsqueeze(0)
-                        .matmul(&sk.get(i as i64).to_kind(Kind::Double).transpose(0, 1))
-                        .squeeze_dim(0);
-                    let exact = passes.held_k.get(h).index_select(0, &ti);
-                    let e = ((&est - &exact).abs().max() / exact.abs().max()).double_value(&[]);
-                    err_k = Some(err_k.unwrap_or(0.0).max(e));
-                }
-                let gap = {
-                    let e = e_exact.get(h);
-                    ((passes.pred[i][0] - e.double_value(&[0])).powi(2)
-                        + (passes.pred[i][1] - e.double_value(&[1])).powi(2))
-                    .sqrt()
-                };
-                let neighbours: Vec<KnnNeighbour> = order
-                    .iter()
-                    .take(p.k)
-                    .map(|&j| KnnNeighbour {
-                        id: run.ids[j].clone(),
-                        kc: row[j],
-                        thumbnail: SimilarityDir::thumbnail(&run.ids[j]),
-                    })
-                    .collect();
-                thumbs.push(i);
-                thumbs.extend(order.iter().take(p.k));
-                knn.push(KnnQuery {
-                    id: run.ids[i].clone(),
-                    thumbnail: SimilarityDir::thumbnail(&run.ids[i]),
-                    ns_linear: passes.ns[i],
-                    ns_pairwise: ns_pair.double_value(&[h]),
-                    f_exact: [
-                        [fe.double_value(&[0, 0]), fe.double_value(&[0, 1])],
-                        [fe.double_value(&[1, 0]), fe.double_value(&[1, 1])],
-                    ],
-                    f_trace_exact,
-                    f_trace_sketch,
-                    neighbour_gap_px: gap,
-                    kc_histogram: hist,
-                    neighbours,
-                });
+            let fe = f_exact.get(h);
+            let f_trace_exact = fe.trace().double_value(&[]);
+            let f_trace_sketch = sketched.as_ref().map(|s| s.f_trace[i]);
+            if let (Some(fs), Some(sk)) = (f_trace_sketch, &passes.sketches) {
+                err_f = Some(
+                    err_f.unwrap_or(0.0).max((fs - f_trace_exact).abs() / f_trace_exact.abs()),
+                );
+                let est = sk
+                    .index_select(0, &ti)
+                    .to_kind(Kind::Double)
+                    .unsqueeze(0)
+                    .matmul(&sk.get(i as i64).to_kind(Kind::Double).transpose(0, 1))
+                    .squeeze_dim(0);
+                let exact = passes.held_k.get(h).index_select(0, &ti);
+                let e = ((&est - &exact).abs().max() / exact.abs().max()).double_value(&[]);
+                err_k = Some(err_k.unwrap_or(0.0).max(e));
             }
-            thumbs.sort_unstable();
-            thumbs.dedup();
-            let s = run.read(&thumbs)?;
-            let (tu, cr, cm) = (t as usize, cr as usize, cm as usize);
-            for (k, &i) in thumbs.iter().enumerate() {
-                let path = dir.path().join(SimilarityDir::thumbnail(&run.ids[i]));
-                std::fs::create_dir_all(path.parent().expect("thumbs/"))?;
-                simreg::util::thumbs::write_pair_png(
-                    &path,
-                    &s.reference[k * cr * tu * tu..][..cr * tu * tu],
-                    cr,
-                    &s.moving[k * cm * tu * tu..][..cm * tu * tu],
-                    cm,
-                    tu,
-                )?;
-            }
-            write_json(&dir.knn_json(), &knn)?;
-            super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
-
-            let rows: Vec<NsRow> = (0..n)
-                .map(|i| {
-                    let (ft, gap) = sketched
-                        .as_ref()
-                        .map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
-                    NsRow {
-                        tile: run.ids[i].clone(),
-                        split: if in_train[i] { Split::Train } else { Split::Val },
-                        ns: passes.ns[i],
-                        g_norm: passes.g_norm[i],
-                        f_trace: ft,
-                        neighbour_gap_px: gap,
-                        pred_dx: passes.pred[i][0],
-                        pred_dy: passes.pred[i][1],
-                        label_dx: labels[i][0],
-                        label_dy: labels[i][1],
-                        predicted_error_px: sigma_hat * (ft / 2.0).sqrt(),
-                    }
+            let gap = {
+                let e = e_exact.get(h);
+                ((passes.pred[i][0] - e.double_value(&[0])).powi(2)
+                    + (passes.pred[i][1] - e.double_value(&[1])).powi(2))
+                .sqrt()
+            };
+            let neighbours: Vec<KnnNeighbour> = order
+                .iter()
+                .take(p.k)
+                .map(|&j| KnnNeighbour {
+                    id: run.ids[j].clone(),
+                    kc: row[j],
+                    thumbnail: SimilarityDir::thumbnail(&run.ids[j]),
                 })
                 .collect();
-            write_ns_csv(&dir.ns_csv(), &rows)?;
-            write_ns_rasters(&run, &passes, &dir)?;
+            thumbs.push(i);
+            thumbs.extend(order.iter().take(p.k));
+            knn.push(KnnQuery {
+                id: run.ids[i].clone(),
+                thumbnail: SimilarityDir::thumbnail(&run.ids[i]),
+                ns_linear: passes.ns[i],
+                ns_pairwise: ns_pair.double_value(&[h]),
+                f_exact: [
+                    [fe.double_value(&[0, 0]), fe.double_value(&[0, 1])],
+                    [fe.double_value(&[1, 0]), fe.double_value(&[1, 1])],
+                ],
+                f_trace_exact,
+                f_trace_sketch,
+                neighbour_gap_px: gap,
+                kc_histogram: hist,
+                neighbours,
+            });
+        }
+        thumbs.sort_unstable();
+        thumbs.dedup();
+        let s = run.read(&thumbs)?;
+        let (tu, cr, cm) = (t as usize, cr as usize, cm as usize);
+        for (k, &i) in thumbs.iter().enumerate() {
+            let path = dir.path().join(SimilarityDir::thumbnail(&run.ids[i]));
+            std::fs::create_dir_all(path.parent().expect("thumbs/"))?;
+            simreg::util::thumbs::write_pair_png(
+                &path,
+                &s.reference[k * cr * tu * tu..][..cr * tu * tu],
+                cr,
+                &s.moving[k * cm * tu * tu..][..cm * tu * tu],
+                cm,
+                tu,
+            )?;
+        }
+        write_json(&dir.knn_json(), &knn)?;
+        super::stored::write(partial, &passes.s_a, train.len(), model_dir)?;
 
-            let mut sorted = passes.ns.clone();
-            sorted.sort_by(f64::total_cmp);
-            let summary = SimilaritySummary {
-                out: out.to_path_buf(),
-                n_tiles: n,
-                n_train: train.len(),
-                params: passes.params,
-                ns_mean: passes.ns.iter().sum::<f64>() / n as f64,
-                ns_median: median(&sorted),
-                jacobians_per_s: passes.jacobians as f64 / passes.jacobian_seconds.max(1e-9),
-                batch,
-                peak_rss_mb: peak_rss_mb(),
-                linear_vs_pairwise_max_rel_err: max_rel,
-                n_checked: held.len(),
-                sketch_dim: p.sketch_dim,
-                sketch_rel_err_f_trace: err_f,
-                sketch_rel_err_kernel: err_k,
-                sigma_hat_px: sigma_hat,
-                device: format!("{device:?}").to_lowercase(),
-                seconds: start.elapsed().as_secs_f64(),
-            };
-            write_json(&dir.summary_json(), &summary)?;
-            Ok(summary)
-        },
-    )
+        let rows: Vec<NsRow> = (0..n)
+            .map(|i| {
+                let (ft, gap) =
+                    sketched.as_ref().map_or((f64::NAN, f64::NAN), |s| (s.f_trace[i], s.gap[i]));
+                NsRow {
+                    tile: run.ids[i].clone(),
+                    split: if in_train[i] { Split::Train } else { Split::Val },
+                    ns: passes.ns[i],
+                    g_norm: passes.g_norm[i],
+                    f_trace: ft,
+                    neighbour_gap_px: gap,
+                    pred_dx: passes.pred[i][0],
+                    pred_dy: passes.pred[i][1],
+                    label_dx: labels[i][0],
+                    label_dy: labels[i][1],
+                    predicted_error_px: sigma_hat * (ft / 2.0).sqrt(),
+                }
+            })
+            .collect();
+        write_ns_csv(&dir.ns_csv(), &rows)?;
+        write_ns_rasters(&run, &passes, &dir)?;
+
+        let mut sorted = passes.ns.clone();
+        sorted.sort_by(f64::total_cmp);
+        let summary = SimilaritySummary {
+            out: out.to_path_buf(),
+            n_tiles: n,
+            n_train: train.len(),
+            params: passes.params,
+            ns_mean: passes.ns.iter().sum::<f64>() / n as f64,
+            ns_median: median(&sorted),
+            jacobians_per_s: passes.jacobians as f64 / passes.jacobian_seconds.max(1e-9),
+            batch,
+            peak_rss_mb: peak_rss_mb(),
+            linear_vs_pairwise_max_rel_err: max_rel,
+            n_checked: held.len(),
+            sketch_dim: p.sketch_dim,
+            sketch_rel_err_f_trace: err_f,
+            sketch_rel_err_kernel: err_k,
+            sigma_hat_px: sigma_hat,
+            device: format!("{device:?}").to_lowercase(),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        write_json(&dir.summary_json(), &summary)?;
+        Ok(summary)
+    })
 }
 
 fn median(sorted: &[f64]) -> f64 {

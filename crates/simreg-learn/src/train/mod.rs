@@ -17,7 +17,7 @@ use simreg::artefacts::train::{
     LogLine, ModelInfo, NetConfig, SplitFile, TrainDir, TrainParams, TrainSummary,
 };
 use simreg::artefacts::write_json;
-use simreg::util::atomic;
+use simreg::util::{atomic, output};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -157,7 +157,12 @@ pub fn run(
 ) -> Result<TrainSummary> {
     let start = Instant::now();
     p.check()?;
-    let dir = TrainDir::new(out);
+    // Claimed before the work: a foreign folder or a second writer is refused at once. The
+    // network is trained in `<out>.partial` and swapped onto `out` when complete: a killed
+    // re-train never mixes new weights with the old run's summary.
+    let claim = output::claim(out, "train", &[labels_dir])?;
+    let partial = atomic::partial_dir(out);
+    let dir = TrainDir::new(&partial);
     let device = crate::device::resolve(p.device)?;
     let data = data::load(labels_dir)?;
     let truth = data::load_truth(labels_dir)?;
@@ -187,8 +192,8 @@ pub fn run(
         tiles_input_hash: data.target.tiles_input_hash.clone(),
         moving_bands: data.target.moving_bands.clone(),
     };
-    atomic::create_dir(out)?;
     let key = simreg::util::fingerprint::hash_json(&(&info, p, &data.ids));
+    prepare_partial(&partial, out, &key)?;
 
     tch::manual_seed(p.seed as i64);
     let mut vs = nn::VarStore::new(device);
@@ -212,19 +217,16 @@ pub fn run(
         trained_samples: 0,
         key: key.clone(),
     };
-    if let Ok(text) = std::fs::read_to_string(&state_path) {
-        let s: ResumeState = serde_json::from_str(&text).context("train state.json unreadable")?;
-        if s.key == key && ckpt.exists() {
-            vs.load(&ckpt).map_err(|e| {
-                anyhow::anyhow!(
-                    "checkpoint '{}': cannot load: {}",
-                    ckpt.display(),
-                    simreg::util::text::torch_message(e)
-                )
-            })?;
-            st = s;
-            tracing::info!("resuming training after epoch {}", st.epoch);
-        }
+    if let Some(s) = same_training(&partial, &key) {
+        vs.load(&ckpt).map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint '{}': cannot load: {}",
+                ckpt.display(),
+                simreg::util::text::torch_message(e)
+            )
+        })?;
+        st = s;
+        tracing::info!("resuming training after epoch {}", st.epoch);
     }
     if st.epoch == 0 {
         let _ = std::fs::remove_file(dir.log_jsonl());
@@ -287,7 +289,7 @@ pub fn run(
             };
             let v = loss.double_value(&[]);
             if !v.is_finite() {
-                bail!("training diverged at epoch {} step {} (loss {v}); the last good checkpoint is kept in '{}'", epoch + 1, st.step, out.display());
+                bail!("training diverged at epoch {} step {} (loss {v}); the last good checkpoint is kept in '{}'", epoch + 1, st.step, partial.display());
             }
             opt.backward_step(&loss);
             loss_sum += v;
@@ -353,7 +355,49 @@ pub fn run(
         seconds: start.elapsed().as_secs_f64(),
     };
     write_json(&dir.summary_json(), &summary)?;
+    claim.mark(&partial)?;
+    atomic::swap_into_place(&partial, out)?;
     Ok(summary)
+}
+
+/// The resume state in `dir` if it belongs to the training `key` and its checkpoint is there.
+fn same_training(dir: &Path, key: &str) -> Option<ResumeState> {
+    let d = TrainDir::new(dir);
+    let text = std::fs::read_to_string(d.state_json()).ok()?;
+    let s: ResumeState = serde_json::from_str(&text).ok()?;
+    (s.key == key && d.checkpoint_safetensors().is_file()).then_some(s)
+}
+
+/// Makes `partial` the place to train in: kept when it holds this same training (a killed or
+/// interrupted run resumes), else a copy of the finished output `out` when that is this same
+/// training (a rerun: nothing to train, the summary is written anew), else empty.
+fn prepare_partial(partial: &Path, out: &Path, key: &str) -> Result<()> {
+    if partial.exists() && same_training(partial, key).is_some() {
+        output::remove_temp_files(partial);
+        return Ok(());
+    }
+    if partial.exists() {
+        std::fs::remove_dir_all(partial)
+            .with_context(|| format!("cannot clear '{}'", partial.display()))?;
+    }
+    atomic::create_dir(partial)?;
+    if same_training(out, key).is_some() {
+        for e in std::fs::read_dir(out)
+            .with_context(|| format!("train '{}': cannot list", out.display()))?
+        {
+            let e = e?;
+            let name = e.file_name();
+            let skip = name == output::MARKER
+                || name == "summary.json"
+                || output::is_temp_name(&name.to_string_lossy());
+            if e.file_type()?.is_file() && !skip {
+                std::fs::copy(e.path(), partial.join(&name)).with_context(|| {
+                    format!("cannot copy '{}' to resume from it", e.path().display())
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn save(vs: &nn::VarStore, path: &Path) -> Result<()> {

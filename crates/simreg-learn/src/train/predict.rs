@@ -8,7 +8,7 @@ use simreg::artefacts::tiles::{TileEntry, TilesDir};
 use simreg::artefacts::train::{ModelInfo, TrainDir};
 use simreg::artefacts::write_json;
 use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
-use simreg::util::atomic;
+use simreg::util::output;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -54,6 +54,9 @@ pub fn run(
     out: &Path,
     device: Device,
 ) -> Result<PredictSummary> {
+    let mut inputs = vec![model_dir];
+    inputs.extend(tiles_dir.into_iter().chain(labels_dir));
+    let claim = output::claim(out, "predict", &inputs)?;
     let (_vs, net, info) = load_model(model_dir, device)?;
     let (inputs, labels, tiles_dir) = match (labels_dir, tiles_dir) {
         (Some(l), _) => {
@@ -89,73 +92,67 @@ pub fn run(
     let m = Tensor::from_slice(&moving).view([n, cm as i64, t, t]).to(device);
     let by_id: BTreeMap<&str, &TileEntry> =
         manifest.tiles.iter().map(|t| (t.id.as_str(), t)).collect();
-    atomic::build_dir(
-        out,
-        &PredictDir::new(out).predictions_json(),
-        |_| false,
-        |partial| {
-            let dir = PredictDir::new(partial);
-            let mut preds = Predictions::new();
-            let mut means = Vec::with_capacity(ids.len());
-            let (o, c) = (cfg.centre_offset, cfg.centre_size);
-            for (k, id) in ids.iter().enumerate() {
-                let tile = by_id
-                    .get(id.as_str())
-                    .with_context(|| format!("tile '{id}' is not in the tiles manifest"))?;
-                let dense = tch::no_grad(|| {
-                    net.forward(&r.narrow(0, k as i64, 1), &m.narrow(0, k as i64, 1))
-                })
-                .to(Device::Cpu)
-                .to_kind(Kind::Double)
+    claim.build(|partial| {
+        let dir = PredictDir::new(partial);
+        let mut preds = Predictions::new();
+        let mut means = Vec::with_capacity(ids.len());
+        let (o, c) = (cfg.centre_offset, cfg.centre_size);
+        for (k, id) in ids.iter().enumerate() {
+            let tile = by_id
+                .get(id.as_str())
+                .with_context(|| format!("tile '{id}' is not in the tiles manifest"))?;
+            let dense =
+                tch::no_grad(|| net.forward(&r.narrow(0, k as i64, 1), &m.narrow(0, k as i64, 1)))
+                    .to(Device::Cpu)
+                    .to_kind(Kind::Double)
                     * cfg.scale_px;
-                let v: Vec<f64> = Vec::try_from(dense.flatten(0, -1))?;
-                let mut bands = [
-                    vec![f32::NAN; cfg.tile_size * cfg.tile_size],
-                    vec![f32::NAN; cfg.tile_size * cfg.tile_size],
-                ];
-                for (b, band) in bands.iter_mut().enumerate() {
-                    for y in 0..c {
-                        for x in 0..c {
-                            band[(o + y) * cfg.tile_size + o + x] = v[b * c * c + y * c + x] as f32;
-                        }
+            let v: Vec<f64> = Vec::try_from(dense.flatten(0, -1))?;
+            let mut bands = [
+                vec![f32::NAN; cfg.tile_size * cfg.tile_size],
+                vec![f32::NAN; cfg.tile_size * cfg.tile_size],
+            ];
+            for (b, band) in bands.iter_mut().enumerate() {
+                for y in 0..c {
+                    for x in 0..c {
+                        band[(o + y) * cfg.tile_size + o + x] = v[b * c * c + y * c + x] as f32;
                     }
                 }
-                let mean = [
-                    v[..c * c].iter().sum::<f64>() / (c * c) as f64,
-                    v[c * c..].iter().sum::<f64>() / (c * c) as f64,
-                ];
-                let field = PathBuf::from(format!("{id}.field.tif"));
-                let path = dir.path().join(&field);
-                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-                let crs =
-                    manifest.scene(&tile.scene).map(|s| s.grid.crs_wkt.clone()).unwrap_or_default();
-                let [dx, dy] = bands;
-                let data = vec![
-                    BandData { description: "dx".into(), pixels: dx },
-                    BandData { description: "dy".into(), pixels: dy },
-                ];
-                write_f32_geotiff(
-                    &path,
-                    &crs,
-                    tile.geotransform,
-                    cfg.tile_size,
-                    cfg.tile_size,
-                    data,
-                    &[("SIMREG_UNITS", "px, x east, y south".into())],
-                    GeoTiffOptions { deflate: true },
-                )?;
-                means.push(mean);
-                preds.insert(id.clone(), Prediction { displacement: mean, field });
             }
-            write_json(&dir.predictions_json(), &preds)?;
-            let summary = PredictSummary {
-                out: out.to_path_buf(),
-                n_tiles: ids.len(),
-                rmse_labels_px: labels.map(|l| super::rmse(&means, &l)),
-                device: format!("{device:?}").to_lowercase(),
-            };
-            write_json(&dir.summary_json(), &summary)?;
-            Ok(summary)
-        },
-    )
+            let mean = [
+                v[..c * c].iter().sum::<f64>() / (c * c) as f64,
+                v[c * c..].iter().sum::<f64>() / (c * c) as f64,
+            ];
+            let field = PathBuf::from(format!("{id}.field.tif"));
+            let path = dir.path().join(&field);
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            let crs =
+                manifest.scene(&tile.scene).map(|s| s.grid.crs_wkt.clone()).unwrap_or_default();
+            let [dx, dy] = bands;
+            let data = vec![
+                BandData { description: "dx".into(), pixels: dx },
+                BandData { description: "dy".into(), pixels: dy },
+            ];
+            write_f32_geotiff(
+                &path,
+                &crs,
+                tile.geotransform,
+                cfg.tile_size,
+                cfg.tile_size,
+                data,
+                &[("SIMREG_UNITS", "px, x east, y south".into())],
+                GeoTiffOptions { deflate: true },
+            )?;
+            means.push(mean);
+            preds.insert(id.clone(), Prediction { displacement: mean, field });
+        }
+        write_json(&dir.predictions_json(), &preds)?;
+        let summary = PredictSummary {
+            out: out.to_path_buf(),
+            n_tiles: ids.len(),
+            rmse_labels_px: labels.map(|l| super::rmse(&means, &l)),
+            device: format!("{device:?}").to_lowercase(),
+        };
+        write_json(&dir.summary_json(), &summary)?;
+        Ok(summary)
+    })
 }
