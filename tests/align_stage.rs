@@ -726,3 +726,49 @@ fn batch_input_problems_stay_with_their_pair() {
     assert_eq!(summary["n_pairs"], 2, "the batch's own summary, not a pair's: {summary}");
     assert!(!zout.join("displacement.tif").exists());
 }
+
+/// Issue 21: two batches at once on one folder marked good pairs as failed, and a plain rerun
+/// did not fix them. The second is refused while the first runs; no pair is marked failed.
+#[test]
+fn two_batches_at_once_never_mark_a_good_pair_failed() {
+    let t = tempfile::tempdir().unwrap();
+    let sc = Scene::new(&t.path().join("scene"), 128, 6);
+    let opt = std::fs::read(sc.dir.join("synth/optical.tif")).unwrap();
+    let mov = std::fs::read(sc.dir.join("displaced_sar/corrected.tif")).unwrap();
+    let input = t.path().join("input");
+    for i in 0..16 {
+        let d = input.join(format!("p{i:02}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("reference.tif"), &opt).unwrap();
+        std::fs::write(d.join("moving.tif"), &mov).unwrap();
+    }
+    let out = t.path().join("batch");
+    let args = ["batch", "--input", &s(&input), "--out", &s(&out), "--jobs", "1"];
+    let mut first = Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = t.path().join("batch.lock");
+    let t0 = std::time::Instant::now();
+    while !lock.exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = simreg(&args);
+    if second.status.success() {
+        // Only if the first had already finished: then it skipped every pair.
+        let v: Value = serde_json::from_slice(&second.stdout).unwrap_or(Value::Null);
+        assert!(v.is_null() || v["failed"] == 0, "{v}");
+    } else {
+        let err = stderr(&second);
+        assert!(
+            err.contains(&format!("pid {}", first.id())) && err.contains("is writing it"),
+            "{err}"
+        );
+    }
+    assert!(first.wait().unwrap().success());
+    let rerun = ok(&args);
+    assert_eq!((rerun["ok"].as_u64(), rerun["failed"].as_u64()), (Some(16), Some(0)), "{rerun}");
+    assert_eq!(rerun["processed"].as_u64(), Some(0), "nothing left to redo: {rerun}");
+}

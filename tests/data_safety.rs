@@ -143,6 +143,25 @@ fn a_folder_that_merely_holds_a_summary_json_is_never_replaced() {
     assert_eq!(std::fs::read_to_string(mine.join("thesis.tex")).unwrap(), "work");
     assert!(!t.path().join("mine.partial").exists());
 
+    // train and batch checked nothing at all; similarity and audit took summary.json as proof.
+    assert!(run_args(&labels_args(&run, "labels", "1")).status.success());
+    let before = snapshot(&mine);
+    let m = s(&mine);
+    let (labels, synth) = (s(&run.join("labels")), s(&run.join("synth")));
+    let cases: [(&[&str], &str); 4] = [
+        (&["train", "--labels", &labels, "--out", &m, "--epochs", "1"], "train"),
+        (&["batch", "--input", &synth, "--out", &m], "batch"),
+        (&["similarity", &s(&run), "--out", &m], "similarity"),
+        (&["audit", &s(&run), "--out", &m], "audit"),
+    ];
+    for (args, stage) in cases {
+        let o = simreg(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{stage}: {err}");
+        assert!(err.contains(&format!("was not written by simreg's {stage} stage")), "{err}");
+        assert_eq!(snapshot(&mine), before, "{stage} changed the user's folder");
+    }
+
     // `run` into a user's folder: refused before anything is written there.
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
     let before = snapshot(&mine);
@@ -340,6 +359,25 @@ fn a_killed_retrain_leaves_the_finished_run_as_it_was_its_child_dies_and_it_resu
     assert_eq!(resumed_log.lines().next(), partial_log.lines().next(), "resumed: the log goes on");
     assert_eq!(snapshot(&run.join("train")), finished, "still untouched");
     assert!(!run.join("train.lock").exists(), "the lock is released on SIGTERM");
+}
+
+#[test]
+fn a_second_train_on_a_folder_being_trained_is_refused_naming_the_first() {
+    let t = tempfile::tempdir().unwrap();
+    let run = tiled_run(t.path(), 128);
+    assert!(run_args(&labels_args(&run, "labels", "1")).status.success());
+    // The lock is held where the training runs: in the simreg-learn child.
+    let (mut first, learn) = training_in_progress(&run, "300", "1");
+    let log = std::fs::read_to_string(run.join("train.partial/log.jsonl")).unwrap();
+    let o = run_args(&train_args(&run, "1", "2"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("pid {learn}")) && err.contains("is writing it"), "{err}");
+    // The first training's own files were not touched by the second.
+    let now = std::fs::read_to_string(run.join("train.partial/log.jsonl")).unwrap();
+    assert!(now.starts_with(&log), "the first run's log goes on undisturbed");
+    signal(first.id(), libc::SIGTERM);
+    assert_eq!(first.wait().unwrap().code(), Some(143));
 }
 
 #[test]
