@@ -743,7 +743,9 @@ fn two_batches_at_once_never_mark_a_good_pair_failed() {
         std::fs::write(d.join("moving.tif"), &mov).unwrap();
     }
     let out = t.path().join("batch");
-    let args = ["batch", "--input", &s(&input), "--out", &s(&out), "--jobs", "1"];
+    // Two jobs each, as the report had it (simreg before issue 21: 3-12 of 16 good pairs
+    // failed, 3 of 3 tries).
+    let args = ["batch", "--input", &s(&input), "--out", &s(&out), "--jobs", "2"];
     let mut first = Command::new(bin())
         .args(args)
         .stdout(std::process::Stdio::null())
@@ -752,7 +754,8 @@ fn two_batches_at_once_never_mark_a_good_pair_failed() {
         .unwrap();
     let lock = t.path().join("batch.lock");
     let t0 = std::time::Instant::now();
-    while !lock.exists() && t0.elapsed().as_secs() < 60 {
+    // Until the first batch has started writing (its lock, or its folder).
+    while !lock.exists() && !out.exists() && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let second = simreg(&args);
