@@ -16,10 +16,11 @@ fn s(p: &Path) -> &str {
 /// pixels in one strip starting inside the file: GDAL opens it, and fails on the first read.
 /// (simreg before issue 21 wrote 5.0 GB in 10 s from it in `tile`, 6.7 GB in `align`.)
 fn corrupt_60000(path: &Path) {
+    /// (tag, type, count, an inline value or the bytes stored after the IFD)
+    type Tag = (u16, u16, u32, Result<u32, Vec<u8>>);
     let f64s = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let u16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    // (tag, type, count, inline value or the bytes stored after the IFD)
-    let tags: Vec<(u16, u16, u32, Result<u32, Vec<u8>>)> = vec![
+    let tags: Vec<Tag> = vec![
         (256, 4, 1, Ok(60000)),                        // ImageWidth
         (257, 4, 1, Ok(60000)),                        // ImageLength
         (258, 3, 1, Ok(8)),                            // BitsPerSample
