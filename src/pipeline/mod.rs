@@ -204,9 +204,7 @@ pub fn record_stage(stage_out: &Path, stage: &str, params: &impl Serialize) -> R
     let path = run.pipeline_toml();
     // Only in a run directory simreg made: a user's own folder (and pipeline.toml) above
     // `--out` is never written.
-    let ours = output::marker_of(run.path()).is_some_and(|m| m.stage == "run")
-        || (output::marker_of(run.path()).is_none() && output::is_simreg_folder(run.path()));
-    if !ours {
+    if !output::is_run_folder(run.path()) {
         tracing::info!(
             "'{}' is not a simreg run directory: the {stage} parameters are recorded in its \
              summary only",

@@ -290,7 +290,7 @@ impl Claim {
 /// Whether every entry of `dir` is something simreg writes in a run directory: stage outputs
 /// (marked), their partial or lock files, and the run's own files (a `pipeline.toml` that
 /// simreg wrote). A run directory made by stage commands alone has no run marker yet.
-pub fn is_simreg_folder(dir: &Path) -> bool {
+fn is_simreg_folder(dir: &Path) -> bool {
     const RUN_FILES: [&str; 4] =
         [MARKER, "noise_sweep.json", "enforce_study.json", "enforce_curves.csv"];
     let Ok(entries) = std::fs::read_dir(dir) else { return false };
@@ -310,6 +310,15 @@ pub fn is_simreg_folder(dir: &Path) -> bool {
     })
 }
 
+/// Whether `dir` is a run directory simreg made: marked as a run, or (made by stage commands
+/// alone, before any `simreg run`) unmarked and holding only simreg's outputs.
+pub fn is_run_folder(dir: &Path) -> bool {
+    match marker_of(dir) {
+        Some(m) => m.stage == "run",
+        None => is_simreg_folder(dir),
+    }
+}
+
 /// Whether a run's `pipeline.toml` was written by simreg (its first line says so).
 pub fn written_by_simreg(pipeline_toml: &Path) -> bool {
     std::fs::read_to_string(pipeline_toml).is_ok_and(|t| t.lines().next() == Some(PIPELINE_HEADER))
@@ -320,11 +329,7 @@ pub fn written_by_simreg(pipeline_toml: &Path) -> bool {
 pub fn claim_run(dir: &Path) -> Result<Claim> {
     let lock = lock(dir)?;
     let run = Marker { stage: "run".into(), run: resolve(dir) };
-    let ours = match marker_of(dir) {
-        Some(m) => m.stage == "run",
-        None => !dir.exists() || is_simreg_folder(dir),
-    };
-    if !ours {
+    if dir.exists() && !is_run_folder(dir) {
         check_owner(dir, "run")?;
     }
     remove_leftovers(dir);
