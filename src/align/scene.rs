@@ -126,11 +126,20 @@ fn pick_bands(info: &RasterInfo, asked: &Option<Vec<usize>>, role: &str) -> Resu
     }
 }
 
-/// Opens and checks the reference and moving rasters (the moving one is warped onto the
-/// reference grid into `work` when its grid differs) and the truth field.
-fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<Inputs> {
-    let ri = open_raster(&req.reference, "reference")?;
-    let mi = open_raster(&req.moving, "moving")?;
+/// Whether the moving raster must be warped onto the reference grid (its grid differs).
+fn needs_warp(moving: &Grid, grid: &Grid) -> bool {
+    !(moving.same_geometry(grid) && warp::same_crs(&moving.crs_wkt, &grid.crs_wkt))
+}
+
+/// Checks the reference and moving rasters `ri`, `mi` of `req` (the moving one is warped onto
+/// the reference grid into `work` when its grid differs) and opens them and the truth field.
+fn open_inputs(
+    req: &AlignRequest,
+    shape: &ModelShape,
+    ri: &RasterInfo,
+    mi: &RasterInfo,
+    work: &Path,
+) -> Result<Inputs> {
     let grid = ri.grid.clone();
     warp::check_reference_crs(&grid, &req.reference)?;
     if !grid.is_north_up() {
@@ -145,8 +154,8 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             shape.tile
         );
     }
-    let rb = pick_bands(&ri, &req.params.reference_bands, "reference")?;
-    let mb = pick_bands(&mi, &req.params.moving_bands, "moving")?;
+    let rb = pick_bands(ri, &req.params.reference_bands, "reference")?;
+    let mb = pick_bands(mi, &req.params.moving_bands, "moving")?;
     if let Some((cr, cm)) = shape.bands {
         if rb.len() != cr {
             bail!("reference '{}': {} band(s) used, the model takes {cr} (choose with --reference-bands)", req.reference.display(), rb.len());
@@ -159,18 +168,17 @@ fn open_inputs(req: &AlignRequest, shape: &ModelShape, work: &Path) -> Result<In
             );
         }
     }
-    let moving_path =
-        if mi.grid.same_geometry(&grid) && warp::same_crs(&mi.grid.crs_wkt, &grid.crs_wkt) {
-            req.moving.clone()
-        } else {
-            warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
-            let dst = work.join("moving_on_grid.tif");
-            warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
-            dst
-        };
+    let moving_path = if !needs_warp(&mi.grid, &grid) {
+        req.moving.clone()
+    } else {
+        warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
+        let dst = work.join("moving_on_grid.tif");
+        warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
+        dst
+    };
     let moving_kind = match req.params.moving_kind {
         Some(k) => k,
-        None => resolve_kind(Role::Moving, &req.moving, &mi)?,
+        None => resolve_kind(Role::Moving, &req.moving, mi)?,
     };
     let reference = BandReader::open(&req.reference, "reference")?;
     let moving = BandReader::open(&moving_path, "moving")?;
@@ -602,27 +610,17 @@ pub fn run(
     }
     let mut inputs = vec![req.reference.as_path(), req.moving.as_path()];
     inputs.extend(req.truth.as_deref());
-    {
-        let ri = open_raster(&req.reference, "reference")?;
-        let mi = open_raster(&req.moving, "moving")?;
-        let warped = !(mi.grid.same_geometry(&ri.grid)
-            && warp::same_crs(&mi.grid.crs_wkt, &ri.grid.crs_wkt));
-        let m = mi.bands.len() as u64;
-        // The moving raster warped onto the grid, then the displacement (3 bands) and the
-        // corrected raster, each as a work raster and as its COG.
-        let planes = if warped { m } else { 0 } + 2 * (3 + m);
-        check_budget(
-            &req.out,
-            &[(&ri, "reference"), (&mi, "moving")],
-            &ri.grid,
-            planes,
-            &req.limits,
-        )?;
-    }
+    let ri = open_raster(&req.reference, "reference")?;
+    let mi = open_raster(&req.moving, "moving")?;
+    let m = mi.bands.len() as u64;
+    // The moving raster warped onto the grid, then the displacement (3 bands) and the
+    // corrected raster, each as a work raster and as its COG.
+    let planes = if needs_warp(&mi.grid, &ri.grid) { m } else { 0 } + 2 * (3 + m);
+    check_budget(&req.out, &[(&ri, "reference"), (&mi, "moving")], &ri.grid, planes, &req.limits)?;
     output::build_dir(&req.out, "align", &inputs, |partial| {
         let work = partial.join("work");
         atomic::create_dir(&work)?;
-        let inp = open_inputs(req, shape, &work)?;
+        let inp = open_inputs(req, shape, &ri, &mi, &work)?;
         let g = inp.grid.clone();
         let is_pc = primary.method() == "phase-correlation";
         let mut pc = PhaseCorrelation;
