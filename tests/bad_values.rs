@@ -8,6 +8,23 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `simreg tile` of `r` and `m` into `out`, in 32-px tiles.
+fn tile_args<'a>(r: &'a Path, m: &'a Path, out: &'a Path) -> [&'a str; 11] {
+    [
+        "tile",
+        "--reference",
+        s(r),
+        "--moving",
+        s(m),
+        "--tile-size",
+        "32",
+        "--overlap",
+        "8",
+        "--out",
+        s(out),
+    ]
+}
+
 /// Expects exit status non-zero with one line containing every needle.
 fn refused(args: &[&str], needles: &[&str]) -> String {
     let o = simreg(args);
@@ -120,20 +137,7 @@ fn rasters_without_a_crs_are_refused_naming_the_reference() {
     let out = p("run/out");
     for (reference, moving) in [("opt_nocrs.tif", "sar_nocrs.tif"), ("opt_nocrs.tif", "sar.tif")] {
         let (r, m) = (p(reference), p(moving));
-        let tile = [
-            "tile",
-            "--reference",
-            s(&r),
-            "--moving",
-            s(&m),
-            "--tile-size",
-            "32",
-            "--overlap",
-            "8",
-            "--out",
-            s(&out),
-        ];
-        let err = refused(&tile, &["reference", reference, "has no CRS"]);
+        let err = refused(&tile_args(&r, &m, &out), &["reference", reference, "has no CRS"]);
         assert!(!err.contains(moving), "the reference is at fault, not the moving raster: {err}");
         let align = [
             "align",
@@ -151,18 +155,5 @@ fn rasters_without_a_crs_are_refused_naming_the_reference() {
     }
     // A moving raster without a CRS against a georeferenced reference: the moving one is named.
     let (r, m) = (p("opt.tif"), p("sar_nocrs.tif"));
-    let tile = [
-        "tile",
-        "--reference",
-        s(&r),
-        "--moving",
-        s(&m),
-        "--tile-size",
-        "32",
-        "--overlap",
-        "8",
-        "--out",
-        s(&out),
-    ];
-    refused(&tile, &["moving", "sar_nocrs.tif", "has no CRS"]);
+    refused(&tile_args(&r, &m, &out), &["moving", "sar_nocrs.tif", "has no CRS"]);
 }
