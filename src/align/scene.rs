@@ -173,7 +173,15 @@ fn open_inputs(
     } else {
         warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
         let dst = work.join("moving_on_grid.tif");
-        warp::warp_onto_grid(&req.moving, "moving", &grid, warp::Resampling::Bilinear, &dst)?;
+        let exact = warp::WarpOptions { exact: true, virtual_raster: false };
+        warp::warp_onto_grid(
+            &req.moving,
+            "moving",
+            &grid,
+            warp::Resampling::Bilinear,
+            &dst,
+            exact,
+        )?;
         dst
     };
     let moving_kind = match req.params.moving_kind {

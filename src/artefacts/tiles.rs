@@ -5,12 +5,13 @@ use super::{read_json, JsonArtefact};
 use crate::raster::bands::OpenFiles;
 use crate::raster::kind::{ModalityKind, Role};
 use crate::raster::stats::BandStats;
+use crate::raster::write::{Compression, SampleType};
 use crate::raster::{warp::Resampling, Grid, Window};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_FORMAT: &str = "simreg-tiles/1";
+pub const MANIFEST_FORMAT: &str = "simreg-tiles/2";
 
 crate::artefacts::run::stage_dir! {
     /// `RUN/tiles/`: the tiles (`<scene>/x<col>_y<row>.tif`), warped or rasterised copies of
@@ -30,6 +31,7 @@ impl TilesDir {
         if !path.exists() {
             bail!("tiles '{}': no manifest (run `simreg tile` first)", self.path().display());
         }
+        // An older manifest that does not parse as this format is named by read_json.
         let m: Manifest = read_json(&path)?;
         if m.format != MANIFEST_FORMAT {
             bail!(
@@ -66,9 +68,36 @@ pub struct TileParams {
     /// flush
     #[arg(long, value_enum, default_value_t = TileParams::default().edge)]
     pub edge: EdgePolicy,
-    /// DEFLATE-compress tiles
+    /// Tile compression (DEFLATE and ZSTD with a predictor)
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    pub compress: Compression,
+    /// Tile sample type: the sources' own when every band has the same type (Byte, UInt16,
+    /// Int16 or Float32; nodata kept), Float32 otherwise; or Float32 always
+    #[arg(long, value_enum, default_value_t = TileDtype::Source)]
+    pub dtype: TileDtype,
+    /// A raster whose grid matches the reference grid up to a whole-pixel offset, to within
+    /// this many pixels at its far corner, is read in place instead of warped
+    #[arg(long = "in-place-tolerance", value_name = "PX", default_value_t = IN_PLACE_TOLERANCE_PX)]
+    pub in_place_tolerance_px: f64,
+    /// Warp with the exact transformation at every pixel instead of GDAL's approximate
+    /// (piecewise linear) transformer, whose error is bounded by 0.01 px
     #[arg(long)]
-    pub deflate: bool,
+    pub exact_warp: bool,
+}
+
+/// The default `--in-place-tolerance`: 0.01 px at the far corner (a Float64 geotransform
+/// rounded through text or a reprojected extent differs by ~1e-3 px).
+pub const IN_PLACE_TOLERANCE_PX: f64 = 0.01;
+
+/// `--dtype`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TileDtype {
+    /// The sources' common sample type (Float32 when they differ)
+    #[default]
+    Source,
+    /// Float32 always
+    Float32,
 }
 
 impl TileParams {
@@ -86,6 +115,13 @@ impl TileParams {
         if !(0.0..=1.0).contains(&self.min_valid) {
             bail!("min-valid must be within [0, 1], not {}", self.min_valid);
         }
+        if !(0.0..=0.5).contains(&self.in_place_tolerance_px) {
+            bail!(
+                "in-place-tolerance must be within [0, 0.5] px, not {} (beyond that a grid \
+                 is not the same grid)",
+                self.in_place_tolerance_px
+            );
+        }
         Ok(())
     }
 }
@@ -97,7 +133,10 @@ impl Default for TileParams {
             overlap: 32,
             min_valid: 0.9,
             edge: EdgePolicy::Shift,
-            deflate: false,
+            compress: Compression::None,
+            dtype: TileDtype::Source,
+            in_place_tolerance_px: IN_PLACE_TOLERANCE_PX,
+            exact_warp: false,
         }
     }
 }
@@ -118,6 +157,9 @@ pub struct SceneEntry {
     pub name: String,
     /// The reference grid every modality was brought onto; tiles use its CRS.
     pub grid: Grid,
+    /// The sample type of the scene's tiles (a tile with no integer value free for nodata
+    /// is Float32; GDAL says so when it is read).
+    pub sample_type: SampleType,
     pub modalities: Vec<ModalityEntry>,
     pub n_windows: usize,
     pub n_tiles: usize,
@@ -143,6 +185,10 @@ pub struct SourceEntry {
     pub rasterised: bool,
     /// Fraction of the reference extent covered by the file's bounding box.
     pub coverage: f64,
+    /// Some(misfit) when the file was read in place (its grid is the reference grid up to a
+    /// whole-pixel offset): the misfit in pixels at its far corner, within the tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_place_misfit_px: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +205,10 @@ pub struct BandEntry {
     /// (a relative path is relative to the tiles directory).
     pub grid_file: PathBuf,
     pub grid_band: usize,
+    /// The reference grid's pixel (c, r) is `grid_file`'s (c + dx, r + dy) (in-place reads
+    /// of a raster on the same grid with another origin).
+    #[serde(default, skip_serializing_if = "is_zero_offset")]
+    pub grid_offset: [i64; 2],
     /// Value of `grid_file` that means nodata (besides NaN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodata: Option<f64>,
@@ -211,10 +261,16 @@ impl SceneEntry {
                     b.grid_file.clone()
                 };
                 let label = || format!("{} '{}'", role.name(), path.display());
-                open.get(&path, role.name(), label)?.window(b.grid_band, win)
+                let [dx, dy] = b.grid_offset;
+                let at = Window { col: win.col + dx, row: win.row + dy, ..win };
+                open.get(&path, role.name(), label)?.window(b.grid_band, at)
             })
             .collect()
     }
+}
+
+fn is_zero_offset(o: &[i64; 2]) -> bool {
+    *o == [0, 0]
 }
 
 /// What to do with the strip left over at the right and bottom edges when the raster size is

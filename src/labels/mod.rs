@@ -20,7 +20,7 @@ use crate::artefacts::{read_json, write_json};
 use crate::raster::bands::OpenFiles;
 use crate::raster::kind::{ModalityKind, Role};
 use crate::raster::resample::{self as warp, Source};
-use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::write::{write_geotiff, BandData, GeoTiffOptions};
 use crate::raster::Window;
 use crate::util::{fingerprint, output};
 use anyhow::{bail, Context, Result};
@@ -312,9 +312,9 @@ fn label_tile(
             std::fs::create_dir_all(parent)?;
         }
     }
-    let opts = GeoTiffOptions { deflate: false };
+    let opts = GeoTiffOptions::default();
     let crs = &scene.grid.crs_wkt;
-    write_f32_geotiff(
+    write_geotiff(
         &dir.join(&moving),
         crs,
         t.geotransform,
@@ -331,7 +331,7 @@ fn label_tile(
             BandData { description: "dy".into(), pixels: as_f32(b) },
         ]
     };
-    write_f32_geotiff(
+    write_geotiff(
         &dir.join(&label_field),
         crs,
         t.geotransform,
@@ -341,7 +341,7 @@ fn label_tile(
         &[("SIMREG_UNITS", "px, x east, y south".into())],
         opts,
     )?;
-    write_f32_geotiff(
+    write_geotiff(
         &dir.join(&truth_field),
         crs,
         t.geotransform,

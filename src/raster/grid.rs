@@ -53,6 +53,34 @@ impl Grid {
                 .zip(other.geotransform.iter())
                 .all(|(a, b)| (a - b).abs() <= tol)
     }
+    /// Where this grid's pixel corners fall on `other`'s pixel grid, when the two differ by a
+    /// whole-pixel offset up to round-off: `Some((dx, dy, err))` with `self`'s pixel (c, r)
+    /// at `other`'s (c + dx, r + dy) to within `err` px over the whole of `self` (its four
+    /// corners; the map between two affine grids is affine, so the corners bound it). Both
+    /// grids must be in one CRS (checked by the caller). None when the misfit exceeds
+    /// `tolerance_px`: then `other` must be resampled onto `self`.
+    pub fn whole_pixel_offset(&self, other: &Grid, tolerance_px: f64) -> Option<(i64, i64, f64)> {
+        let (a, b) = (self.geotransform, other.geotransform);
+        let det = b[1] * b[5] - b[2] * b[4];
+        if !(det.is_finite() && det != 0.0) {
+            return None;
+        }
+        // `self`'s pixel (c, r) → ground → `other`'s fractional pixel.
+        let to_other = |c: f64, r: f64| {
+            let (x, y) = (a[0] + c * a[1] + r * a[2], a[3] + c * a[4] + r * a[5]);
+            let (dx, dy) = (x - b[0], y - b[3]);
+            ((b[5] * dx - b[2] * dy) / det, (b[1] * dy - b[4] * dx) / det)
+        };
+        let (c0, r0) = to_other(0.0, 0.0);
+        let (ox, oy) = (c0.round(), r0.round());
+        let (w, h) = (self.width as f64, self.height as f64);
+        let mut err: f64 = 0.0;
+        for (c, r) in [(0.0, 0.0), (w, 0.0), (0.0, h), (w, h)] {
+            let (u, v) = to_other(c, r);
+            err = err.max((u - c - ox).abs()).max((v - r - oy).abs());
+        }
+        (err <= tolerance_px).then_some((ox as i64, oy as i64, err))
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +113,30 @@ mod tests {
         r.geotransform[2] = 0.1;
         assert!(!r.is_north_up());
         assert!(!g.same_geometry(&r));
+    }
+
+    #[test]
+    fn whole_pixel_offset_measures_the_misfit_at_the_far_corner() {
+        let g = grid();
+        assert_eq!(g.whole_pixel_offset(&g, 0.01), Some((0, 0, 0.0)));
+        // The other grid starts 3 columns left and 2 rows up of this one: this one's (0, 0)
+        // is its (3, 2).
+        let mut o = g.clone();
+        o.geotransform[0] -= 30.0;
+        o.geotransform[3] += 20.0;
+        assert_eq!(o.whole_pixel_offset(&g, 0.01).map(|(x, y, _)| (x, y)), Some((-3, -2)));
+        assert_eq!(g.whole_pixel_offset(&o, 0.01).map(|(x, y, _)| (x, y)), Some((3, 2)));
+        // A pixel size off by 3e-5 relative: 0.003 px across 100 columns, read in place at
+        // 0.01 px but not at 0.001.
+        let mut s = g.clone();
+        s.geotransform[1] *= 1.0 + 3e-5;
+        let (_, _, err) = g.whole_pixel_offset(&s, 0.01).expect("within 0.01 px");
+        assert!((err - 100.0 * 3e-5 / (1.0 + 3e-5)).abs() < 1e-9, "{err}");
+        assert_eq!(g.whole_pixel_offset(&s, 0.001), None);
+        // Half a pixel of shift is never a whole-pixel offset.
+        let mut h = g.clone();
+        h.geotransform[0] += 5.0;
+        assert_eq!(g.whole_pixel_offset(&h, 0.4), None);
     }
 }
 

@@ -1,22 +1,98 @@
-//! Writing Float32 GeoTIFFs atomically: a temporary name, then a rename.
-use anyhow::{Context, Result};
-use gdal::raster::{Buffer, RasterCreationOptions};
+//! Writing GeoTIFFs atomically (a temporary name, then a rename), in the sources' own sample
+//! type where that type can hold them, with the compression asked for.
+use anyhow::{bail, Context, Result};
+use gdal::raster::{Buffer, GdalType, RasterCreationOptions};
 use gdal::spatial_ref::SpatialRef;
 use gdal::{DriverManager, Metadata};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::path::Path;
 
-/// One band to write: its description (e.g. "reference:B02:b1") and row-major pixels.
+/// One band to write: its description (e.g. "reference:B02:b1") and row-major pixels, NaN
+/// where there is no data.
 pub struct BandData {
     pub description: String,
     pub pixels: Vec<f32>,
 }
 
+/// The sample types tiles keep from their sources: those whose every value f32 holds exactly
+/// (pixels pass through f32 between reading and writing). Others (Int32, Float64, ...) are
+/// written as Float32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SampleType {
+    Byte,
+    UInt16,
+    Int16,
+    Float32,
+}
+
+impl SampleType {
+    /// The type for a band GDAL calls `name` ("Byte", "UInt16", ...), when tiles can keep it.
+    pub fn from_gdal_name(name: &str) -> Option<SampleType> {
+        Some(match name {
+            "Byte" => SampleType::Byte,
+            "UInt16" => SampleType::UInt16,
+            "Int16" => SampleType::Int16,
+            "Float32" => SampleType::Float32,
+            _ => return None,
+        })
+    }
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            SampleType::Byte => 1,
+            SampleType::UInt16 | SampleType::Int16 => 2,
+            SampleType::Float32 => 4,
+        }
+    }
+
+    /// The integer range of an integer type.
+    fn range(self) -> Option<(i32, i32)> {
+        match self {
+            SampleType::Byte => Some((0, 255)),
+            SampleType::UInt16 => Some((0, 65535)),
+            SampleType::Int16 => Some((-32768, 32767)),
+            SampleType::Float32 => None,
+        }
+    }
+}
+
+/// GeoTIFF compression (`--compress`). DEFLATE and ZSTD use a predictor: horizontal
+/// differencing for integers, the floating-point predictor for floats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Deflate,
+    Zstd,
+    Lzw,
+}
+
 /// Output options for tiles and work files.
 #[derive(Clone, Copy, Debug)]
 pub struct GeoTiffOptions {
-    /// DEFLATE compression (smaller, slower); uncompressed otherwise.
-    pub deflate: bool,
+    pub compress: Compression,
+    pub sample: SampleType,
+    /// For integer samples: the nodata value to use when it is free (no valid pixel has it),
+    /// e.g. the sources' own; another free value of the type is chosen otherwise.
+    pub preferred_nodata: Option<f64>,
+}
+
+impl Default for GeoTiffOptions {
+    fn default() -> Self {
+        GeoTiffOptions {
+            compress: Compression::None,
+            sample: SampleType::Float32,
+            preferred_nodata: None,
+        }
+    }
+}
+
+impl GeoTiffOptions {
+    pub fn compressed(compress: Compression) -> GeoTiffOptions {
+        GeoTiffOptions { compress, ..GeoTiffOptions::default() }
+    }
 }
 
 /// Runs `f` with the CRS parsed from `wkt`, parsed once per thread: parsing WKT (PROJ database
@@ -34,9 +110,51 @@ fn with_srs<R>(wkt: &str, f: impl FnOnce(&SpatialRef) -> gdal::errors::Result<R>
     })
 }
 
-/// Writes a Float32 GeoTIFF with NaN as nodata. `metadata` items go in the default domain.
+/// The nodata value an integer tile of range [lo, hi] can use: `preferred` when no valid
+/// pixel has it, else the highest free value; None when no pixel is nodata and `preferred`
+/// is taken (or absent), or when every value is taken (then Err: the tile needs Float32).
+fn integer_nodata(
+    bands: &[BandData],
+    (lo, hi): (i32, i32),
+    preferred: Option<f64>,
+) -> std::result::Result<Option<f64>, ()> {
+    let mut used = vec![false; (hi - lo + 1) as usize];
+    let mut any_invalid = false;
+    for b in bands {
+        for &v in &b.pixels {
+            if v.is_nan() {
+                any_invalid = true;
+            } else {
+                used[(quantise(v, lo, hi) - lo) as usize] = true;
+            }
+        }
+    }
+    let preferred = preferred
+        .filter(|p| p.fract() == 0.0 && (lo as f64..=hi as f64).contains(p))
+        .map(|p| p as i32);
+    if let Some(p) = preferred.filter(|&p| !used[(p - lo) as usize]) {
+        return Ok(Some(p as f64));
+    }
+    if !any_invalid {
+        return Ok(None);
+    }
+    match (lo..=hi).rev().find(|&v| !used[(v - lo) as usize]) {
+        Some(v) => Ok(Some(v as f64)),
+        None => Err(()),
+    }
+}
+
+/// A valid pixel as the integer it is stored as (warped integer data is rounded back).
+fn quantise(v: f32, lo: i32, hi: i32) -> i32 {
+    (v.round() as i32).clamp(lo, hi)
+}
+
+/// Writes a GeoTIFF of `opts.sample` samples; NaN pixels become the nodata value (NaN itself
+/// for Float32). An integer tile whose every value is taken by valid pixels while some are
+/// nodata (no value is free to mean nodata) is written as Float32. `metadata` items go in the
+/// default domain.
 #[allow(clippy::too_many_arguments)]
-pub fn write_f32_geotiff(
+pub fn write_geotiff(
     path: &Path,
     crs_wkt: &str,
     geotransform: [f64; 6],
@@ -47,35 +165,29 @@ pub fn write_f32_geotiff(
     opts: GeoTiffOptions,
 ) -> Result<()> {
     super::init_gdal();
+    if let Some(b) = bands.iter().find(|b| b.pixels.len() != width * height) {
+        bail!(
+            "internal: band '{}' has {} pixels, not {width}x{height}",
+            b.description,
+            b.pixels.len()
+        );
+    }
+    let (sample, nodata) = match opts.sample.range() {
+        Some(range) => match integer_nodata(&bands, range, opts.preferred_nodata) {
+            Ok(nd) => (opts.sample, nd),
+            Err(()) => (SampleType::Float32, Some(f64::NAN)),
+        },
+        None => (SampleType::Float32, Some(f64::NAN)),
+    };
     let tmp = crate::util::atomic::temp_path(path);
-    let n_bands = bands.len();
-    let tmp_ref = &tmp;
-    let result = (move || -> Result<()> {
-        let driver = DriverManager::get_driver_by_name("GTiff")?;
-        let mut co = vec!["INTERLEAVE=BAND"];
-        if opts.deflate {
-            co.extend(["COMPRESS=DEFLATE", "PREDICTOR=3"]);
-        }
-        let co = RasterCreationOptions::from_iter(co);
-        let mut ds = driver
-            .create_with_band_type_with_options::<f32, _>(tmp_ref, width, height, n_bands, &co)?;
-        ds.set_geo_transform(&geotransform)?;
-        if !crs_wkt.is_empty() {
-            with_srs(crs_wkt, |srs| ds.set_spatial_ref(srs))?;
-        }
-        for (k, v) in metadata {
-            ds.set_metadata_item(k, v, "")?;
-        }
-        for (i, b) in bands.into_iter().enumerate() {
-            let mut band = ds.rasterband(i + 1)?;
-            band.set_no_data_value(Some(f64::NAN))?;
-            band.set_description(&b.description)?;
-            let mut buf = Buffer::new((width, height), b.pixels);
-            band.write((0, 0), (width, height), &mut buf)?;
-        }
-        ds.close()?;
-        Ok(())
-    })();
+    let header =
+        Header { crs_wkt, geotransform, width, height, metadata, nodata, compress: opts.compress };
+    let result = match sample {
+        SampleType::Byte => write_as::<u8>(&tmp, &header, bands, |v| v as u8),
+        SampleType::UInt16 => write_as::<u16>(&tmp, &header, bands, |v| v as u16),
+        SampleType::Int16 => write_as::<i16>(&tmp, &header, bands, |v| v as i16),
+        SampleType::Float32 => write_as::<f32>(&tmp, &header, bands, |v| v as f32),
+    };
     match result {
         Ok(()) => std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename onto '{}'", path.display())),
@@ -83,5 +195,113 @@ pub fn write_f32_geotiff(
             let _ = std::fs::remove_file(&tmp);
             Err(e.context(format!("cannot write '{}'", path.display())))
         }
+    }
+}
+
+struct Header<'a> {
+    crs_wkt: &'a str,
+    geotransform: [f64; 6],
+    width: usize,
+    height: usize,
+    metadata: &'a [(&'a str, String)],
+    nodata: Option<f64>,
+    compress: Compression,
+}
+
+/// Writes `bands` as samples of type T: valid pixels rounded (integer T) through `cast`, NaN
+/// as `header.nodata`.
+fn write_as<T: GdalType + Copy>(
+    tmp: &Path,
+    h: &Header,
+    bands: Vec<BandData>,
+    cast: impl Fn(f64) -> T,
+) -> Result<()> {
+    let float = T::gdal_ordinal() == gdal_sys::GDALDataType::GDT_Float32;
+    let driver = DriverManager::get_driver_by_name("GTiff")?;
+    let mut co = vec!["INTERLEAVE=BAND".to_string()];
+    match h.compress {
+        Compression::None => {}
+        Compression::Lzw => co.push("COMPRESS=LZW".into()),
+        c => {
+            co.push(format!(
+                "COMPRESS={}",
+                if c == Compression::Zstd { "ZSTD" } else { "DEFLATE" }
+            ));
+            co.push(format!("PREDICTOR={}", if float { 3 } else { 2 }));
+        }
+    }
+    let co = RasterCreationOptions::from_iter(co.iter().map(String::as_str));
+    let mut ds = driver.create_with_band_type_with_options::<T, _>(
+        tmp,
+        h.width,
+        h.height,
+        bands.len(),
+        &co,
+    )?;
+    ds.set_geo_transform(&h.geotransform)?;
+    if !h.crs_wkt.is_empty() {
+        with_srs(h.crs_wkt, |srs| ds.set_spatial_ref(srs))?;
+    }
+    for (k, v) in h.metadata {
+        ds.set_metadata_item(k, v, "")?;
+    }
+    let (range, fill) = match (float, h.nodata) {
+        (true, _) => (None, f64::NAN),
+        (false, nd) => {
+            let r = match T::gdal_ordinal() {
+                gdal_sys::GDALDataType::GDT_Byte => SampleType::Byte.range(),
+                gdal_sys::GDALDataType::GDT_UInt16 => SampleType::UInt16.range(),
+                _ => SampleType::Int16.range(),
+            };
+            (r, nd.unwrap_or(0.0))
+        }
+    };
+    for (i, b) in bands.into_iter().enumerate() {
+        let mut band = ds.rasterband(i + 1)?;
+        band.set_no_data_value(h.nodata)?;
+        band.set_description(&b.description)?;
+        let data: Vec<T> = match range {
+            None => b.pixels.iter().map(|&v| cast(v as f64)).collect(),
+            Some((lo, hi)) => b
+                .pixels
+                .iter()
+                .map(|&v| cast(if v.is_nan() { fill } else { quantise(v, lo, hi) as f64 }))
+                .collect(),
+        };
+        let mut buf = Buffer::new((h.width, h.height), data);
+        band.write((0, 0), (h.width, h.height), &mut buf)?;
+    }
+    ds.close()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn band(px: &[f32]) -> BandData {
+        BandData { description: String::new(), pixels: px.to_vec() }
+    }
+
+    #[test]
+    fn integer_nodata_takes_a_value_no_valid_pixel_has() {
+        let byte = (0, 255);
+        // The sources' nodata is free: used even where no pixel is nodata (it says what the
+        // sources said).
+        assert_eq!(integer_nodata(&[band(&[1.0, 2.0])], byte, Some(0.0)), Ok(Some(0.0)));
+        // Taken by a valid pixel: the highest free value where a pixel needs it, none otherwise.
+        assert_eq!(
+            integer_nodata(&[band(&[0.0, 255.0, f32::NAN])], byte, Some(0.0)),
+            Ok(Some(254.0))
+        );
+        assert_eq!(integer_nodata(&[band(&[0.0, 7.0])], byte, Some(0.0)), Ok(None));
+        // Warped values are rounded before the check (254.6 is stored as 255).
+        assert_eq!(integer_nodata(&[band(&[254.6, f32::NAN])], byte, None), Ok(Some(254.0)));
+        // A preferred value the type cannot hold is ignored.
+        assert_eq!(integer_nodata(&[band(&[f32::NAN])], byte, Some(-9999.0)), Ok(Some(255.0)));
+        // Every value taken and a pixel nodata: no integer encoding.
+        let mut all: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        all.push(f32::NAN);
+        assert_eq!(integer_nodata(&[band(&all)], byte, Some(0.0)), Err(()));
     }
 }

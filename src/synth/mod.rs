@@ -10,7 +10,7 @@ pub mod render;
 
 use crate::artefacts::synth::{SynthDir, SynthParams, SynthSummary};
 use crate::artefacts::{read_json, write_json};
-use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions};
 use crate::util::{atomic, output};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -48,11 +48,11 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     let wkt = gdal::spatial_ref::SpatialRef::from_epsg(params.epsg)?.to_wkt()?;
     let gt = params.geotransform();
     let n = params.size;
-    let opts = GeoTiffOptions { deflate: true };
+    let opts = GeoTiffOptions::compressed(Compression::Deflate);
     let band = |d: &str, p: Vec<f32>| BandData { description: d.into(), pixels: p };
     let [b, g, r, nir] = img.optical;
     let optical = dir.optical_tif();
-    write_f32_geotiff(
+    write_geotiff(
         &optical,
         &wkt,
         gt,
@@ -64,7 +64,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     )?;
     let [vv, vh] = img.sar_db;
     let sar = dir.sar_tif();
-    write_f32_geotiff(
+    write_geotiff(
         &sar,
         &wkt,
         gt,
@@ -76,7 +76,7 @@ fn write_scene(params: &SynthParams, out: &Path) -> Result<SynthSummary> {
     )?;
     let [fill, edge, roads] = img.map;
     let map_raster = dir.map_tif();
-    write_f32_geotiff(
+    write_geotiff(
         &map_raster,
         &wkt,
         gt,

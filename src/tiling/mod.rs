@@ -1,8 +1,10 @@
 //! The `tile` stage: multimodal rasters → pair-aware tiles on the reference grid + a manifest.
 //!
-//! Every modality is brought onto the reference grid (warped when its grid differs, rasterised
-//! when it is a vector map), then the same window is cut from all of them into one Float32
-//! GeoTIFF per tile (bands: reference, moving, map; NaN = nodata).
+//! Every modality is brought onto the reference grid (read in place when its grid is the
+//! reference grid up to a whole-pixel offset, warped on read through a VRT when it differs,
+//! rasterised when it is a vector map), then the same window is cut from all of them into
+//! one GeoTIFF per tile (bands: reference, moving, map) in the sources' common sample type
+//! (Float32 when they differ; NaN or a free integer value = nodata).
 pub mod budget;
 pub mod plan;
 pub mod prepare;
@@ -14,13 +16,13 @@ use crate::artefacts::tiles::{
 use crate::raster::bands::OpenFiles;
 use crate::raster::kind::Role;
 use crate::raster::stats;
-use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::write::{write_geotiff, BandData, GeoTiffOptions};
 use crate::raster::{Grid, Window};
 use crate::util::{atomic, fingerprint, output};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plan::plan_windows;
-use prepare::{prepare_modality, reference_grid, PreparedModality};
+use prepare::{prepare_modality, reference_grid, tile_sample_type, PreparedModality};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -197,17 +199,20 @@ fn tile_scene(
     let windows =
         plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
             .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
-    // Warped and rasterised copies on the reference grid stay with the tiles (later stages
-    // read around tiles from them).
+    // Warping VRTs and rasterised copies on the reference grid stay with the tiles (later
+    // stages read around tiles from them).
     let work = dir.join(&name).join("grid");
     atomic::create_dir(&work)?;
     let mut mods = vec![
-        prepare_modality(Role::Reference, &scene.reference, &grid, &work)?,
-        prepare_modality(Role::Moving, &scene.moving, &grid, &work)?,
+        prepare_modality(Role::Reference, &scene.reference, &grid, &work, params)?,
+        prepare_modality(Role::Moving, &scene.moving, &grid, &work, params)?,
     ];
     if let Some(map) = &scene.map {
-        mods.push(prepare_modality(Role::Map, map, &grid, &work)?);
+        mods.push(prepare_modality(Role::Map, map, &grid, &work, params)?);
     }
+    let all_bands = || mods.iter().flat_map(|m| m.bands.iter());
+    let sample = tile_sample_type(params.dtype, all_bands().map(|b| b.dtype.as_str()));
+    let preferred_nodata = all_bands().find_map(|b| b.source_nodata);
     let scene_dir = dir.join(&name);
     atomic::create_dir(&scene_dir)?;
 
@@ -226,6 +231,7 @@ fn tile_scene(
         params,
         dir,
         samples_per_tile: stats::samples_per_tile(windows.len()),
+        write: GeoTiffOptions { compress: params.compress, sample, preferred_nodata },
     };
     // Windows of one tile row, in runs of at most STRIP_WINDOWS: each run is read once per
     // band as a strip (a few large reads instead of many small ones; memory bounded).
@@ -280,6 +286,7 @@ fn tile_scene(
                         .strip_prefix(dir)
                         .map_or_else(|_| b.read_from.clone(), Path::to_path_buf),
                     grid_band: b.read_band,
+                    grid_offset: b.offset,
                     nodata: b.nodata,
                     stats: stats::summarise(
                         std::mem::take(&mut samples[tile_band - 1]),
@@ -300,6 +307,7 @@ fn tile_scene(
     let entry = SceneEntry {
         name: name.clone(),
         grid,
+        sample_type: sample,
         modalities,
         n_windows: windows.len(),
         n_tiles: tiles.len(),
@@ -316,6 +324,7 @@ struct SceneCtx<'a> {
     params: &'a TileParams,
     dir: &'a Path,
     samples_per_tile: usize,
+    write: GeoTiffOptions,
 }
 
 /// All bands over the bounding box of a run of windows in one tile row (NaN outside the raster
@@ -339,8 +348,9 @@ impl SceneCtx<'_> {
         for m in self.mods {
             for b in &m.bands {
                 let label = || format!("{} '{}'", m.role.name(), b.source.display());
-                bands
-                    .push(open.get(&b.read_from, m.role.name(), label)?.window(b.read_band, area)?);
+                let [dx, dy] = b.offset;
+                let at = Window { col: area.col + dx, row: area.row + dy, ..area };
+                bands.push(open.get(&b.read_from, m.role.name(), label)?.window(b.read_band, at)?);
             }
         }
         Ok(Strip { col, row, width: area.width, height, bands })
@@ -414,7 +424,7 @@ impl SceneCtx<'_> {
                 ("SIMREG_TILE_ID", id.clone()),
                 ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase()),
             ];
-            write_f32_geotiff(
+            write_geotiff(
                 &path,
                 &self.grid.crs_wkt,
                 geotransform,
@@ -422,7 +432,7 @@ impl SceneCtx<'_> {
                 win.height,
                 bands,
                 &meta,
-                GeoTiffOptions { deflate: self.params.deflate },
+                self.write,
             )?;
         }
         let tile = TileEntry {

@@ -1,21 +1,28 @@
 //! Bringing every modality of a scene onto the reference grid: open and check each input,
 //! warp the ones on another grid, rasterise vector maps, and list the bands a tile will hold.
-use crate::artefacts::tiles::{ModalityInput, SourceEntry};
+use crate::artefacts::tiles::{ModalityInput, SourceEntry, TileDtype, TileParams};
 use crate::raster::kind::{resolve_kind, ModalityKind, Role};
-use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid};
-use crate::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid, WarpOptions};
+use crate::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions, SampleType};
 use crate::raster::{open_raster, rasterize::rasterize_vector, Grid};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
-/// A band as the tiler reads it: from the original file when it is on the reference grid,
-/// otherwise from a warped (or rasterised) work file on that grid.
+/// A band as the tiler reads it: from the original file when it is on the reference grid
+/// (up to a whole-pixel offset), otherwise through a warping VRT (or from a rasterised work
+/// file) on that grid.
 #[derive(Clone, Debug)]
 pub struct BandSource {
     pub read_from: PathBuf,
     pub read_band: usize,
-    /// Source nodata (already NaN in work files).
+    /// The reference grid's pixel (c, r) is `read_from`'s (c + dx, r + dy).
+    pub offset: [i64; 2],
+    /// Nodata of `read_from` (NaN in warping VRTs and work files).
     pub nodata: Option<f64>,
+    /// Nodata declared by the source file itself.
+    pub source_nodata: Option<f64>,
+    /// The source band's sample type as GDAL names it ("Byte", "Float32", ...).
+    pub dtype: String,
     pub description: String,
     pub source: PathBuf,
     pub source_band: usize,
@@ -64,12 +71,26 @@ pub fn reference_grid(input: &ModalityInput) -> Result<Grid> {
     Ok(info.grid)
 }
 
+/// The sample type of tiles holding `bands`: their common type when tiles can keep it and
+/// `--dtype source` (the default), Float32 otherwise.
+pub fn tile_sample_type<'a>(
+    dtype: TileDtype,
+    mut bands: impl Iterator<Item = &'a str>,
+) -> SampleType {
+    let Some(first) = bands.next() else { return SampleType::Float32 };
+    match (dtype, SampleType::from_gdal_name(first)) {
+        (TileDtype::Source, Some(t)) if bands.all(|b| b == first) => t,
+        _ => SampleType::Float32,
+    }
+}
+
 /// Opens, checks and (where needed) warps the files of one modality onto `grid`.
 pub fn prepare_modality(
     role: Role,
     input: &ModalityInput,
     grid: &Grid,
     work: &Path,
+    params: &TileParams,
 ) -> Result<PreparedModality> {
     if input.files.is_empty() {
         bail!("no {} file given", role.name());
@@ -86,7 +107,7 @@ pub fn prepare_modality(
                 BandData { description: "fill".into(), pixels: map.fill },
                 BandData { description: "edge".into(), pixels: map.edge },
             ];
-            write_f32_geotiff(
+            write_geotiff(
                 &dst,
                 &grid.crs_wkt,
                 grid.geotransform,
@@ -94,13 +115,16 @@ pub fn prepare_modality(
                 grid.height,
                 b,
                 &[],
-                GeoTiffOptions { deflate: true },
+                GeoTiffOptions::compressed(Compression::Deflate),
             )?;
             for (k, name) in ["fill", "edge"].iter().enumerate() {
                 bands.push(BandSource {
                     read_from: dst.clone(),
                     read_band: k + 1,
+                    offset: [0, 0],
                     nodata: None,
+                    source_nodata: None,
+                    dtype: "Float32".into(),
                     description: format!("{}:{}:{name}", role.name(), stem(file)),
                     source: file.clone(),
                     source_band: k + 1,
@@ -112,6 +136,7 @@ pub fn prepare_modality(
                 resampling: None,
                 rasterised: true,
                 coverage: 1.0,
+                in_place_misfit_px: None,
             });
             kind = Some(ModalityKind::Map);
             continue;
@@ -126,20 +151,28 @@ pub fn prepare_modality(
                 k
             }
         };
-        let on_grid = info.grid.same_geometry(grid) && same_crs(&info.grid.crs_wkt, &grid.crs_wkt);
-        let (read_from, resampling) = if on_grid {
-            (file.clone(), None)
+        // The reference grid's pixel (c, r) is the file's (c + dx, r + dy), to within `misfit`.
+        let in_place = if same_crs(&info.grid.crs_wkt, &grid.crs_wkt) {
+            grid.whole_pixel_offset(&info.grid, params.in_place_tolerance_px)
         } else {
-            let dst = work.join(format!("{}_{i}_warped.tif", role.name()));
-            if !dst.exists() {
-                tracing::info!(
-                    "warping {} '{shown}' onto the reference grid ({:?})",
-                    role.name(),
-                    k.resampling()
-                );
-                warp_onto_grid(file, role.name(), grid, k.resampling(), &dst)?;
+            None
+        };
+        let (read_from, offset, resampling) = match in_place {
+            Some((dx, dy, _)) => (file.clone(), [dx, dy], None),
+            None => {
+                // A VRT that warps as the tiler reads: no warped copy of the grid on disk.
+                let dst = work.join(format!("{}_{i}_warped.vrt", role.name()));
+                if !dst.exists() {
+                    tracing::info!(
+                        "warping {} '{shown}' onto the reference grid ({:?})",
+                        role.name(),
+                        k.resampling()
+                    );
+                    let opts = WarpOptions { exact: params.exact_warp, virtual_raster: true };
+                    warp_onto_grid(file, role.name(), grid, k.resampling(), &dst, opts)?;
+                }
+                (dst, [0, 0], Some(k.resampling()))
             }
-            (dst, Some(k.resampling()))
         };
         for b in &info.bands {
             let desc = if b.description.is_empty() {
@@ -150,7 +183,10 @@ pub fn prepare_modality(
             bands.push(BandSource {
                 read_from: read_from.clone(),
                 read_band: b.index,
-                nodata: if on_grid { b.nodata } else { None },
+                offset,
+                nodata: if in_place.is_some() { b.nodata } else { None },
+                source_nodata: b.nodata,
+                dtype: b.dtype.clone(),
                 description: format!("{}:{}:{desc}", role.name(), stem(file)),
                 source: file.clone(),
                 source_band: b.index,
@@ -162,6 +198,7 @@ pub fn prepare_modality(
             resampling,
             rasterised: false,
             coverage,
+            in_place_misfit_px: in_place.map(|(_, _, misfit)| misfit),
         });
     }
     if let Some(sel) = &input.bands {

@@ -80,6 +80,10 @@ impl Fixture {
         self.write::<u16>(path)
     }
 
+    pub fn write_u8(&self, path: &Path) {
+        self.write::<u8>(path)
+    }
+
     fn write<T: gdal::raster::GdalType + Copy + FromF64>(&self, path: &Path) {
         let driver = DriverManager::get_driver_by_name("GTiff").unwrap();
         let mut ds = driver
@@ -111,6 +115,11 @@ pub trait FromF64 {
 impl FromF64 for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+}
+impl FromF64 for u8 {
+    fn from_f64(v: f64) -> Self {
+        v as u8
     }
 }
 impl FromF64 for u16 {
@@ -162,4 +171,12 @@ pub fn shared_dir(test: &str) -> Option<PathBuf> {
 
 pub fn hash_file(p: &Path) -> String {
     blake3::hash(&std::fs::read(p).unwrap()).to_hex().to_string()
+}
+
+/// The sample type GDAL names for band 1 of a raster ("Byte", "Float32", ...), and band 1's
+/// nodata value.
+pub fn sample_type(path: &Path) -> (String, Option<f64>) {
+    let ds = gdal::Dataset::open(path).unwrap();
+    let b = ds.rasterband(1).unwrap();
+    (b.band_type().name(), b.no_data_value())
 }

@@ -11,7 +11,7 @@ use simreg::artefacts::similarity::{
     SimilaritySummary, Split,
 };
 use simreg::artefacts::write_json;
-use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use simreg::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions};
 use simreg::util::output;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -373,7 +373,7 @@ fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &SimilarityDir) -> 
             gt[k] *= factor as f64;
         }
         let path = dir.ns_tif(&scene.name);
-        write_f32_geotiff(
+        write_geotiff(
             &path,
             &g.crs_wkt,
             gt,
@@ -381,7 +381,7 @@ fn write_ns_rasters(run: &LabelledRun, passes: &Passes, dir: &SimilarityDir) -> 
             h,
             vec![BandData { description: "N_S".into(), pixels: px }],
             &[("SIMREG_NS_CELL_FACTOR", factor.to_string())],
-            GeoTiffOptions { deflate: true },
+            GeoTiffOptions::compressed(Compression::Deflate),
         )?;
     }
     Ok(())

@@ -7,7 +7,7 @@ use simreg::artefacts::predict::{PredictDir, PredictSummary, Prediction, Predict
 use simreg::artefacts::tiles::{TileEntry, TilesDir};
 use simreg::artefacts::train::{ModelInfo, TrainDir};
 use simreg::artefacts::write_json;
-use simreg::raster::write::{write_f32_geotiff, BandData, GeoTiffOptions};
+use simreg::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions};
 use simreg::util::output;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub fn run(
                 BandData { description: "dx".into(), pixels: dx },
                 BandData { description: "dy".into(), pixels: dy },
             ];
-            write_f32_geotiff(
+            write_geotiff(
                 &path,
                 &crs,
                 tile.geotransform,
@@ -140,7 +140,7 @@ pub fn run(
                 cfg.tile_size,
                 data,
                 &[("SIMREG_UNITS", "px, x east, y south".into())],
-                GeoTiffOptions { deflate: true },
+                GeoTiffOptions::compressed(Compression::Deflate),
             )?;
             means.push(mean);
             preds.insert(id.clone(), Prediction { displacement: mean, field });
