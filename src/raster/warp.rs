@@ -101,7 +101,8 @@ pub fn check_placeable(src: &Grid, dst: &Grid, role: &str, path: &Path) -> Resul
 /// GDAL's approximate transformer interpolates the exact one linearly over chunks whose
 /// error stays below this bound (gdalwarp's -et). gdalwarp's default, 0.125 px, put warped
 /// pixels up to 0.027 px from the exact warp on a real Sentinel-1 grid (tests/tile_warp.rs);
-/// 0.01 px keeps them within 0.01 px at a few per cent of the exact warp's cost.
+/// 0.01 px keeps them within 0.007 px, and tiling a 4096² UTM-to-EPSG:4326 warp takes 2.0 s
+/// against 4.9 s with the exact transformation (BENCHMARKS.md).
 pub const APPROX_ERROR_PX: f64 = 0.01;
 
 /// How `warp_onto_grid` warps.
