@@ -187,13 +187,32 @@ pub fn write_geotiff(
         None => (SampleType::Float32, Some(f64::NAN)),
     };
     let tmp = crate::util::atomic::temp_path(path);
-    let header =
-        Header { crs_wkt, geotransform, width, height, metadata, nodata, compress: opts.compress };
+    let header = Header {
+        crs_wkt,
+        geotransform,
+        width,
+        height,
+        metadata,
+        nodata,
+        compress: opts.compress,
+        float: sample == SampleType::Float32,
+    };
+    // Integer samples: valid pixels rounded into the type's range, NaN as the nodata value.
+    let (lo, hi) = sample.range().unwrap_or((0, 0));
+    let fill = nodata.filter(|v| !v.is_nan()).unwrap_or(0.0) as i32;
+    let int = move |v: f32| if v.is_nan() { fill } else { quantise(v, lo, hi) };
     let result = match sample {
-        SampleType::Byte => write_as::<u8>(&tmp, &header, bands, |v| v as u8),
-        SampleType::UInt16 => write_as::<u16>(&tmp, &header, bands, |v| v as u16),
-        SampleType::Int16 => write_as::<i16>(&tmp, &header, bands, |v| v as i16),
-        SampleType::Float32 => write_as::<f32>(&tmp, &header, bands, |v| v as f32),
+        SampleType::Byte => {
+            write_as(&tmp, &header, bands, |px| px.iter().map(|&v| int(v) as u8).collect())
+        }
+        SampleType::UInt16 => {
+            write_as(&tmp, &header, bands, |px| px.iter().map(|&v| int(v) as u16).collect())
+        }
+        SampleType::Int16 => {
+            write_as(&tmp, &header, bands, |px| px.iter().map(|&v| int(v) as i16).collect())
+        }
+        // Float32 pixels are written as they are (NaN is the nodata value).
+        SampleType::Float32 => write_as(&tmp, &header, bands, |px| px),
     };
     match result {
         Ok(()) => std::fs::rename(&tmp, path)
@@ -213,17 +232,17 @@ struct Header<'a> {
     metadata: &'a [(&'a str, String)],
     nodata: Option<f64>,
     compress: Compression,
+    /// Float32 samples (the floating-point predictor).
+    float: bool,
 }
 
-/// Writes `bands` as samples of type T: valid pixels rounded (integer T) through `cast`, NaN
-/// as `header.nodata`.
+/// Writes `bands` as samples of type T, each band's pixels turned into T by `encode`.
 fn write_as<T: GdalType + Copy>(
     tmp: &Path,
     h: &Header,
     bands: Vec<BandData>,
-    cast: impl Fn(f64) -> T,
+    encode: impl Fn(Vec<f32>) -> Vec<T>,
 ) -> Result<()> {
-    let float = T::gdal_ordinal() == gdal_sys::GDALDataType::GDT_Float32;
     let driver = DriverManager::get_driver_by_name("GTiff")?;
     let mut co = vec!["INTERLEAVE=BAND".to_string()];
     match h.compress {
@@ -234,7 +253,7 @@ fn write_as<T: GdalType + Copy>(
                 "COMPRESS={}",
                 if c == Compression::Zstd { "ZSTD" } else { "DEFLATE" }
             ));
-            co.push(format!("PREDICTOR={}", if float { 3 } else { 2 }));
+            co.push(format!("PREDICTOR={}", if h.float { 3 } else { 2 }));
         }
     }
     let co = RasterCreationOptions::from_iter(co.iter().map(String::as_str));
@@ -252,29 +271,11 @@ fn write_as<T: GdalType + Copy>(
     for (k, v) in h.metadata {
         ds.set_metadata_item(k, v, "")?;
     }
-    let (range, fill) = match (float, h.nodata) {
-        (true, _) => (None, f64::NAN),
-        (false, nd) => {
-            let r = match T::gdal_ordinal() {
-                gdal_sys::GDALDataType::GDT_Byte => SampleType::Byte.range(),
-                gdal_sys::GDALDataType::GDT_UInt16 => SampleType::UInt16.range(),
-                _ => SampleType::Int16.range(),
-            };
-            (r, nd.unwrap_or(0.0))
-        }
-    };
     for (i, b) in bands.into_iter().enumerate() {
         let mut band = ds.rasterband(i + 1)?;
         band.set_no_data_value(h.nodata)?;
         band.set_description(&b.description)?;
-        let data: Vec<T> = match range {
-            None => b.pixels.iter().map(|&v| cast(v as f64)).collect(),
-            Some((lo, hi)) => b
-                .pixels
-                .iter()
-                .map(|&v| cast(if v.is_nan() { fill } else { quantise(v, lo, hi) as f64 }))
-                .collect(),
-        };
+        let data = encode(b.pixels);
         let mut buf = Buffer::new((h.width, h.height), data);
         band.write((0, 0), (h.width, h.height), &mut buf)?;
     }
