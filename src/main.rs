@@ -90,7 +90,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 map: a.map.map(|f| ModalityInput { files: vec![f], bands: None, kind: None }),
                 synth: None,
             };
-            let opts = simreg::tiling::TileOptions { quiet, limits: a.limits };
+            let opts =
+                simreg::tiling::TileOptions { quiet, limits: a.limits, ..Default::default() };
             print(&simreg::tiling::run(&[scene], &a.params, &a.out, &opts)?, a.json, quiet)
         }
         Command::Synth(a) => print(&simreg::synth::run(&a.params, &a.out)?, a.json, quiet),

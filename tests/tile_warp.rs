@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use simreg::artefacts::tiles::TileParams;
 use simreg::raster::bands::BandReader;
 use std::path::Path;
 
@@ -492,4 +493,89 @@ fn shared_realdata_approximate_warp_is_within_a_hundredth_of_a_pixel_of_the_exac
     );
     assert!(worst <= 0.01, "approximate warp {worst} px from the exact one");
     assert!(worst_exact <= 1e-3, "exact warp {worst_exact} px from PROJ");
+}
+
+/// Tiles `r` and `m` (optical) twice, in the sources' own type and through f32, and checks
+/// that both paths write byte-identical tiles and the same manifest.
+fn native_and_converted_reads_agree(dir: &Path, r: &Path, m: &Path, params: TileParams) {
+    use simreg::artefacts::tiles::{ModalityInput, SceneInput};
+    use simreg::raster::kind::ModalityKind;
+    use simreg::tiling::TileOptions;
+    let one = |f: &Path| ModalityInput {
+        files: vec![f.to_path_buf()],
+        bands: None,
+        kind: Some(ModalityKind::Optical),
+    };
+    let scene =
+        SceneInput { name: None, reference: one(r), moving: one(m), map: None, synth: None };
+    let mut outs = Vec::new();
+    for converted_reads in [false, true] {
+        let out = dir.join(format!("tiles_{converted_reads}"));
+        let opts = TileOptions { quiet: true, converted_reads, ..TileOptions::default() };
+        simreg::tiling::run(std::slice::from_ref(&scene), &params, &out, &opts).unwrap();
+        outs.push(out);
+    }
+    let (a, b) = (manifest(&outs[0]), manifest(&outs[1]));
+    assert_eq!(a, b, "manifests differ");
+    let tiles = a["tiles"].as_array().unwrap();
+    assert!(tiles.len() >= 4, "{} tiles", tiles.len());
+    for t in tiles {
+        let p = t["path"].as_str().unwrap();
+        assert_eq!(hash_file(&outs[0].join(p)), hash_file(&outs[1].join(p)), "tile {p}");
+    }
+}
+
+#[test]
+fn tiles_cut_in_the_sources_type_equal_tiles_cut_through_f32() {
+    use simreg::artefacts::tiles::EdgePolicy;
+    let t = tempfile::tempdir().unwrap();
+    let params = |edge, min_valid| TileParams {
+        tile_size: 32,
+        overlap: 8,
+        min_valid,
+        edge,
+        ..TileParams::default()
+    };
+    // Byte with a shared nodata value (0) that some pixels have, the moving grid one column
+    // and two rows off (its windows run past its raster): nodata fills the outside.
+    let (w, h) = (90, 70);
+    let r = t.path().join("r8.tif");
+    let mut f = Fixture::utm(w, h, 2, |b, c, r| (noise(b, c, r) * 40.0).floor() * 6.0);
+    f.nodata = Some(0.0);
+    f.write_u8(&r);
+    let m = t.path().join("m8.tif");
+    let mut f = Fixture::utm(w, h, 1, |b, c, r| (noise(b + 3, c, r) * 255.0).floor());
+    f.nodata = Some(0.0);
+    f.geotransform[0] += 10.0;
+    f.geotransform[3] -= 20.0;
+    f.write_u8(&m);
+    native_and_converted_reads_agree(&t.path().join("a"), &r, &m, params(EdgePolicy::Pad, 0.3));
+    // UInt16 without nodata on one grid, padded past the edge: strips inside the rasters are
+    // cut as UInt16, those running past them through f32 (a free value marks the outside).
+    let r = t.path().join("r16.tif");
+    Fixture::utm(w, h, 1, |_, c, r| (noise(0, c, r) * 60000.0).floor()).write_u16(&r);
+    let m = t.path().join("m16.tif");
+    Fixture::utm(w, h, 2, |b, c, r| (noise(b + 1, c, r) * 60000.0).floor()).write_u16(&m);
+    native_and_converted_reads_agree(&t.path().join("b"), &r, &m, params(EdgePolicy::Pad, 0.1));
+    native_and_converted_reads_agree(&t.path().join("c"), &r, &m, params(EdgePolicy::Shift, 0.9));
+    // Warped through the VRT (a third of a pixel off and 1.3x the pixel size, so part of the
+    // reference grid is outside it): Byte without nodata takes a free value per tile where
+    // the alpha band is 0; UInt16 with nodata 7 keeps it where it is free (values between 6
+    // and 8 warp to 7, which is data).
+    let m = t.path().join("w8.tif");
+    let mut f = Fixture::utm(60, 50, 2, |b, c, r| (noise(b + 7, c, r) * 255.0).floor());
+    f.geotransform = [400003.3, 13.0, 0.0, 5099996.7, 0.0, -13.0];
+    f.write_u8(&m);
+    let r = t.path().join("r8.tif");
+    native_and_converted_reads_agree(&t.path().join("d"), &r, &m, params(EdgePolicy::Shift, 0.2));
+    let m = t.path().join("w16.tif");
+    let mut f = Fixture::utm(60, 50, 1, |_, c, r| if (c + r) % 2 == 0 { 6.0 } else { 8.0 });
+    f.geotransform = [400003.3, 13.0, 0.0, 5099996.7, 0.0, -13.0];
+    f.nodata = Some(7.0);
+    f.write_u16(&m);
+    let r = t.path().join("r16n.tif");
+    let mut f = Fixture::utm(w, h, 1, |_, c, r| 7.0 + (noise(0, c, r) * 6000.0).floor());
+    f.nodata = Some(7.0);
+    f.write_u16(&r);
+    native_and_converted_reads_agree(&t.path().join("e"), &r, &m, params(EdgePolicy::Shift, 0.2));
 }

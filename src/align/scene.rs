@@ -173,7 +173,7 @@ fn open_inputs(
     } else {
         warp::check_placeable(&mi.grid, &grid, "moving", &req.moving)?;
         let dst = work.join("moving_on_grid.tif");
-        let exact = warp::WarpOptions { exact: true, virtual_raster: false };
+        let exact = warp::WarpOptions { exact: true, output: warp::WarpOutput::GeoTiff };
         warp::warp_onto_grid(
             &req.moving,
             "moving",

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_FORMAT: &str = "simreg-tiles/2";
+pub const MANIFEST_FORMAT: &str = "simreg-tiles/3";
 
 crate::artefacts::run::stage_dir! {
     /// `RUN/tiles/`: the tiles (`<scene>/x<col>_y<row>.tif`), warped or rasterised copies of
@@ -205,6 +205,10 @@ pub struct BandEntry {
     /// (a relative path is relative to the tiles directory).
     pub grid_file: PathBuf,
     pub grid_band: usize,
+    /// The band of `grid_file` that is 0 where `grid_band` has no data (the alpha band of a
+    /// warping VRT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid_mask_band: Option<usize>,
     /// The reference grid's pixel (c, r) is `grid_file`'s (c + dx, r + dy) (in-place reads
     /// of a raster on the same grid with another origin).
     #[serde(default, skip_serializing_if = "is_zero_offset")]
@@ -263,7 +267,11 @@ impl SceneEntry {
                 let label = || format!("{} '{}'", role.name(), path.display());
                 let [dx, dy] = b.grid_offset;
                 let at = Window { col: win.col + dx, row: win.row + dy, ..win };
-                open.get(&path, role.name(), label)?.window(b.grid_band, at)
+                open.get(&path, role.name(), label)?.window_masked(
+                    b.grid_band,
+                    b.grid_mask_band,
+                    at,
+                )
             })
             .collect()
     }

@@ -71,7 +71,7 @@ pub fn run(
             &scenes,
             &t.params,
             run.tiles().path(),
-            &TileOptions { quiet, limits },
+            &TileOptions { quiet, limits, ..TileOptions::default() },
         )?);
     }
     // Independent of the other stages.

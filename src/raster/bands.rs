@@ -5,6 +5,7 @@ use super::grid::Window;
 use super::open::open_dataset;
 use crate::util::text::one_line;
 use anyhow::{bail, Result};
+use gdal::raster::GdalType;
 use gdal::Dataset;
 use std::path::{Path, PathBuf};
 
@@ -63,34 +64,76 @@ impl BandReader {
     /// Band `b` (1-based) over the w × h window whose top-left pixel is (x0, y0); the window
     /// may run past the raster (NaN there). Nodata is NaN.
     pub fn region(&self, b: usize, x0: i64, y0: i64, w: usize, h: usize) -> Result<Vec<f32>> {
-        self.check_band(b)?;
-        let mut out = vec![f32::NAN; w * h];
-        let (cx0, cy0) = (x0.max(0), y0.max(0));
-        let (cx1, cy1) =
-            ((x0 + w as i64).min(self.width as i64), (y0 + h as i64).min(self.height as i64));
-        if cx1 <= cx0 || cy1 <= cy0 {
-            return Ok(out);
-        }
-        let (rw, rh) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
-        let what = || format!("pixels ({cx0},{cy0})+{rw}x{rh} of band {b}");
-        let band = self.ds.rasterband(b).map_err(|e| self.fail(&what(), e))?;
-        let buf = band
-            .read_as::<f32>((cx0 as isize, cy0 as isize), (rw, rh), (rw, rh), None)
-            .map_err(|e| self.fail(&what(), e))?;
+        let (mut out, _) = self.region_as::<f32>(b, x0, y0, w, h, f32::NAN)?;
         let nd = self.nodata[b - 1];
-        let data = buf.data();
-        for r in 0..rh {
-            let dst = &mut out[(r + (cy0 - y0) as usize) * w + (cx0 - x0) as usize..][..rw];
-            for (d, &v) in dst.iter_mut().zip(&data[r * rw..][..rw]) {
-                *d = if is_nodata(v, nd) { f32::NAN } else { v };
+        for v in &mut out {
+            if is_nodata(*v, nd) {
+                *v = f32::NAN;
             }
         }
         Ok(out)
     }
 
+    /// Band `b`'s samples as GDAL gives them in type T (no nodata rule applied) over the
+    /// w × h window at (x0, y0), `fill` where the window runs past the raster; and whether
+    /// the window lies wholly inside it.
+    pub fn region_as<T: GdalType + Copy>(
+        &self,
+        b: usize,
+        x0: i64,
+        y0: i64,
+        w: usize,
+        h: usize,
+        fill: T,
+    ) -> Result<(Vec<T>, bool)> {
+        self.check_band(b)?;
+        let (cx0, cy0) = (x0.max(0), y0.max(0));
+        let (cx1, cy1) =
+            ((x0 + w as i64).min(self.width as i64), (y0 + h as i64).min(self.height as i64));
+        if cx1 <= cx0 || cy1 <= cy0 {
+            return Ok((vec![fill; w * h], false));
+        }
+        let (rw, rh) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
+        let what = || format!("pixels ({cx0},{cy0})+{rw}x{rh} of band {b}");
+        let band = self.ds.rasterband(b).map_err(|e| self.fail(&what(), e))?;
+        let buf = band
+            .read_as::<T>((cx0 as isize, cy0 as isize), (rw, rh), (rw, rh), None)
+            .map_err(|e| self.fail(&what(), e))?;
+        let (_, data) = buf.into_shape_and_vec();
+        if (rw, rh) == (w, h) {
+            return Ok((data, true));
+        }
+        let mut out = vec![fill; w * h];
+        for r in 0..rh {
+            let dst = &mut out[(r + (cy0 - y0) as usize) * w + (cx0 - x0) as usize..][..rw];
+            dst.copy_from_slice(&data[r * rw..][..rw]);
+        }
+        Ok((out, false))
+    }
+
+    /// Band `b`'s declared nodata value.
+    pub fn nodata(&self, b: usize) -> Option<f64> {
+        self.nodata.get(b.wrapping_sub(1)).copied().flatten()
+    }
+
     /// The window `win` of band `b` (see `region`).
     pub fn window(&self, b: usize, win: Window) -> Result<Vec<f32>> {
         self.region(b, win.col, win.row, win.width, win.height)
+    }
+
+    /// The window `win` of band `b` (see `region`), and NaN where band `mask` (an alpha band
+    /// of a warping VRT) is 0.
+    pub fn window_masked(&self, b: usize, mask: Option<usize>, win: Window) -> Result<Vec<f32>> {
+        let mut px = self.window(b, win)?;
+        if let Some(m) = mask {
+            let (alpha, _) = self.region_as(m, win.col, win.row, win.width, win.height, 0f32)?;
+            for (p, a) in px.iter_mut().zip(&alpha) {
+                if *a == 0.0 {
+                    *p = f32::NAN;
+                }
+            }
+        }
+        Ok(px)
     }
 
     /// The whole of band `b`.

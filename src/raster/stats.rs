@@ -58,10 +58,14 @@ impl BandStats {
     }
 }
 
-/// Every `step`-th of the `n_valid` `values`, at most `max` of them.
+/// The stride that keeps at most `max` of `n_valid` values.
+pub fn sample_step(n_valid: usize, max: usize) -> usize {
+    n_valid.div_ceil(max).max(1)
+}
+
+/// Every `sample_step`-th of the `n_valid` `values`, at most `max` of them.
 pub fn strided_sample(values: impl Iterator<Item = f32>, n_valid: usize, max: usize) -> Vec<f32> {
-    let step = n_valid.div_ceil(max).max(1);
-    values.step_by(step).take(max).collect()
+    values.step_by(sample_step(n_valid, max)).take(max).collect()
 }
 
 /// Percentiles by the nearest-rank method on the sorted sample; None for an empty sample.

@@ -6,6 +6,7 @@
 //! one GeoTIFF per tile (bands: reference, moving, map) in the sources' common sample type
 //! (Float32 when they differ; NaN or a free integer value = nodata).
 pub mod budget;
+mod cut;
 pub mod plan;
 pub mod prepare;
 
@@ -13,16 +14,16 @@ use crate::artefacts::tiles::{
     BandEntry, Manifest, ModalityEntry, Placement, SceneEntry, SceneInput, TileEntry, TileParams,
     TileSummary, TilesDir, MANIFEST_FORMAT,
 };
-use crate::raster::bands::OpenFiles;
 use crate::raster::kind::Role;
 use crate::raster::stats;
-use crate::raster::write::{write_geotiff, BandData, GeoTiffOptions};
-use crate::raster::{Grid, Window};
+use crate::raster::write::GeoTiffOptions;
+use crate::raster::Window;
 use crate::util::{atomic, fingerprint, output};
 use anyhow::{bail, Context, Result};
+use cut::{SceneCtx, StripType, WindowOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 use plan::plan_windows;
-use prepare::{prepare_modality, reference_grid, tile_sample_type, PreparedModality};
+use prepare::{prepare_modality, reference_grid, tile_sample_type};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +36,10 @@ pub struct TileOptions {
     pub quiet: bool,
     /// `--max-pixels`.
     pub limits: crate::raster::bounds::InputLimits,
+    /// Reads every band through f32 even where the sources' own type would do (tests check
+    /// that both paths write the same tiles).
+    #[doc(hidden)]
+    pub converted_reads: bool,
 }
 
 /// Runs the stage; `out` is replaced as a whole when done, or left as it was on error.
@@ -178,16 +183,6 @@ fn tile_all(
     Ok((manifest, reused))
 }
 
-/// What cutting one window produced.
-struct WindowOutcome {
-    tile: Option<TileEntry>,
-    reused: bool,
-    /// Per band, a sample of valid values (already on the statistics' scale).
-    samples: Vec<Vec<f32>>,
-    /// Per modality, pixels where all of its bands are valid.
-    valid_per_modality: Vec<usize>,
-}
-
 fn tile_scene(
     scene: &SceneInput,
     params: &TileParams,
@@ -232,6 +227,7 @@ fn tile_scene(
         dir,
         samples_per_tile: stats::samples_per_tile(windows.len()),
         write: GeoTiffOptions { compress: params.compress, sample, preferred_nodata },
+        strip_type: StripType::of(&mods, sample, opts.converted_reads),
     };
     // Windows of one tile row, in runs of at most STRIP_WINDOWS: each run is read once per
     // band as a strip (a few large reads instead of many small ones; memory bounded).
@@ -242,11 +238,7 @@ fn tile_scene(
     let outcomes: Vec<WindowOutcome> = runs
         .par_iter()
         .map(|run| {
-            let strip = ctx.read_strip(run)?;
-            let out = run
-                .iter()
-                .map(|(win, placement)| ctx.cut(&strip, *win, *placement))
-                .collect::<Result<Vec<_>>>();
+            let out = ctx.cut_run(run);
             pb.inc(run.len() as u64);
             out
         })
@@ -286,6 +278,7 @@ fn tile_scene(
                         .strip_prefix(dir)
                         .map_or_else(|_| b.read_from.clone(), Path::to_path_buf),
                     grid_band: b.read_band,
+                    grid_mask_band: b.mask_band,
                     grid_offset: b.offset,
                     nodata: b.nodata,
                     stats: stats::summarise(
@@ -315,135 +308,4 @@ fn tile_scene(
     };
     tracing::info!("scene {name}: {} tiles, {} rejected", entry.n_tiles, entry.n_rejected);
     Ok((entry, tiles, reused))
-}
-
-struct SceneCtx<'a> {
-    name: &'a str,
-    grid: &'a Grid,
-    mods: &'a [PreparedModality],
-    params: &'a TileParams,
-    dir: &'a Path,
-    samples_per_tile: usize,
-    write: GeoTiffOptions,
-}
-
-/// All bands over the bounding box of a run of windows in one tile row (NaN outside the raster
-/// and where the source has nodata).
-struct Strip {
-    col: i64,
-    row: i64,
-    width: usize,
-    height: usize,
-    bands: Vec<Vec<f32>>,
-}
-
-impl SceneCtx<'_> {
-    fn read_strip(&self, run: &[(Window, Placement)]) -> Result<Strip> {
-        let col = run.iter().map(|(w, _)| w.col).min().expect("non-empty run");
-        let end = run.iter().map(|(w, _)| w.col + w.width as i64).max().expect("non-empty run");
-        let (row, height) = (run[0].0.row, run[0].0.height);
-        let area = Window { col, row, width: (end - col) as usize, height };
-        let mut open = OpenFiles::default();
-        let mut bands = Vec::new();
-        for m in self.mods {
-            for b in &m.bands {
-                let label = || format!("{} '{}'", m.role.name(), b.source.display());
-                let [dx, dy] = b.offset;
-                let at = Window { col: area.col + dx, row: area.row + dy, ..area };
-                bands.push(open.get(&b.read_from, m.role.name(), label)?.window(b.read_band, at)?);
-            }
-        }
-        Ok(Strip { col, row, width: area.width, height, bands })
-    }
-
-    /// Cuts one window from its strip, measures joint validity, and writes the tile when it
-    /// is valid enough (unless an interrupted run already wrote it).
-    fn cut(&self, strip: &Strip, win: Window, placement: Placement) -> Result<WindowOutcome> {
-        debug_assert!(win.row == strip.row && win.height == strip.height);
-        let n_px = win.width * win.height;
-        let ox = (win.col - strip.col) as usize;
-        let pixels: Vec<Vec<f32>> = strip
-            .bands
-            .iter()
-            .map(|band| {
-                let mut px = Vec::with_capacity(n_px);
-                for r in 0..win.height {
-                    px.extend_from_slice(&band[r * strip.width + ox..][..win.width]);
-                }
-                px
-            })
-            .collect();
-        let mut valid_per_modality = Vec::with_capacity(self.mods.len());
-        let mut joint = vec![true; n_px];
-        let mut next = 0;
-        for m in self.mods {
-            let mut mod_valid = vec![true; n_px];
-            for px in &pixels[next..next + m.bands.len()] {
-                for (v, p) in mod_valid.iter_mut().zip(px) {
-                    *v &= p.is_finite();
-                }
-            }
-            next += m.bands.len();
-            valid_per_modality.push(mod_valid.iter().filter(|&&v| v).count());
-            for (j, v) in joint.iter_mut().zip(&mod_valid) {
-                *j &= *v;
-            }
-        }
-        let n_valid = joint.iter().filter(|&&v| v).count();
-        let valid_fraction = n_valid as f64 / n_px as f64;
-        if valid_fraction < self.params.min_valid || n_valid == 0 {
-            return Ok(WindowOutcome {
-                tile: None,
-                reused: false,
-                samples: Vec::new(),
-                valid_per_modality,
-            });
-        }
-        let mut samples = Vec::with_capacity(pixels.len());
-        let mut scales =
-            self.mods.iter().flat_map(|m| m.bands.iter().map(move |_| m.kind.stat_scale()));
-        for px in &pixels {
-            let scale = scales.next().expect("one scale per band");
-            let valid =
-                px.iter().zip(&joint).filter(|(_, &j)| j).filter_map(|(&v, _)| scale.apply(v));
-            samples.push(stats::strided_sample(valid, n_valid, self.samples_per_tile));
-        }
-        let id = format!("{}/x{:05}_y{:05}", self.name, win.col, win.row);
-        let rel = PathBuf::from(format!("{id}.tif"));
-        let path = self.dir.join(&rel);
-        let geotransform = self.grid.window_geotransform(win.col, win.row);
-        let reused = path.is_file();
-        if !reused {
-            let descs =
-                self.mods.iter().flat_map(|m| m.bands.iter().map(|b| b.description.clone()));
-            let bands: Vec<BandData> = descs
-                .zip(pixels)
-                .map(|(description, pixels)| BandData { description, pixels })
-                .collect();
-            let meta = [
-                ("SIMREG_TILE_ID", id.clone()),
-                ("SIMREG_PLACEMENT", format!("{placement:?}").to_lowercase()),
-            ];
-            write_geotiff(
-                &path,
-                &self.grid.crs_wkt,
-                geotransform,
-                win.width,
-                win.height,
-                bands,
-                &meta,
-                self.write,
-            )?;
-        }
-        let tile = TileEntry {
-            id,
-            scene: self.name.to_string(),
-            path: rel,
-            window: win,
-            geotransform,
-            valid_fraction,
-            placement,
-        };
-        Ok(WindowOutcome { tile: Some(tile), reused, samples, valid_per_modality })
-    }
 }

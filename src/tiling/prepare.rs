@@ -2,7 +2,7 @@
 //! warp the ones on another grid, rasterise vector maps, and list the bands a tile will hold.
 use crate::artefacts::tiles::{ModalityInput, SourceEntry, TileDtype, TileParams};
 use crate::raster::kind::{resolve_kind, ModalityKind, Role};
-use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid, WarpOptions};
+use crate::raster::warp::{check_placeable, same_crs, warp_onto_grid, WarpOptions, WarpOutput};
 use crate::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions, SampleType};
 use crate::raster::{open_raster, rasterize::rasterize_vector, Grid};
 use anyhow::{bail, Result};
@@ -15,9 +15,13 @@ use std::path::{Path, PathBuf};
 pub struct BandSource {
     pub read_from: PathBuf,
     pub read_band: usize,
+    /// The sample type of `read_from`'s band as GDAL names it.
+    pub read_dtype: String,
+    /// The band of `read_from` that is 0 where `read_band` has no data (a warping VRT's alpha).
+    pub mask_band: Option<usize>,
     /// The reference grid's pixel (c, r) is `read_from`'s (c + dx, r + dy).
     pub offset: [i64; 2],
-    /// Nodata of `read_from` (NaN in warping VRTs and work files).
+    /// Nodata of `read_from` (none in warping VRTs, NaN in work files).
     pub nodata: Option<f64>,
     /// Nodata declared by the source file itself.
     pub source_nodata: Option<f64>,
@@ -121,6 +125,8 @@ pub fn prepare_modality(
                 bands.push(BandSource {
                     read_from: dst.clone(),
                     read_band: k + 1,
+                    read_dtype: "Float32".into(),
+                    mask_band: None,
                     offset: [0, 0],
                     nodata: None,
                     source_nodata: None,
@@ -157,6 +163,15 @@ pub fn prepare_modality(
         } else {
             None
         };
+        // Warped samples keep the file's type when tiles may keep it (its bands share one).
+        let warp_type = match info.bands.first().map(|b| b.dtype.as_str()) {
+            Some(t)
+                if params.dtype == TileDtype::Source && info.bands.iter().all(|b| b.dtype == t) =>
+            {
+                SampleType::from_gdal_name(t).unwrap_or(SampleType::Float32)
+            }
+            _ => SampleType::Float32,
+        };
         let (read_from, offset, resampling) = match in_place {
             Some((dx, dy, _)) => (file.clone(), [dx, dy], None),
             None => {
@@ -168,7 +183,10 @@ pub fn prepare_modality(
                         role.name(),
                         k.resampling()
                     );
-                    let opts = WarpOptions { exact: params.exact_warp, virtual_raster: true };
+                    let opts = WarpOptions {
+                        exact: params.exact_warp,
+                        output: WarpOutput::MaskedVrt(warp_type),
+                    };
                     warp_onto_grid(file, role.name(), grid, k.resampling(), &dst, opts)?;
                 }
                 (dst, [0, 0], Some(k.resampling()))
@@ -183,6 +201,12 @@ pub fn prepare_modality(
             bands.push(BandSource {
                 read_from: read_from.clone(),
                 read_band: b.index,
+                read_dtype: if in_place.is_some() {
+                    b.dtype.clone()
+                } else {
+                    warp_type.gdal_name().into()
+                },
+                mask_band: in_place.is_none().then_some(info.bands.len() + 1),
                 offset,
                 nodata: if in_place.is_some() { b.nodata } else { None },
                 source_nodata: b.nodata,
