@@ -12,6 +12,7 @@ use simreg::artefacts::toy1d::Toy1dParams;
 use simreg::artefacts::train::TrainParams;
 use simreg::raster::bounds::InputLimits;
 use simreg::raster::kind::ModalityKind;
+use simreg::util::shard::Shard;
 use std::path::PathBuf;
 
 /// Parses the command line. Every option that takes a value accepts one that starts with '-'
@@ -98,6 +99,8 @@ pub enum Command {
     Align(AlignArgs),
     /// Align every reference/moving pair found in a folder tree or zip archive of GeoTIFFs
     Batch(BatchArgs),
+    /// Put the outputs of a sharded stage (`--shard K/N`) together, as one process writes them
+    Merge(MergeArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml)
     Run(RunArgs),
     /// Show versions, threads and whether libtorch sees a GPU
@@ -144,9 +147,35 @@ pub struct TileArgs {
     /// Output directory (replaced as a whole when the run completes)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Cut only shard K of N of the windows (in tiling order) into --out; `simreg merge tile`
+    /// puts the N shard folders together
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The stage whose shards to merge
+    #[arg(value_enum)]
+    pub stage: MergeStage,
+    /// The shard folders (all N of one split, in any order)
+    #[arg(required = true, num_args = 1.., value_name = "SHARD_DIR")]
+    pub shards: Vec<PathBuf>,
+    /// The merged output directory (replaced as a whole when the merge completes)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MergeStage {
+    /// Tile shards (`simreg tile --shard K/N`) into one tiles folder
+    Tile,
 }
 
 #[derive(Args)]

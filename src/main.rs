@@ -1,6 +1,6 @@
 mod cli;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, MergeStage};
 use serde::Serialize;
 use simreg::artefacts::enforce::EnforceStudyParams;
 use simreg::artefacts::learn::{
@@ -92,8 +92,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             let opts =
                 simreg::tiling::TileOptions { quiet, limits: a.limits, ..Default::default() };
-            print(&simreg::tiling::run(&[scene], &a.params, &a.out, &opts)?, a.json, quiet)
+            let s = match a.shard {
+                Some(shard) => {
+                    simreg::tiling::run_shard(&[scene], &a.params, &a.out, &opts, shard)?
+                }
+                None => simreg::tiling::run(&[scene], &a.params, &a.out, &opts)?,
+            };
+            print(&s, a.json, quiet)
         }
+        Command::Merge(a) => match a.stage {
+            MergeStage::Tile => print(&simreg::tiling::merge(&a.shards, &a.out)?, a.json, quiet),
+        },
         Command::Synth(a) => print(&simreg::synth::run(&a.params, &a.out)?, a.json, quiet),
         Command::Labels(a) => {
             let opts = simreg::labels::LabelOptions { quiet };

@@ -9,6 +9,9 @@ pub mod budget;
 mod cut;
 pub mod plan;
 pub mod prepare;
+mod shard;
+
+pub use shard::{merge, run_shard};
 
 use crate::artefacts::tiles::{
     BandEntry, Manifest, ModalityEntry, Placement, SceneEntry, SceneInput, TileEntry, TileParams,
@@ -25,6 +28,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plan::plan_windows;
 use prepare::{prepare_modality, reference_grid, tile_sample_type};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -50,28 +54,9 @@ pub fn run(
     opts: &TileOptions,
 ) -> Result<TileSummary> {
     let start = Instant::now();
-    // Absolute input paths: the manifest is read later from other working directories.
-    let scenes: Vec<SceneInput> = scenes.iter().map(absolute_paths).collect::<Result<_>>()?;
+    let (scenes, hash) = checked_inputs(scenes, params)?;
     let scenes = scenes.as_slice();
-    params.check()?;
-    if scenes.is_empty() {
-        bail!("no scene to tile");
-    }
-    if let Some(s) = scenes.iter().find_map(|s| s.synth.as_ref()) {
-        bail!("scene refers to synthetic scene '{s}': only a pipeline with a [synth.{s}] table can resolve it");
-    }
-    let mut names: Vec<String> = scenes.iter().map(SceneInput::scene_name).collect();
-    names.sort();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        bail!("two scenes are named '{}'; give them distinct names", w[0]);
-    }
-    let hash = input_hash(scenes, params)?;
-    let files: Vec<&Path> = scenes
-        .iter()
-        .flat_map(|s| [Some(&s.reference), Some(&s.moving), s.map.as_ref()])
-        .flatten()
-        .flat_map(|m| m.files.iter().map(PathBuf::as_path))
-        .collect();
+    let files = input_files(scenes);
     let claim = output::claim(out, "tile", &files)?;
 
     let dir = TilesDir::new(out);
@@ -99,6 +84,36 @@ pub fn run(
         std::fs::remove_file(building.input_hash())?;
         Ok(summary)
     })
+}
+
+/// The scenes with absolute paths (the manifest is read later from other working
+/// directories), checked, and the hash of the inputs and parameters.
+fn checked_inputs(scenes: &[SceneInput], params: &TileParams) -> Result<(Vec<SceneInput>, String)> {
+    let scenes: Vec<SceneInput> = scenes.iter().map(absolute_paths).collect::<Result<_>>()?;
+    params.check()?;
+    if scenes.is_empty() {
+        bail!("no scene to tile");
+    }
+    if let Some(s) = scenes.iter().find_map(|s| s.synth.as_ref()) {
+        bail!("scene refers to synthetic scene '{s}': only a pipeline with a [synth.{s}] table can resolve it");
+    }
+    let mut names: Vec<String> = scenes.iter().map(SceneInput::scene_name).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!("two scenes are named '{}'; give them distinct names", w[0]);
+    }
+    let hash = input_hash(&scenes, params)?;
+    Ok((scenes, hash))
+}
+
+/// Every input file of `scenes`.
+fn input_files(scenes: &[SceneInput]) -> Vec<&Path> {
+    scenes
+        .iter()
+        .flat_map(|s| [Some(&s.reference), Some(&s.moving), s.map.as_ref()])
+        .flatten()
+        .flat_map(|m| m.files.iter().map(PathBuf::as_path))
+        .collect()
 }
 
 fn absolute_paths(s: &SceneInput) -> Result<SceneInput> {
@@ -157,11 +172,35 @@ fn tile_all(
     hash: &str,
     opts: &TileOptions,
 ) -> Result<(Manifest, usize)> {
+    let mut pieces = Vec::new();
+    for (index, scene) in scenes.iter().enumerate() {
+        let windows = scene_windows(scene, params)?;
+        let all = 0..windows.len();
+        pieces.push(cut_scene(scene, index, &windows, all, params, dir, opts)?);
+    }
+    assemble(pieces, params, hash)
+}
+
+/// The windows of a scene's reference grid, in tiling order.
+fn scene_windows(scene: &SceneInput, params: &TileParams) -> Result<Vec<(Window, Placement)>> {
+    let grid = reference_grid(&scene.reference)?;
+    plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
+        .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))
+}
+
+/// The manifest of pieces covering every window of every scene (several pieces of a scene,
+/// from shards, follow one another in window order).
+fn assemble(pieces: Vec<ScenePiece>, params: &TileParams, hash: &str) -> Result<(Manifest, usize)> {
     let mut entries = Vec::new();
     let mut tiles = Vec::new();
     let mut reused = 0;
-    for scene in scenes {
-        let (entry, mut t, r) = tile_scene(scene, params, dir, opts)?;
+    let mut pieces = pieces.into_iter().peekable();
+    while let Some(first) = pieces.next() {
+        let mut scene = vec![first];
+        while let Some(p) = pieces.next_if(|p| p.index == scene[0].index) {
+            scene.push(p);
+        }
+        let (entry, mut t, r) = finish_scene(scene)?;
         entries.push(entry);
         tiles.append(&mut t);
         reused += r;
@@ -183,17 +222,75 @@ fn tile_all(
     Ok((manifest, reused))
 }
 
-fn tile_scene(
+/// Windows `range` of one scene, cut: its tiles and what the scene's entry needs from them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ScenePiece {
+    /// The scene's place in the input order.
+    pub index: usize,
+    pub range: std::ops::Range<usize>,
+    /// The scene's entry without statistics, counting this piece's tiles.
+    pub entry: SceneEntry,
+    pub tiles: Vec<TileEntry>,
+    pub n_reused: usize,
+    /// Per modality, pixels of the piece's windows where all of its bands are valid.
+    pub valid_per_modality: Vec<usize>,
+    /// Per band, the statistics' samples of the piece's tiles, in window order (kept out of
+    /// shard.json, in samples.bin).
+    #[serde(skip)]
+    pub samples: Vec<Vec<f32>>,
+}
+
+/// One scene's entry and tiles from its pieces (in window order, covering every window).
+fn finish_scene(pieces: Vec<ScenePiece>) -> Result<(SceneEntry, Vec<TileEntry>, usize)> {
+    let mut entry = pieces[0].entry.clone();
+    let n_bands: usize = entry.modalities.iter().map(|m| m.bands.len()).sum();
+    let mut samples = vec![Vec::new(); n_bands];
+    let mut valid = vec![0; entry.modalities.len()];
+    let (mut tiles, mut reused) = (Vec::new(), 0);
+    for p in pieces {
+        for (all, s) in samples.iter_mut().zip(p.samples) {
+            all.extend(s);
+        }
+        for (all, v) in valid.iter_mut().zip(p.valid_per_modality) {
+            *all += v;
+        }
+        tiles.extend(p.tiles);
+        reused += p.n_reused;
+    }
+    for (m, &v) in entry.modalities.iter().zip(&valid) {
+        if v == 0 {
+            let first = m.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
+            let more = match m.sources.len() {
+                0 | 1 => String::new(),
+                n => format!(" (+{} files)", n - 1),
+            };
+            bail!("{} '{first}'{more}: all pixels are nodata on the reference grid", m.role.name());
+        }
+    }
+    let mut samples = samples.into_iter();
+    for m in &mut entry.modalities {
+        for b in &mut m.bands {
+            b.stats = stats::summarise(samples.next().expect("one per band"), m.kind.stat_scale());
+        }
+    }
+    entry.n_tiles = tiles.len();
+    entry.n_rejected = entry.n_windows - tiles.len();
+    tracing::info!("scene {}: {} tiles, {} rejected", entry.name, entry.n_tiles, entry.n_rejected);
+    Ok((entry, tiles, reused))
+}
+
+/// Cuts windows `range` of scene `index` (its `windows`) into tiles under `dir`.
+fn cut_scene(
     scene: &SceneInput,
+    index: usize,
+    windows: &[(Window, Placement)],
+    range: std::ops::Range<usize>,
     params: &TileParams,
     dir: &Path,
     opts: &TileOptions,
-) -> Result<(SceneEntry, Vec<TileEntry>, usize)> {
+) -> Result<ScenePiece> {
     let name = scene.scene_name();
     let grid = reference_grid(&scene.reference)?;
-    let windows =
-        plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
-            .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
     // Warping VRTs and rasterised copies on the reference grid stay with the tiles (later
     // stages read around tiles from them).
     let work = dir.join(&name).join("grid");
@@ -211,8 +308,8 @@ fn tile_scene(
     let scene_dir = dir.join(&name);
     atomic::create_dir(&scene_dir)?;
 
-    let pb =
-        if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(windows.len() as u64) };
+    let mine = &windows[range.clone()];
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(mine.len() as u64) };
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})")
             .unwrap()
@@ -231,7 +328,7 @@ fn tile_scene(
     };
     // Windows of one tile row, in runs of at most STRIP_WINDOWS: each run is read once per
     // band as a strip (a few large reads instead of many small ones; memory bounded).
-    let runs: Vec<&[(Window, Placement)]> = windows
+    let runs: Vec<&[(Window, Placement)]> = mine
         .chunk_by(|a, b| a.0.row == b.0.row)
         .flat_map(|row| row.chunks(STRIP_WINDOWS))
         .collect();
@@ -248,16 +345,17 @@ fn tile_scene(
         .collect();
     pb.finish_and_clear();
 
-    for (m, modality) in mods.iter().enumerate() {
-        if outcomes.iter().all(|o| o.valid_per_modality[m] == 0) {
-            bail!("{}: all pixels are nodata on the reference grid", modality.label());
-        }
-    }
     let n_bands: usize = mods.iter().map(|m| m.bands.len()).sum();
     let mut samples = vec![Vec::new(); n_bands];
-    for o in outcomes.iter().filter(|o| o.tile.is_some()) {
-        for (b, s) in o.samples.iter().enumerate() {
-            samples[b].extend_from_slice(s);
+    let mut valid_per_modality = vec![0; mods.len()];
+    for o in &outcomes {
+        for (all, v) in valid_per_modality.iter_mut().zip(&o.valid_per_modality) {
+            *all += v;
+        }
+        if o.tile.is_some() {
+            for (b, s) in o.samples.iter().enumerate() {
+                samples[b].extend_from_slice(s);
+            }
         }
     }
     let mut modalities = Vec::new();
@@ -281,10 +379,7 @@ fn tile_scene(
                     grid_mask_band: b.mask_band,
                     grid_offset: b.offset,
                     nodata: b.nodata,
-                    stats: stats::summarise(
-                        std::mem::take(&mut samples[tile_band - 1]),
-                        m.kind.stat_scale(),
-                    ),
+                    stats: None,
                 }
             })
             .collect();
@@ -295,7 +390,7 @@ fn tile_scene(
             bands,
         });
     }
-    let reused = outcomes.iter().filter(|o| o.reused).count();
+    let n_reused = outcomes.iter().filter(|o| o.reused).count();
     let tiles: Vec<TileEntry> = outcomes.into_iter().filter_map(|o| o.tile).collect();
     let entry = SceneEntry {
         name: name.clone(),
@@ -304,8 +399,7 @@ fn tile_scene(
         modalities,
         n_windows: windows.len(),
         n_tiles: tiles.len(),
-        n_rejected: windows.len() - tiles.len(),
+        n_rejected: mine.len() - tiles.len(),
     };
-    tracing::info!("scene {name}: {} tiles, {} rejected", entry.n_tiles, entry.n_rejected);
-    Ok((entry, tiles, reused))
+    Ok(ScenePiece { index, range, entry, tiles, n_reused, valid_per_modality, samples })
 }

@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod fingerprint;
 pub mod interrupt;
 pub mod output;
+pub mod shard;
 pub mod table;
 pub mod text;
 pub mod thumbs;
