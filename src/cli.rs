@@ -176,6 +176,8 @@ pub struct MergeArgs {
 pub enum MergeStage {
     /// Tile shards (`simreg tile --shard K/N`) into one tiles folder
     Tile,
+    /// Labels shards (`simreg labels --shard K/N`) into one labels folder
+    Labels,
 }
 
 #[derive(Args)]
@@ -212,6 +214,10 @@ pub struct LabelsArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub params: LabelParams,
+    /// Label only shard K of N of the tiles (in manifest order) into --out; `simreg merge
+    /// labels` puts the N shard folders together
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

@@ -102,12 +102,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Merge(a) => match a.stage {
             MergeStage::Tile => print(&simreg::tiling::merge(&a.shards, &a.out)?, a.json, quiet),
+            MergeStage::Labels => print(&simreg::labels::merge(&a.shards, &a.out)?, a.json, quiet),
         },
         Command::Synth(a) => print(&simreg::synth::run(&a.params, &a.out)?, a.json, quiet),
         Command::Labels(a) => {
             let opts = simreg::labels::LabelOptions { quiet };
-            let s = simreg::labels::run(&a.tiles, &a.out, &a.params, &opts)?;
-            pipeline::record_stage(&a.out, "labels", &a.params)?;
+            let s = match a.shard {
+                Some(shard) => {
+                    simreg::labels::run_shard(&a.tiles, &a.out, &a.params, &opts, shard)?
+                }
+                None => {
+                    let s = simreg::labels::run(&a.tiles, &a.out, &a.params, &opts)?;
+                    pipeline::record_stage(&a.out, "labels", &a.params)?;
+                    s
+                }
+            };
             print(&s, a.json, quiet)
         }
         Command::Train(a) => {

@@ -10,6 +10,9 @@
 //! moving tile (out(q) = moving(q − D(q))); registering means moving it back by −D.
 pub mod field;
 pub mod noise;
+mod shard;
+
+pub use shard::{merge, run_shard};
 
 use crate::artefacts::labels::{
     LabelEntry, LabelParams, LabelSummary, LabelsDir, NoiseModel, Target, TruthEntry,
@@ -30,6 +33,7 @@ use noise::SmoothNoise;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +51,33 @@ pub fn run(
     opts: &LabelOptions,
 ) -> Result<LabelSummary> {
     let start = Instant::now();
+    let (manifest, centre, hash) = checked_inputs(tiles_dir, p)?;
+    let claim = output::claim(out, "labels", &[tiles_dir])?;
+    if let Some(s) = up_to_date(out, &hash, start) {
+        return Ok(s);
+    }
+    let summary = claim.build(|partial| {
+        label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts, start)
+    })?;
+    Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
+}
+
+/// The summary of `out` when it holds labels of the same inputs and parameters (`hash`), and
+/// a summary this simreg reads (an older one is made again).
+fn up_to_date(out: &Path, hash: &str, start: Instant) -> Option<LabelSummary> {
+    let done = LabelsDir::new(out);
+    let h = std::fs::read_to_string(done.input_hash()).ok()?;
+    let mut s = read_json::<LabelSummary>(&done.summary_json()).ok()?;
+    (h.trim() == hash && s.params.is_some()).then(|| {
+        s.up_to_date = true;
+        s.seconds = start.elapsed().as_secs_f64();
+        s
+    })
+}
+
+/// The tiles' manifest (every tile present), the centre window, and the hash of the inputs
+/// and parameters.
+fn checked_inputs(tiles_dir: &Path, p: &LabelParams) -> Result<(Manifest, usize, String)> {
     let tiles = TilesDir::new(tiles_dir);
     let manifest = tiles.manifest()?;
     for t in &manifest.tiles {
@@ -63,24 +94,7 @@ pub fn run(
     let centre = p.centre.unwrap_or(size / 2);
     check(p, size, centre)?;
     let hash = fingerprint::hash_json(&(&manifest.input_hash, p));
-    let claim = output::claim(out, "labels", &[tiles_dir])?;
-    let done = LabelsDir::new(out);
-    // Up to date: the same inputs and parameters, and a summary this simreg reads (an older
-    // one is made again).
-    if let (Ok(h), Ok(mut s)) = (
-        std::fs::read_to_string(done.input_hash()),
-        read_json::<LabelSummary>(&done.summary_json()),
-    ) {
-        if h.trim() == hash && s.params.is_some() {
-            s.up_to_date = true;
-            s.seconds = start.elapsed().as_secs_f64();
-            return Ok(s);
-        }
-    }
-    let summary = claim.build(|partial| {
-        label_all(&manifest, tiles_dir, partial, out, p, centre, &hash, opts, start)
-    })?;
-    Ok(LabelSummary { seconds: start.elapsed().as_secs_f64(), ..summary })
+    Ok((manifest, centre, hash))
 }
 
 /// How fields are drawn, from the stage's parameters.
@@ -106,6 +120,8 @@ fn check(p: &LabelParams, size: usize, centre: usize) -> Result<()> {
     Ok(())
 }
 
+/// One tile's label and truth.
+#[derive(Debug, Serialize, Deserialize)]
 struct Labelled {
     id: String,
     label: LabelEntry,
@@ -124,8 +140,22 @@ fn label_all(
     opts: &LabelOptions,
     start: Instant,
 ) -> Result<LabelSummary> {
+    let done = label_range(m, tiles_dir, dir, p, centre, 0..m.tiles.len(), opts)?;
+    write_outputs(m, tiles_dir, dir, out, p, centre, hash, done, start)
+}
+
+/// Labels tiles `range` of the manifest into `dir`: each tile's draws come from its own
+/// random stream (its index), so any split of the tiles labels each one alike.
+fn label_range(
+    m: &Manifest,
+    tiles_dir: &Path,
+    dir: &Path,
+    p: &LabelParams,
+    centre: usize,
+    range: std::ops::Range<usize>,
+    opts: &LabelOptions,
+) -> Result<Vec<Labelled>> {
     let size = m.params.tile_size;
-    let tiles_abs = std::fs::canonicalize(tiles_dir)?;
     // One correlated-noise field per scene (two components), shared by its tiles.
     let scene_noise: BTreeMap<&str, [SmoothNoise; 2]> = m
         .scenes
@@ -149,19 +179,17 @@ fn label_all(
             .and_then(|s| s.modalities.iter().find(|md| md.role == Role::Moving))
             .map_or(ModalityKind::Optical, |md| md.kind)
     };
-    let pb =
-        if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(m.tiles.len() as u64) };
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(range.len() as u64) };
     pb.set_style(
         ProgressStyle::with_template("labels [{bar:30}] {pos}/{len} tiles ({per_sec}, eta {eta})")
             .unwrap()
             .progress_chars("=> "),
     );
-    let done: Vec<Labelled> = m
-        .tiles
+    let done: Vec<Labelled> = m.tiles[range.clone()]
         .par_iter()
-        .enumerate()
+        .zip(range)
         .progress_with(pb.clone())
-        .map_init(OpenFiles::default, |open, (i, t)| {
+        .map_init(OpenFiles::default, |open, (t, i)| {
             let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
             rng.set_stream(i as u64);
             label_tile(
@@ -180,13 +208,40 @@ fn label_all(
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
+    Ok(done)
+}
 
-    let mut labels = BTreeMap::new();
-    let mut truth = BTreeMap::new();
+/// RMS of the label noise per axis, summed in tile order (any split of the tiles gives the
+/// same figures).
+fn label_noise_rmse(labelled: &[Labelled]) -> [f64; 2] {
     let (mut sx, mut sy) = (0.0, 0.0);
-    for l in done {
+    for l in labelled {
         sx += l.truth.noise[0].powi(2);
         sy += l.truth.noise[1].powi(2);
+    }
+    let n = labelled.len() as f64;
+    [(sx / n).sqrt(), (sy / n).sqrt()]
+}
+
+/// The stage's JSON outputs from every tile's label and truth (in manifest order).
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    m: &Manifest,
+    tiles_dir: &Path,
+    dir: &Path,
+    out: &Path,
+    p: &LabelParams,
+    centre: usize,
+    hash: &str,
+    done: Vec<Labelled>,
+    start: Instant,
+) -> Result<LabelSummary> {
+    let size = m.params.tile_size;
+    let tiles_abs = std::fs::canonicalize(tiles_dir)?;
+    let label_noise_rmse_px = label_noise_rmse(&done);
+    let mut labels = BTreeMap::new();
+    let mut truth = BTreeMap::new();
+    for l in done {
         labels.insert(l.id.clone(), l.label);
         truth.insert(l.id, l.truth);
     }
@@ -217,7 +272,7 @@ fn label_all(
         up_to_date: false,
         n_tiles: n,
         noise_model: p.noise.model_name(),
-        label_noise_rmse_px: [(sx / n as f64).sqrt(), (sy / n as f64).sqrt()],
+        label_noise_rmse_px,
         // What the run took, as recorded on disk (a rerun that finds it up to date keeps it).
         seconds: start.elapsed().as_secs_f64(),
         params: Some(p.clone()),

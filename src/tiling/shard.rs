@@ -9,7 +9,7 @@ use super::{
 };
 use crate::artefacts::tiles::{SceneInput, TileParams, TileSummary, TilesDir};
 use crate::artefacts::{read_json, write_json};
-use crate::util::shard::{check_complete, Shard};
+use crate::util::shard::{check_complete, read_shard_json, Shard, SHARD_JSON};
 use crate::util::{atomic, output};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const SHARD_FORMAT: &str = "simreg-tile-shard/1";
-const SHARD_JSON: &str = "shard.json";
 const SAMPLES_BIN: &str = "samples.bin";
 
 /// `shard.json`: which windows a shard cut, and per scene piece what its entry needs.
@@ -126,14 +125,7 @@ fn shard_summary(f: &ShardFile, out: &Path, up_to_date: bool, start: Instant) ->
 
 /// Reads a shard folder's `shard.json` and its samples.
 fn read_shard(dir: &Path) -> Result<ShardFile> {
-    let path = dir.join(SHARD_JSON);
-    if !path.is_file() {
-        bail!("'{}': not a complete tile shard (no {SHARD_JSON})", dir.display());
-    }
-    let mut f: ShardFile = read_json(&path)?;
-    if f.format != SHARD_FORMAT {
-        bail!("'{}': shard format '{}', expected '{SHARD_FORMAT}'", path.display(), f.format);
-    }
+    let mut f: ShardFile = read_shard_json(dir, SHARD_FORMAT, "tile")?;
     let bin = dir.join(SAMPLES_BIN);
     let bytes = std::fs::read(&bin).with_context(|| format!("'{}': cannot read", bin.display()))?;
     let mut values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -182,7 +174,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<TileSummary> {
                 let rels =
                     p.tiles.iter().map(|t| &t.path).chain(grid_files.filter(|g| g.is_relative()));
                 for rel in rels {
-                    link_or_copy(&dir.join(rel), &partial.join(rel))?;
+                    atomic::link_or_copy(&dir.join(rel), &partial.join(rel))?;
                 }
             }
             pieces.extend(f.pieces);
@@ -195,20 +187,4 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<TileSummary> {
         write_json(&building.manifest_json(), &manifest)?;
         Ok(summary)
     })
-}
-
-/// A hard link to `src` at `dst` (a copy across filesystems); nothing when `dst` exists (a
-/// scene's grid files are the same in every shard that cut it).
-fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
-    if dst.exists() {
-        return Ok(());
-    }
-    if let Some(parent) = dst.parent() {
-        atomic::create_dir(parent)?;
-    }
-    if std::fs::hard_link(src, dst).is_err() {
-        std::fs::copy(src, dst)
-            .with_context(|| format!("cannot copy '{}' to '{}'", src.display(), dst.display()))?;
-    }
-    Ok(())
 }

@@ -61,3 +61,19 @@ pub fn swap_into_place(partial: &Path, out: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A hard link to `src` at `dst` (a copy across filesystems), for merging shard folders;
+/// nothing when `dst` exists (files every shard writes alike, e.g. a scene's grid files).
+pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dst.parent() {
+        create_dir(parent)?;
+    }
+    if std::fs::hard_link(src, dst).is_err() {
+        std::fs::copy(src, dst)
+            .with_context(|| format!("cannot copy '{}' to '{}'", src.display(), dst.display()))?;
+    }
+    Ok(())
+}

@@ -49,6 +49,36 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// The name of a shard folder's description file; written last, so a folder that has one is
+/// a complete shard.
+pub const SHARD_JSON: &str = "shard.json";
+
+/// Reads the `shard.json` of the shard folder `dir`, which must be of `format` (e.g.
+/// "simreg-tile-shard/1"); `what` names the kind in errors ("tile").
+pub fn read_shard_json<T: crate::artefacts::JsonArtefact>(
+    dir: &std::path::Path,
+    format: &str,
+    what: &str,
+) -> Result<T> {
+    let path = dir.join(SHARD_JSON);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        bail!("'{}': not a complete {what} shard (no {SHARD_JSON})", dir.display());
+    };
+    #[derive(Deserialize)]
+    struct Format {
+        format: String,
+    }
+    match serde_json::from_str::<Format>(&text) {
+        Ok(f) if f.format == format => crate::artefacts::read_json(&path),
+        Ok(f) => bail!(
+            "'{}': a shard of format '{}', not a {what} shard ('{format}')",
+            dir.display(),
+            f.format
+        ),
+        Err(_) => bail!("'{}': not readable as a {what} shard", path.display()),
+    }
+}
+
 /// Checks that `got` (the shards found) are shards 1..=n of one split, naming those missing.
 pub fn check_complete(got: &[Shard], what: &str) -> Result<usize> {
     let Some(n) = got.first().map(|s| s.n) else { bail!("{what}: no shard given") };

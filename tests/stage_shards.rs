@@ -1,5 +1,5 @@
-//! `tile --shard K/N` and `merge tile` (issue 20): shards of the windows of all scenes, merged,
-//! give the manifest and tiles one process writes; incomplete or mixed shards are refused.
+//! `tile`/`labels --shard K/N` and `merge tile`/`merge labels` (issue 20): shards of the work,
+//! merged, give the files one process writes; incomplete or mixed shards are refused.
 mod common;
 use common::*;
 use simreg::artefacts::tiles::{ModalityInput, SceneInput, TileParams};
@@ -189,4 +189,45 @@ fn first_difference(a: &str, b: &str) -> String {
     let i = la.iter().zip(&lb).position(|(x, y)| x != y).unwrap_or(la.len().min(lb.len()));
     let around = |l: &[&str]| l[i.saturating_sub(3)..(i + 3).min(l.len())].join("\n");
     format!("line {}:\n--- one process\n{}\n--- merged\n{}", i + 1, around(&la), around(&lb))
+}
+
+#[test]
+fn merged_labels_shards_equal_one_process_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let sc = scenes(t.path());
+    let tiles = t.path().join("tiles");
+    tiling::run(&sc, &params(), &tiles, &quiet()).unwrap();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    // Correlated noise: a field per scene, shared by tiles that land in different shards.
+    let label_args =
+        ["--amplitude", "2", "--noise", "correlated", "--sigma", "1", "--corr-length", "40"];
+    let labels = |extra: &[&str], out: &Path| {
+        let base = ["labels", "--tiles", &s(&tiles), "--out", &s(out)];
+        ok(&[&base[..], &label_args[..], extra].concat())
+    };
+    let whole = t.path().join("whole");
+    let w = labels(&[], &whole);
+    let dirs: Vec<PathBuf> = (1..=3).map(|k| t.path().join(format!("l{k}-of-3"))).collect();
+    for (k, d) in dirs.iter().enumerate() {
+        labels(&["--shard", &format!("{}/3", k + 1)], d);
+    }
+    let merged = t.path().join("merged");
+    let mo = s(&merged);
+    let ds: Vec<String> = dirs.iter().rev().map(|d| s(d)).collect();
+    let mut args = vec!["merge", "labels", "--out", &mo];
+    args.extend(ds.iter().map(String::as_str));
+    let m = ok(&args);
+    assert_eq!(m["n_tiles"], w["n_tiles"]);
+    assert_eq!(m["label_noise_rmse_px"], w["label_noise_rmse_px"], "summed in the same order");
+    let (a, b) = (files(&whole), files(&merged));
+    assert_eq!(a, b, "the same files");
+    assert!(a.iter().any(|f| f.to_string_lossy().ends_with(".moving.tif")));
+    for f in &a {
+        assert!(hash_file(&whole.join(f)) == hash_file(&merged.join(f)), "{} differs", f.display());
+    }
+    // Shards of one stage are not shards of another; a missing shard is named.
+    let e = tiling::merge(&dirs, &t.path().join("x")).unwrap_err().to_string();
+    assert!(e.contains("not a tile shard"), "{e}");
+    let e = simreg(&["merge", "labels", "--out", &s(&t.path().join("y")), &ds[0], &ds[1]]);
+    assert!(!e.status.success() && stderr(&e).contains("shard 1/3 missing"), "{}", stderr(&e));
 }
