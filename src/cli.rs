@@ -10,6 +10,7 @@ use simreg::artefacts::synth::SynthParams;
 use simreg::artefacts::tiles::TileParams;
 use simreg::artefacts::toy1d::Toy1dParams;
 use simreg::artefacts::train::TrainParams;
+use simreg::pipeline::steps::Stage;
 use simreg::raster::bounds::InputLimits;
 use simreg::raster::kind::ModalityKind;
 use simreg::util::shard::Shard;
@@ -101,8 +102,16 @@ pub enum Command {
     Batch(BatchArgs),
     /// Put the outputs of a sharded stage (`--shard K/N`) together, as one process writes them
     Merge(MergeArgs),
-    /// Run the stages of a pipeline TOML file (pipelines/*.toml)
+    /// Run the stages of a pipeline TOML file (pipelines/*.toml), here or as Slurm jobs
     Run(RunArgs),
+    /// Each step's progress in a run folder (and, for Slurm runs, failed jobs and their logs)
+    Status {
+        /// Run directory
+        run: PathBuf,
+        /// Print a machine-readable summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show versions, threads and whether libtorch sees a GPU
     Info {
         #[arg(long)]
@@ -180,6 +189,12 @@ pub enum MergeStage {
     Labels,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    Local,
+    Slurm,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Pipeline file
@@ -187,6 +202,34 @@ pub struct RunArgs {
     /// Run directory [default: the pipeline's run.out, else runs/<pipeline name>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where the stages run: here, one after another (local), or as Slurm jobs submitted with
+    /// sbatch (slurm; the run folder and inputs must be on a filesystem every node sees)
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: Executor,
+    /// Shards of the sharded stages (tile, labels): array tasks with --executor slurm
+    #[arg(long, default_value_t = 4)]
+    pub shards: usize,
+    /// Slurm partition for the jobs
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm partition for train (and the enforcement study), e.g. one with GPUs
+    #[arg(long)]
+    pub gpu_partition: Option<String>,
+    /// Slurm account to charge
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Slurm time limit per job, e.g. 02:00:00
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Run only this step into the run folder (what each Slurm job runs)
+    #[arg(long, value_enum, hide = true)]
+    pub step: Option<Stage>,
+    /// The σ of a noise sweep the step runs on
+    #[arg(long, hide = true, requires = "step")]
+    pub sigma: Option<f64>,
+    /// The shard of a sharded step
+    #[arg(long, hide = true, requires = "step", value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,

@@ -1,6 +1,6 @@
 mod cli;
 
-use cli::{Cli, Command, MergeStage};
+use cli::{Cli, Command, Executor, MergeStage};
 use serde::Serialize;
 use simreg::artefacts::enforce::EnforceStudyParams;
 use simreg::artefacts::learn::{
@@ -63,6 +63,17 @@ fn print<S: Serialize + Display>(s: &S, json: bool, quiet: bool) -> anyhow::Resu
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
+        println!("{s}");
+    }
+    Ok(())
+}
+
+/// Prints a summary as JSON with `--json`, else as text (even with `--quiet`: it is the
+/// command's answer).
+fn print_json_or<S: Serialize + Display>(s: &S, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
         println!("{s}");
     }
     Ok(())
@@ -229,7 +240,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "run".into());
                 std::path::Path::new("runs").join(stem)
             });
-            print(&pipeline::run(&p, &out, quiet, cli.threads)?, a.json, quiet)
+            if let Some(stage) = a.step {
+                let o = pipeline::steps::StepOptions {
+                    shard: a.shard,
+                    shards: a.shards,
+                    quiet,
+                    threads: cli.threads,
+                };
+                return pipeline::steps::run_step(&p, &out, stage, a.sigma, &o);
+            }
+            match a.executor {
+                Executor::Local => {
+                    print(&pipeline::run(&p, &out, quiet, cli.threads)?, a.json, quiet)
+                }
+                Executor::Slurm => {
+                    let o = pipeline::slurm::SlurmOptions {
+                        shards: a.shards,
+                        partition: a.partition,
+                        gpu_partition: a.gpu_partition,
+                        account: a.account,
+                        time: a.time,
+                    };
+                    print_json_or(&pipeline::slurm::submit(&p, &a.pipeline, &out, &o)?, a.json)
+                }
+            }
+        }
+        Command::Status { run, json } => {
+            let s = pipeline::slurm::status(&run)?;
+            print_json_or(&s, json)
         }
         Command::Info { json, device } => {
             // GDAL here; libtorch in simreg-learn (loading it is what simreg avoids).

@@ -4,6 +4,8 @@
 //! labelled stages (`LABELLED`: labels → train → enforce_study → similarity → audit) on the run
 //! itself or, for a noise sweep, once per σ on a sub-run, then the report.
 pub mod file;
+pub mod slurm;
+pub mod steps;
 pub mod summary;
 
 pub use file::Pipeline;
@@ -53,6 +55,7 @@ pub fn run(
     let run = RunDir::new(run_dir);
     // One writer per run directory, and only a directory simreg made (or an empty one).
     let _claim = output::claim_run(run_dir)?;
+    slurm::check_not_busy(run_dir)?;
     // The effective configuration (defaults filled in, absolute paths), for provenance.
     let effective = toml::to_string_pretty(p).context("cannot serialise the pipeline")?;
     write_pipeline_toml(&run.pipeline_toml(), &effective)?;
@@ -119,54 +122,70 @@ fn run_labelled(
     how: &Call,
 ) -> Result<LabelledSummary> {
     let mut s = LabelledSummary::default();
-    let (labels_dir, train_dir) = (sub.labels(), sub.train());
     for stage in LABELLED {
-        match stage {
-            Labelled::Labels => {
-                if let Some(l) = label_params {
-                    let opts = labels::LabelOptions { quiet };
-                    s.labels = Some(labels::run(run.tiles().path(), labels_dir.path(), l, &opts)?);
-                }
+        run_labelled_stage(stage, p, run, sub, label_params, quiet, how, &mut s)?;
+    }
+    Ok(s)
+}
+
+/// One labelled stage on `sub` (when the pipeline has it), its summary recorded in `s`.
+#[allow(clippy::too_many_arguments)]
+fn run_labelled_stage(
+    stage: Labelled,
+    p: &Pipeline,
+    run: &RunDir,
+    sub: &RunDir,
+    label_params: Option<&LabelParams>,
+    quiet: bool,
+    how: &Call,
+    s: &mut LabelledSummary,
+) -> Result<()> {
+    let (labels_dir, train_dir) = (sub.labels(), sub.train());
+    match stage {
+        Labelled::Labels => {
+            if let Some(l) = label_params {
+                let opts = labels::LabelOptions { quiet };
+                s.labels = Some(labels::run(run.tiles().path(), labels_dir.path(), l, &opts)?);
             }
-            Labelled::Train => {
-                if let Some(t) = &p.train {
-                    let req = TrainRequest {
-                        labels: labels_dir.path().into(),
-                        out: train_dir.path().into(),
-                        params: t.clone(),
-                    };
-                    s.train = Some(learn::call(req, how)?);
-                }
+        }
+        Labelled::Train => {
+            if let Some(t) = &p.train {
+                let req = TrainRequest {
+                    labels: labels_dir.path().into(),
+                    out: train_dir.path().into(),
+                    params: t.clone(),
+                };
+                s.train = Some(learn::call(req, how)?);
             }
-            Labelled::EnforceStudy => {
-                if let Some(e) = &p.enforce_study {
-                    let req = EnforceStudyRequest {
-                        labels: labels_dir.path().into(),
-                        out: sub.enforce_study().path().into(),
-                        params: e.clone(),
-                    };
-                    s.enforce_study = Some(learn::call(req, how)?);
-                }
+        }
+        Labelled::EnforceStudy => {
+            if let Some(e) = &p.enforce_study {
+                let req = EnforceStudyRequest {
+                    labels: labels_dir.path().into(),
+                    out: sub.enforce_study().path().into(),
+                    params: e.clone(),
+                };
+                s.enforce_study = Some(learn::call(req, how)?);
             }
-            Labelled::Similarity => {
-                if let Some(params) = &p.similarity {
-                    let req = SimilarityRequest {
-                        model: train_dir.path().into(),
-                        labels: labels_dir.path().into(),
-                        out: sub.similarity().path().into(),
-                        params: params.clone(),
-                    };
-                    s.similarity = Some(learn::call(req, how)?);
-                }
+        }
+        Labelled::Similarity => {
+            if let Some(params) = &p.similarity {
+                let req = SimilarityRequest {
+                    model: train_dir.path().into(),
+                    labels: labels_dir.path().into(),
+                    out: sub.similarity().path().into(),
+                    params: params.clone(),
+                };
+                s.similarity = Some(learn::call(req, how)?);
             }
-            Labelled::Audit => {
-                if let Some(a) = &p.audit {
-                    s.audit = Some(audit::run(sub, sub.audit().path(), a, quiet)?);
-                }
+        }
+        Labelled::Audit => {
+            if let Some(a) = &p.audit {
+                s.audit = Some(audit::run(sub, sub.audit().path(), a, quiet)?);
             }
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 /// The sweep's template at label-noise σ (iid noise when the template has none and σ > 0).

@@ -378,7 +378,8 @@ fn cut_scene(
                     grid_band: b.read_band,
                     grid_mask_band: b.mask_band,
                     grid_offset: b.offset,
-                    nodata: b.nodata,
+                    // NaN is nodata anyway (and JSON has no NaN: it would read back as none).
+                    nodata: b.nodata.filter(|n| !n.is_nan()),
                     stats: None,
                 }
             })
