@@ -94,24 +94,6 @@ fn json(o: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(o)).unwrap()
 }
 
-/// Every file under `dir` (relative), sorted.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A JSON file with the run folder's own path (and the hash it enters) taken out.
 fn normalised(path: &Path, run: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
@@ -142,17 +124,10 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
     let (local, sharded) = (t.path().join("local"), t.path().join("slurm"));
     let (l, s) = (local.to_string_lossy().into_owned(), sharded.to_string_lossy().into_owned());
 
-    let sub = json(&cluster.simreg(&[
-        "run",
-        &p,
-        "--out",
-        &s,
-        "--executor",
-        "slurm",
-        "--shards",
-        "4",
-        "--json",
-    ]));
+    let submit = || {
+        cluster.simreg(&["run", &p, "--out", &s, "--executor", "slurm", "--shards", "4", "--json"])
+    };
+    let sub = json(&submit());
     let jobs = sub["jobs"].as_array().unwrap();
     let steps: Vec<&str> = jobs.iter().map(|j| j["step"].as_str().unwrap()).collect();
     assert_eq!(
@@ -171,7 +146,7 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
     );
     assert_eq!(jobs[1]["tasks"], serde_json::json!([1, 2, 3, 4]), "tile is a 4-task array");
     // A second submission while the jobs are queued or running is refused.
-    let again = cluster.simreg(&["run", &p, "--out", &s, "--executor", "slurm", "--shards", "4"]);
+    let again = submit();
     assert!(
         !again.status.success() && stderr(&again).contains("is being written by Slurm jobs"),
         "{}",
@@ -202,7 +177,7 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
 
     // Tiles, labels and the audit as one process writes them.
     for dir in ["tiles", "labels"] {
-        let (a, b) = (files(&local.join(dir)), files(&sharded.join(dir)));
+        let (a, b) = (files_under(&local.join(dir)), files_under(&sharded.join(dir)));
         // The summary records seconds; hidden files hold hashes of the run's own paths.
         let keep =
             |f: &PathBuf| f != Path::new("summary.json") && !f.to_string_lossy().starts_with('.');
@@ -237,17 +212,7 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
     assert!(sharded.join("report/index.html").is_file());
 
     // Resubmitting a finished run submits nothing.
-    let re = json(&cluster.simreg(&[
-        "run",
-        &p,
-        "--out",
-        &s,
-        "--executor",
-        "slurm",
-        "--shards",
-        "4",
-        "--json",
-    ]));
+    let re = json(&submit());
     assert_eq!(re["jobs"].as_array().unwrap().len(), 0, "{re}");
     // Without sbatch on the PATH: a clear error.
     let no = Command::new(bin())

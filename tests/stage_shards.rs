@@ -55,25 +55,11 @@ fn quiet() -> TileOptions {
     TileOptions { quiet: true, ..TileOptions::default() }
 }
 
-/// Every file under `dir`, relative, except the summary (it records seconds).
+/// Every file under `dir`, relative, except the summary (it records seconds) and the
+/// ownership marker.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().to_path_buf();
-                if rel != Path::new("summary.json") && !rel.starts_with(".simreg") {
-                    out.push(rel);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
+    let keep = |rel: &PathBuf| rel != Path::new("summary.json") && !rel.starts_with(".simreg");
+    files_under(dir).into_iter().filter(keep).collect()
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use super::{checked_inputs, label_range, up_to_date, write_outputs, LabelOptions, Labelled};
 use crate::artefacts::labels::{LabelParams, LabelSummary};
 use crate::artefacts::{read_json, write_json, JsonArtefact};
-use crate::util::shard::{check_complete, read_shard_json, Shard, SHARD_JSON};
+use crate::util::shard::{read_all, Shard, ShardJson, SHARD_JSON};
 use crate::util::{atomic, output};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,17 @@ struct ShardFile {
 impl JsonArtefact for ShardFile {
     const WHAT: &'static str = "labels shard";
     const MADE_BY: &'static str = "simreg labels --shard K/N";
+}
+
+impl ShardJson for ShardFile {
+    const FORMAT: &'static str = SHARD_FORMAT;
+    const STAGE: &'static str = "labels";
+    fn shard(&self) -> Shard {
+        self.shard
+    }
+    fn input_hash(&self) -> &str {
+        &self.input_hash
+    }
 }
 
 /// Labels shard `shard` of the tiles in `tiles_dir` into `out` (replaced as a whole when
@@ -79,30 +90,15 @@ pub fn run_shard(
     })
 }
 
-fn read_shard(dir: &Path) -> Result<ShardFile> {
-    read_shard_json(dir, SHARD_FORMAT, "labels")
-}
-
 /// Merges the complete labels shards in `shards` into the labels folder `out` (replaced as a
 /// whole when done), as one process labelling every tile writes it. Refuses shards of other
 /// tiles or parameters, and an incomplete set, naming the shards missing.
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<LabelSummary> {
     let start = Instant::now();
-    let mut files: Vec<(PathBuf, ShardFile)> =
-        shards.iter().map(|d| Ok((d.clone(), read_shard(d)?))).collect::<Result<_>>()?;
-    files.sort_by_key(|(_, f)| f.shard.k);
-    let got: Vec<Shard> = files.iter().map(|(_, f)| f.shard).collect();
-    check_complete(&got, "labels shards")?;
+    let files: Vec<(PathBuf, ShardFile)> = read_all(shards)?;
     let first = &files[0].1;
     let (hash, p, tiles_dir) =
         (first.input_hash.clone(), first.params.clone(), first.tiles_dir.clone());
-    if let Some((d, _)) = files.iter().find(|(_, f)| f.input_hash != hash) {
-        bail!(
-            "labels shard '{}' was made from other tiles or parameters than shard 1/{}",
-            d.display(),
-            got.len()
-        );
-    }
     let (manifest, centre, now) = checked_inputs(&tiles_dir, &p)?;
     if now != hash {
         bail!(

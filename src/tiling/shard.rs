@@ -9,7 +9,7 @@ use super::{
 };
 use crate::artefacts::tiles::{SceneInput, TileParams, TileSummary, TilesDir};
 use crate::artefacts::{read_json, write_json};
-use crate::util::shard::{check_complete, read_shard_json, Shard, SHARD_JSON};
+use crate::util::shard::{read_all, Shard, ShardJson, SHARD_JSON};
 use crate::util::{atomic, output};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,17 @@ struct ShardFile {
 impl crate::artefacts::JsonArtefact for ShardFile {
     const WHAT: &'static str = "tile shard";
     const MADE_BY: &'static str = "simreg tile --shard K/N";
+}
+
+impl ShardJson for ShardFile {
+    const FORMAT: &'static str = SHARD_FORMAT;
+    const STAGE: &'static str = "tile";
+    fn shard(&self) -> Shard {
+        self.shard
+    }
+    fn input_hash(&self) -> &str {
+        &self.input_hash
+    }
 }
 
 /// Cuts shard `shard` of the windows of `scenes` into `out` (replaced as a whole when done; a
@@ -123,9 +134,8 @@ fn shard_summary(f: &ShardFile, out: &Path, up_to_date: bool, start: Instant) ->
     }
 }
 
-/// Reads a shard folder's `shard.json` and its samples.
-fn read_shard(dir: &Path) -> Result<ShardFile> {
-    let mut f: ShardFile = read_shard_json(dir, SHARD_FORMAT, "tile")?;
+/// Reads the statistics' samples of the shard `f` in `dir` into its pieces.
+fn read_samples(dir: &Path, f: &mut ShardFile) -> Result<()> {
     let bin = dir.join(SAMPLES_BIN);
     let bytes = std::fs::read(&bin).with_context(|| format!("'{}': cannot read", bin.display()))?;
     let mut values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
@@ -136,7 +146,7 @@ fn read_shard(dir: &Path) -> Result<ShardFile> {
     for (p, counts) in f.pieces.iter_mut().zip(&f.sample_counts) {
         p.samples = counts.iter().map(|&n| values.by_ref().take(n).collect()).collect();
     }
-    Ok(f)
+    Ok(())
 }
 
 /// Merges the complete tile shards in `shards` into the tiles folder `out` (replaced as a
@@ -144,19 +154,11 @@ fn read_shard(dir: &Path) -> Result<ShardFile> {
 /// of different inputs, and an incomplete set, naming the shards missing.
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<TileSummary> {
     let start = Instant::now();
-    let mut files: Vec<(PathBuf, ShardFile)> =
-        shards.iter().map(|d| Ok((d.clone(), read_shard(d)?))).collect::<Result<_>>()?;
-    files.sort_by_key(|(_, f)| f.shard.k);
-    let got: Vec<Shard> = files.iter().map(|(_, f)| f.shard).collect();
-    check_complete(&got, "tile shards")?;
-    let (hash, params) = (files[0].1.input_hash.clone(), files[0].1.params.clone());
-    if let Some((d, _)) = files.iter().find(|(_, f)| f.input_hash != hash) {
-        bail!(
-            "tile shard '{}' was cut from other inputs or parameters than shard 1/{}",
-            d.display(),
-            got.len()
-        );
+    let mut files: Vec<(PathBuf, ShardFile)> = read_all(shards)?;
+    for (dir, f) in &mut files {
+        read_samples(dir, f)?;
     }
+    let (hash, params) = (files[0].1.input_hash.clone(), files[0].1.params.clone());
     let inputs: Vec<&Path> = shards.iter().map(PathBuf::as_path).collect();
     let claim = output::claim(out, "tile", &inputs)?;
     if let Ok(m) = TilesDir::new(out).manifest() {

@@ -79,6 +79,38 @@ pub fn read_shard_json<T: crate::artefacts::JsonArtefact>(
     }
 }
 
+/// A shard folder's `shard.json`.
+pub trait ShardJson: crate::artefacts::JsonArtefact {
+    /// Its `format` (e.g. "simreg-tile-shard/1").
+    const FORMAT: &'static str;
+    /// The stage, in errors ("tile").
+    const STAGE: &'static str;
+    fn shard(&self) -> Shard;
+    /// The hash of the inputs and parameters (the same for every shard of one split).
+    fn input_hash(&self) -> &str;
+}
+
+/// The `shard.json` of every folder in `dirs`, in shard order: all N shards of one split of
+/// the same inputs, or an error naming what is missing or does not belong.
+pub fn read_all<T: ShardJson>(dirs: &[std::path::PathBuf]) -> Result<Vec<(std::path::PathBuf, T)>> {
+    let mut files: Vec<(std::path::PathBuf, T)> = dirs
+        .iter()
+        .map(|d| Ok((d.clone(), read_shard_json(d, T::FORMAT, T::STAGE)?)))
+        .collect::<Result<_>>()?;
+    files.sort_by_key(|(_, f)| f.shard().k);
+    let got: Vec<Shard> = files.iter().map(|(_, f)| f.shard()).collect();
+    let n = check_complete(&got, &format!("{} shards", T::STAGE))?;
+    let hash = files[0].1.input_hash().to_string();
+    if let Some((d, _)) = files.iter().find(|(_, f)| f.input_hash() != hash) {
+        bail!(
+            "{} shard '{}' was made from other inputs or parameters than shard 1/{n}",
+            T::STAGE,
+            d.display()
+        );
+    }
+    Ok(files)
+}
+
 /// Checks that `got` (the shards found) are shards 1..=n of one split, naming those missing.
 pub fn check_complete(got: &[Shard], what: &str) -> Result<usize> {
     let Some(n) = got.first().map(|s| s.n) else { bail!("{what}: no shard given") };
