@@ -32,7 +32,8 @@ if [ "$cmd" = stop ]; then stop; exit 0; fi
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   [ "$(id -u)" = 0 ] || fail "slurm-wlm and munge are not installed, and installing them needs root"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$dir/apt.log" 2>&1 \
+  install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >>"$dir/apt.log" 2>&1; }
+  install || { apt-get update -q >>"$dir/apt.log" 2>&1 && install; } \
     || fail "apt-get install slurm-wlm munge failed (see $dir/apt.log)"
 fi
 [ "$(id -u)" = 0 ] || fail "this one-node cluster runs its daemons as root (SlurmUser=root)"
