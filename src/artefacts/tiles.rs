@@ -243,6 +243,18 @@ impl Manifest {
     }
 }
 
+impl ModalityEntry {
+    /// "moving 'a.tif'" or "reference 'a.tif' (+3 files)", for error messages.
+    pub fn label(&self) -> String {
+        let first = self.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
+        let more = match self.sources.len() {
+            0 | 1 => String::new(),
+            n => format!(" (+{} files)", n - 1),
+        };
+        format!("{} '{first}'{more}", self.role.name())
+    }
+}
+
 impl SceneEntry {
     /// Every band of modality `role` over `win` (which may reach past the tiles, e.g. a tile
     /// plus a margin), read from the bands' grid files; `tiles_dir` is where the manifest lives.

@@ -93,12 +93,17 @@ fn quote(p: &Path) -> String {
     format!("'{}'", p.to_string_lossy().replace('\'', r"'\''"))
 }
 
-/// Job ids of `jobs` that Slurm still has queued or running.
-fn active(jobs: &[Job]) -> Result<Vec<String>> {
-    if jobs.is_empty() {
+/// `RUN/slurm/jobs.json` (empty when nothing was submitted).
+fn read_jobs(run_dir: &Path) -> Result<JobsFile> {
+    Ok(read_json_if_present(&slurm_dir(run_dir).join("jobs.json"))?.unwrap_or_default())
+}
+
+/// Job ids of `record` that Slurm still has queued or running (none without squeue).
+fn active(record: &JobsFile) -> Result<Vec<String>> {
+    if record.jobs.is_empty() || on_path("squeue").is_none() {
         return Ok(Vec::new());
     }
-    let ids: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    let ids: Vec<&str> = record.jobs.iter().map(|j| j.job_id.as_str()).collect();
     let out = Command::new("squeue")
         .args(["-h", "-o", "%F", "-j", &ids.join(",")])
         .output()
@@ -112,12 +117,11 @@ fn active(jobs: &[Job]) -> Result<Vec<String>> {
 
 /// Refuses a run folder that Slurm jobs submitted for it are still writing.
 pub fn check_not_busy(run_dir: &Path) -> Result<()> {
-    let record: Option<JobsFile> = read_json_if_present(&slurm_dir(run_dir).join("jobs.json"))?;
-    let Some(record) = record else { return Ok(()) };
-    if on_path("squeue").is_none() {
-        return Ok(());
-    }
-    let busy = active(&record.jobs)?;
+    refuse_if_busy(run_dir, &read_jobs(run_dir)?)
+}
+
+fn refuse_if_busy(run_dir: &Path, record: &JobsFile) -> Result<()> {
+    let busy = active(record)?;
     if !busy.is_empty() {
         bail!(
             "run '{}' is being written by Slurm jobs {} (queued or running); wait for them, or cancel them with scancel",
@@ -142,8 +146,8 @@ pub fn submit(
         bail!("--shards must be at least 1");
     }
     let jobs_json = slurm_dir(run_dir).join("jobs.json");
-    check_not_busy(run_dir)?;
-    let mut record: JobsFile = read_json_if_present(&jobs_json)?.unwrap_or_default();
+    let mut record = read_jobs(run_dir)?;
+    refuse_if_busy(run_dir, &record)?;
     if !record.jobs.is_empty() && record.shards != o.shards {
         bail!(
             "run '{}' was split into {} shards; resubmit with --shards {}",
@@ -331,13 +335,8 @@ pub fn status(run_dir: &Path) -> Result<RunStatus> {
         bail!("'{}': not a simreg run folder (no pipeline.toml)", run_dir.display());
     }
     let p = Pipeline::load(&toml)?;
-    let record: JobsFile =
-        read_json_if_present(&slurm_dir(run_dir).join("jobs.json"))?.unwrap_or_default();
-    let busy = if record.jobs.is_empty() || on_path("squeue").is_none() {
-        Vec::new()
-    } else {
-        active(&record.jobs)?
-    };
+    let record = read_jobs(run_dir)?;
+    let busy = active(&record)?;
     let n = record.shards.max(1);
     let mut steps = Vec::new();
     for step in plan(&p) {

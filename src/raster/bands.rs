@@ -15,6 +15,15 @@ pub fn is_nodata(v: f32, nodata: Option<f64>) -> bool {
     !v.is_finite() || nodata.is_some_and(|n| v as f64 == n || n as f32 == v)
 }
 
+/// Marks `px` as nodata (NaN) where `alpha`, a warping VRT's alpha band, is 0.
+pub fn nan_where_alpha_is_zero(px: &mut [f32], alpha: &[f32]) {
+    for (p, &a) in px.iter_mut().zip(alpha) {
+        if a == 0.0 {
+            *p = f32::NAN;
+        }
+    }
+}
+
 /// A raster opened for reading bands and regions; errors name it by `label` (e.g.
 /// "moving 'sar.tif'", which may be the user's file behind a warped copy).
 pub struct BandReader {
@@ -111,11 +120,6 @@ impl BandReader {
         Ok((out, false))
     }
 
-    /// Band `b`'s declared nodata value.
-    pub fn nodata(&self, b: usize) -> Option<f64> {
-        self.nodata.get(b.wrapping_sub(1)).copied().flatten()
-    }
-
     /// The window `win` of band `b` (see `region`).
     pub fn window(&self, b: usize, win: Window) -> Result<Vec<f32>> {
         self.region(b, win.col, win.row, win.width, win.height)
@@ -127,11 +131,7 @@ impl BandReader {
         let mut px = self.window(b, win)?;
         if let Some(m) = mask {
             let (alpha, _) = self.region_as(m, win.col, win.row, win.width, win.height, 0f32)?;
-            for (p, a) in px.iter_mut().zip(&alpha) {
-                if *a == 0.0 {
-                    *p = f32::NAN;
-                }
-            }
+            nan_where_alpha_is_zero(&mut px, &alpha);
         }
         Ok(px)
     }

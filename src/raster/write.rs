@@ -147,6 +147,11 @@ integer!(i16);
 /// Per band, which pixels are data; None: those not equal to the nodata value.
 pub type Masks = Vec<Option<Vec<bool>>>;
 
+/// Whether pixel `i` of a band with `mask` (see `Masks`), of value `v`, is data.
+fn is_valid<T: Integer>(mask: &Option<Vec<bool>>, i: usize, v: T, nodata: Option<T>) -> bool {
+    mask.as_ref().map_or(Some(v) != nodata, |m| m[i])
+}
+
 /// The nodata value an integer tile uses: `nodata` (the sources' own) when no valid pixel has
 /// it, else the highest free value; None when no pixel is nodata and `nodata` is taken (or
 /// absent), or when every value is taken (then Err: the tile needs Float32).
@@ -155,7 +160,7 @@ fn integer_nodata<T: Integer>(
     masks: &Masks,
     nodata: Option<T>,
 ) -> std::result::Result<Option<T>, ()> {
-    let valid = |k: usize, i: usize, v: T| masks[k].as_ref().map_or(Some(v) != nodata, |m| m[i]);
+    let valid = |k: usize, i: usize, v: T| is_valid(&masks[k], i, v, nodata);
     // One linear pass answers the common cases (no value table per tile: it cost more than
     // the rest of writing a Byte tile).
     let (mut any_invalid, mut taken) = (false, false);
@@ -304,8 +309,7 @@ impl Tile<'_> {
             // Only pixels equal to `nodata` are nodata: no valid pixel has it.
             return write_as(self.path, &self.header(nodata.map(Into::into), false), bands);
         }
-        let valid =
-            |m: &Option<Vec<bool>>, i: usize, v: T| m.as_ref().map_or(Some(v) != nodata, |m| m[i]);
+        let valid = |m: &Option<Vec<bool>>, i: usize, v: T| is_valid(m, i, v, nodata);
         match integer_nodata(&bands, &masks, nodata) {
             Ok(chosen) => {
                 let fill = chosen.unwrap_or_default();

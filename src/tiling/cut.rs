@@ -11,7 +11,7 @@
 //! Both paths write the same tiles (tests/tile_warp.rs).
 use super::prepare::PreparedModality;
 use crate::artefacts::tiles::{Placement, TileEntry, TileParams};
-use crate::raster::bands::{BandReader, OpenFiles};
+use crate::raster::bands::{nan_where_alpha_is_zero, BandReader, OpenFiles};
 use crate::raster::stats::{self, StatScale};
 use crate::raster::write::{
     write_geotiff, write_integer_geotiff, BandData, GeoTiffOptions, Integer, Masks, SampleType,
@@ -89,11 +89,7 @@ impl Sample for f32 {
         Ok((r.window(b, win)?, None))
     }
     fn mask(px: &mut [f32], _: &mut Option<Vec<bool>>, alpha: &[f32], _: Option<f32>) {
-        for (p, &a) in px.iter_mut().zip(alpha) {
-            if a == 0.0 {
-                *p = f32::NAN;
-            }
-        }
+        nan_where_alpha_is_zero(px, alpha);
     }
     fn write(tile: TileOut<'_>, bands: Vec<BandData>, _: Masks, _: Option<f32>) -> Result<()> {
         tile.write_f32(bands)

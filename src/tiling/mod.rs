@@ -20,7 +20,7 @@ use crate::artefacts::tiles::{
 use crate::raster::kind::Role;
 use crate::raster::stats;
 use crate::raster::write::GeoTiffOptions;
-use crate::raster::Window;
+use crate::raster::{Grid, Window};
 use crate::util::{atomic, fingerprint, output};
 use anyhow::{bail, Context, Result};
 use cut::{SceneCtx, StripType, WindowOutcome};
@@ -174,18 +174,23 @@ fn tile_all(
 ) -> Result<(Manifest, usize)> {
     let mut pieces = Vec::new();
     for (index, scene) in scenes.iter().enumerate() {
-        let windows = scene_windows(scene, params)?;
+        let (grid, windows) = scene_windows(scene, params)?;
         let all = 0..windows.len();
-        pieces.push(cut_scene(scene, index, &windows, all, params, dir, opts)?);
+        pieces.push(cut_scene(scene, index, grid, &windows, all, params, dir, opts)?);
     }
     assemble(pieces, params, hash)
 }
 
-/// The windows of a scene's reference grid, in tiling order.
-fn scene_windows(scene: &SceneInput, params: &TileParams) -> Result<Vec<(Window, Placement)>> {
+/// A scene's reference grid and its windows, in tiling order.
+fn scene_windows(
+    scene: &SceneInput,
+    params: &TileParams,
+) -> Result<(Grid, Vec<(Window, Placement)>)> {
     let grid = reference_grid(&scene.reference)?;
-    plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
-        .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))
+    let windows =
+        plan_windows(grid.width, grid.height, params.tile_size, params.overlap, params.edge)
+            .with_context(|| format!("reference '{}'", scene.reference.files[0].display()))?;
+    Ok((grid, windows))
 }
 
 /// The manifest of pieces covering every window of every scene (several pieces of a scene,
@@ -259,12 +264,7 @@ fn finish_scene(pieces: Vec<ScenePiece>) -> Result<(SceneEntry, Vec<TileEntry>, 
     }
     for (m, &v) in entry.modalities.iter().zip(&valid) {
         if v == 0 {
-            let first = m.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
-            let more = match m.sources.len() {
-                0 | 1 => String::new(),
-                n => format!(" (+{} files)", n - 1),
-            };
-            bail!("{} '{first}'{more}: all pixels are nodata on the reference grid", m.role.name());
+            bail!("{}: all pixels are nodata on the reference grid", m.label());
         }
     }
     let mut samples = samples.into_iter();
@@ -279,10 +279,13 @@ fn finish_scene(pieces: Vec<ScenePiece>) -> Result<(SceneEntry, Vec<TileEntry>, 
     Ok((entry, tiles, reused))
 }
 
-/// Cuts windows `range` of scene `index` (its `windows`) into tiles under `dir`.
+/// Cuts windows `range` of scene `index` (on its reference `grid`, whose windows are
+/// `windows`) into tiles under `dir`.
+#[allow(clippy::too_many_arguments)]
 fn cut_scene(
     scene: &SceneInput,
     index: usize,
+    grid: Grid,
     windows: &[(Window, Placement)],
     range: std::ops::Range<usize>,
     params: &TileParams,
@@ -290,7 +293,6 @@ fn cut_scene(
     opts: &TileOptions,
 ) -> Result<ScenePiece> {
     let name = scene.scene_name();
-    let grid = reference_grid(&scene.reference)?;
     // Warping VRTs and rasterised copies on the reference grid stay with the tiles (later
     // stages read around tiles from them).
     let work = dir.join(&name).join("grid");

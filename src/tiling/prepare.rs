@@ -40,19 +40,6 @@ pub struct PreparedModality {
     pub sources: Vec<SourceEntry>,
 }
 
-impl PreparedModality {
-    /// "moving 'a.tif'" or "reference 'a.tif' (+3 files)", for error messages.
-    pub fn label(&self) -> String {
-        let first = self.sources.first().map(|s| s.path.display().to_string()).unwrap_or_default();
-        let more = if self.sources.len() > 1 {
-            format!(" (+{} files)", self.sources.len() - 1)
-        } else {
-            String::new()
-        };
-        format!("{} '{first}'{more}", self.role.name())
-    }
-}
-
 fn stem(p: &Path) -> String {
     p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }

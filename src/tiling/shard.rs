@@ -72,18 +72,19 @@ pub fn run_shard(
     }
     budget::check(&scenes, params, out, opts.limits.max_pixels)?;
     let windows: Vec<_> = scenes.iter().map(|s| scene_windows(s, params)).collect::<Result<_>>()?;
-    let total: usize = windows.iter().map(Vec::len).sum();
+    let total: usize = windows.iter().map(|(_, w)| w.len()).sum();
     let mine = shard.range(total);
     claim.build(|partial| {
         let mut pieces = Vec::new();
         let mut first = 0;
-        for (index, (scene, w)) in scenes.iter().zip(&windows).enumerate() {
+        for (index, (scene, (grid, w))) in scenes.iter().zip(&windows).enumerate() {
             // This scene's windows are first..first + w.len() of all.
             let lo = mine.start.clamp(first, first + w.len()) - first;
             let hi = mine.end.clamp(first, first + w.len()) - first;
             first += w.len();
             if lo < hi {
-                pieces.push(cut_scene(scene, index, w, lo..hi, params, partial, opts)?);
+                let grid = grid.clone();
+                pieces.push(cut_scene(scene, index, grid, w, lo..hi, params, partial, opts)?);
             }
         }
         let mut bytes = Vec::new();
