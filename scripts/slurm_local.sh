@@ -5,7 +5,8 @@
 #                                      and slurmd with every path under DIR, waits until the
 #                                      node is idle, and prints `export SLURM_CONF=...`
 #   scripts/slurm_local.sh stop DIR    stops the three daemons started for DIR (and only them)
-# No cgroups (proctrack/linuxproc, task/none), SlurmUser=root, CPUs = nproc. Exits non-zero
+# No cgroups (proctrack/linuxproc, task/none), SlurmUser=root, CPUs = nproc; no accounting
+# database, but a job-completion log (DIR/jobcomp.txt) that `sacct --completion` reads. Exits non-zero
 # with a message saying why when the cluster cannot start.
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
@@ -57,7 +58,8 @@ CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$dir/jobcomp.txt
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres

@@ -187,6 +187,13 @@ pub enum MergeStage {
     Tile,
     /// Labels shards (`simreg labels --shard K/N`) into one labels folder
     Labels,
+    /// Batch shards (`simreg batch --shard K/N`) into one batch folder
+    Batch,
+    /// Predict shards (`simreg predict --shard K/N`) into one predictions folder
+    Predict,
+    /// Pass-2 similarity shards (`simreg similarity --shard K/N --s-a DIR`) into one
+    /// similarity folder
+    Similarity,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -297,13 +304,20 @@ pub struct PredictArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Predict only shard K of N of the tiles (in order) into --out; `simreg merge predict`
+    /// puts the N shard folders together
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimilarityArgs {
+    #[command(subcommand)]
+    pub command: Option<SimilarityCommand>,
     /// Run directory: model RUN/train, labels RUN/labels, output RUN/similarity
     #[arg(value_name = "RUN")]
     pub run: Option<PathBuf>,
@@ -318,6 +332,32 @@ pub struct SimilarityArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub params: SimilarityParams,
+    /// Compute only shard K of N into --out: pass 1 (a partial S_A of S) without --s-a, pass 2
+    /// (N_S rows of all tiles) with it; `similarity reduce` and `merge similarity` follow
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Pass 2 of --shard: the S_A folder `simreg similarity reduce` wrote
+    #[arg(long = "s-a", value_name = "DIR", requires = "shard")]
+    pub s_a: Option<PathBuf>,
+    /// Print a machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SimilarityCommand {
+    /// Sum the partial S_A of pass-1 shards (`similarity --shard K/N`, all N) for pass 2
+    Reduce(ReduceArgs),
+}
+
+#[derive(Args)]
+pub struct ReduceArgs {
+    /// The pass-1 shard folders (all N of one split, in any order)
+    #[arg(required = true, num_args = 1.., value_name = "SHARD_DIR")]
+    pub shards: Vec<PathBuf>,
+    /// Output directory for the summed S_A (give it to pass 2 as --s-a)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
     /// Print a machine-readable summary on stdout
     #[arg(long)]
     pub json: bool,
@@ -415,6 +455,10 @@ pub struct BatchArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub params: BatchParams,
+    /// Align only shard K of N of the pairs (in the order batch finds them) into --out;
+    /// `simreg merge batch` puts the N shard folders together
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     #[arg(long)]
     pub json: bool,
 }

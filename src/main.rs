@@ -4,7 +4,8 @@ use cli::{Cli, Command, Executor, MergeStage};
 use serde::Serialize;
 use simreg::artefacts::enforce::EnforceStudyParams;
 use simreg::artefacts::learn::{
-    EnforceStudyRequest, InfoRequest, PredictRequest, SimilarityRequest, Toy1dRequest, TrainRequest,
+    EnforceStudyRequest, InfoRequest, PredictRequest, SimilarityMergeRequest,
+    SimilarityReduceRequest, SimilarityRequest, SimilarityShardRequest, Toy1dRequest, TrainRequest,
 };
 use simreg::artefacts::tiles::{ModalityInput, SceneInput};
 use simreg::artefacts::{align::AlignRequest, RunDir};
@@ -114,6 +115,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => match a.stage {
             MergeStage::Tile => print(&simreg::tiling::merge(&a.shards, &a.out)?, a.json, quiet),
             MergeStage::Labels => print(&simreg::labels::merge(&a.shards, &a.out)?, a.json, quiet),
+            MergeStage::Predict => {
+                print(&simreg::artefacts::predict::merge(&a.shards, &a.out)?, a.json, quiet)
+            }
+            MergeStage::Batch => {
+                print(&simreg::align::batch_shard::merge(&a.shards, &a.out)?, a.json, quiet)
+            }
+            MergeStage::Similarity => {
+                let req = SimilarityMergeRequest { shards: a.shards, out: a.out };
+                print(&learn::call(req, &call(a.json))?, a.json, quiet)
+            }
         },
         Command::Synth(a) => print(&simreg::synth::run(&a.params, &a.out)?, a.json, quiet),
         Command::Labels(a) => {
@@ -145,10 +156,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 labels: a.labels,
                 out: a.out,
                 device: a.device,
+                shard: a.shard,
             };
             print(&learn::call(req, &call(true))?, a.json, quiet)
         }
         Command::Similarity(a) => {
+            if let Some(cli::SimilarityCommand::Reduce(r)) = a.command {
+                let req = SimilarityReduceRequest { shards: r.shards, out: r.out };
+                return print(&learn::call(req, &call(r.json))?, r.json, quiet);
+            }
             let run = a.run.as_ref().map(RunDir::new);
             let need = |v: Option<PathBuf>, of_run: &dyn Fn(&RunDir) -> PathBuf, what: &str| {
                 v.or_else(|| run.as_ref().map(of_run))
@@ -160,6 +176,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 out: need(a.out, &|r| r.similarity().path().into(), "out")?,
                 params: a.params.clone(),
             };
+            if let Some(shard) = a.shard {
+                let req = SimilarityShardRequest {
+                    model: req.model,
+                    labels: req.labels,
+                    out: req.out,
+                    params: req.params,
+                    shard,
+                    s_a: a.s_a,
+                };
+                return print(&learn::call(req, &call(a.json))?, a.json, quiet);
+            }
             let out = req.out.clone();
             let s = learn::call(req, &call(a.json))?;
             pipeline::record_stage(&out, "similarity", &a.params)?;
@@ -221,12 +248,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print(&s, a.json, quiet)
         }
         Command::Batch(a) => {
-            let s = simreg::align::batch::run(
+            let s = simreg::align::batch::run_shard(
                 &a.input,
                 &a.out,
                 &a.params,
                 Some(cli.threads.unwrap_or(1)),
                 quiet,
+                a.shard,
             )?;
             print(&s, a.json, quiet)
         }

@@ -775,3 +775,79 @@ fn two_batches_at_once_never_mark_a_good_pair_failed() {
     assert_eq!((rerun["ok"].as_u64(), rerun["failed"].as_u64()), (Some(16), Some(0)), "{rerun}");
     assert_eq!(rerun["processed"].as_u64(), Some(0), "nothing left to redo: {rerun}");
 }
+
+/// `batch --shard K/N` + `merge batch` (issue 20): the merged folder holds every pair's files
+/// as one batch writes them, and one status table; an incomplete set is refused.
+#[test]
+fn batch_shards_merge_into_what_one_batch_writes() {
+    let t = tempfile::tempdir().unwrap();
+    let sc = Scene::new(&t.path().join("scene"), 128, 6);
+    let input = t.path().join("input");
+    batch_folder(&input, &sc);
+    let one = t.path().join("one");
+    ok(&["batch", "--input", &s(&input), "--out", &s(&one), "--jobs", "1"]);
+    let shards: Vec<PathBuf> = (1..=3).map(|k| t.path().join(format!("shard{k}"))).collect();
+    for (k, dir) in shards.iter().enumerate() {
+        let spec = format!("{}/3", k + 1);
+        ok(&["batch", "--input", &s(&input), "--out", &s(dir), "--shard", &spec, "--jobs", "1"]);
+    }
+    // Shards 1 and 3 only: refused, naming the one missing.
+    let merged = t.path().join("merged");
+    let e = simreg(&["merge", "batch", "--out", &s(&merged), &s(&shards[0]), &s(&shards[2])]);
+    assert!(stderr(&e).contains("shard 2/3 missing"), "{}", stderr(&e));
+    assert!(!merged.exists());
+    let m = ok(&[
+        "merge",
+        "batch",
+        "--out",
+        &s(&merged),
+        &s(&shards[2]),
+        &s(&shards[0]),
+        &s(&shards[1]),
+    ]);
+    assert_eq!(
+        (m["ok"].as_u64(), m["failed"].as_u64(), m["n_pairs"].as_u64()),
+        (Some(8), Some(2), Some(10))
+    );
+    let pairs = |d: &Path| files_under(&d.join("pairs"));
+    assert_eq!(pairs(&one), pairs(&merged));
+    for f in pairs(&one) {
+        // The ownership marker names the batch folder it is in.
+        if f.ends_with(".simreg-output.json") {
+            continue;
+        }
+        let (a, b) = (one.join("pairs").join(&f), merged.join("pairs").join(&f));
+        if f.ends_with("summary.json") {
+            // Timings and memory differ between any two runs.
+            let untimed = |p: &Path| {
+                let mut v: Value =
+                    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+                for k in ["seconds", "estimate_seconds", "megapixels_per_s", "peak_rss_mb"] {
+                    v.as_object_mut().unwrap().remove(k);
+                }
+                v["baseline"].as_object_mut().unwrap().remove("estimate_seconds");
+                v
+            };
+            assert_eq!(untimed(&a), untimed(&b), "pairs/{}", f.display());
+            continue;
+        }
+        assert_eq!(hash_file(&a), hash_file(&b), "pairs/{} differs", f.display());
+    }
+    // The status tables agree but for the timings.
+    let table = |d: &Path| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_path(d.join("status.csv")).unwrap();
+        let h = r.headers().unwrap().clone();
+        r.records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                h.iter()
+                    .zip(rec.iter())
+                    .filter(|(c, _)| *c != "seconds" && *c != "megapixels_per_s")
+                    .map(|(_, v)| v.to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(table(&one), table(&merged));
+    assert_eq!(table(&one).len(), 10);
+}

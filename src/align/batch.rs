@@ -11,6 +11,7 @@ use super::scene;
 use crate::artefacts::align::{
     AlignParams, AlignRequest, AlignSummary, BatchDir, BatchParams, BatchSummary, Method, StatusRow,
 };
+use crate::util::shard::Shard;
 use crate::util::text::one_line;
 use crate::util::{atomic, fingerprint, output, table};
 use anyhow::{bail, Context, Result};
@@ -170,13 +171,13 @@ fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
     }
 }
 
-fn write_status(out: &BatchDir, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
+pub(super) fn write_status(out: &BatchDir, rows: &BTreeMap<String, StatusRow>) -> Result<()> {
     table::write(&out.status_csv(), rows.values())
 }
 
 /// The table of an earlier run (empty when there is none or it cannot be read: everything is
 /// redone).
-fn read_status(out: &BatchDir) -> BTreeMap<String, StatusRow> {
+pub(super) fn read_status(out: &BatchDir) -> BTreeMap<String, StatusRow> {
     out.status().unwrap_or_default().into_iter().map(|r| (r.pair.clone(), r)).collect()
 }
 
@@ -226,6 +227,19 @@ pub fn run(
     threads: Option<usize>,
     quiet: bool,
 ) -> Result<BatchSummary> {
+    run_shard(input, out, p, threads, quiet, None)
+}
+
+/// As [`run`], for shard `shard` of the pairs (in name order) only: `out` is then a shard
+/// folder, complete when its `shard.json` is written; `simreg merge batch` puts the N together.
+pub fn run_shard(
+    input: &Path,
+    out: &Path,
+    p: &BatchParams,
+    threads: Option<usize>,
+    quiet: bool,
+    shard: Option<Shard>,
+) -> Result<BatchSummary> {
     let dir = BatchDir::new(out);
     let start = Instant::now();
     // One writer per batch folder, and only a folder a batch made (it is updated in place).
@@ -253,6 +267,20 @@ pub fn run(
         p.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
     ));
     let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
+    let all_pairs = pairs.len();
+    let split = shard.map(|sh| {
+        let range = sh.range(all_pairs);
+        let hash = fingerprint::hash_json(&(pairs.iter().map(key).collect::<Vec<_>>(), &p.pattern));
+        (sh, range, hash)
+    });
+    let pairs: Vec<Pair> = match &split {
+        Some((_, range, _)) => pairs[range.clone()].to_vec(),
+        None => pairs,
+    };
+    if split.is_some() {
+        // Written again when every pair of the shard is done: until then it is not complete.
+        let _ = std::fs::remove_file(out.join(crate::util::shard::SHARD_JSON));
+    }
     let previous = read_status(&dir);
     let mut rows: BTreeMap<String, StatusRow> = BTreeMap::new();
     let mut todo = Vec::new();
@@ -324,6 +352,10 @@ pub fn run(
         seconds: start.elapsed().as_secs_f64(),
     };
     crate::artefacts::write_json(&dir.summary_json(), &summary)?;
+    if let Some((sh, range, hash)) = split {
+        let input = std::fs::canonicalize(input)?;
+        super::batch_shard::write_shard_json(out, sh, hash, input, p, range, all_pairs)?;
+    }
     Ok(summary)
 }
 

@@ -4,6 +4,7 @@
 //! folder or zip archive (`batch`). Parameters, requests and summaries are in
 //! `artefacts::align`.
 pub mod batch;
+pub mod batch_shard;
 pub mod io;
 pub mod scene;
 

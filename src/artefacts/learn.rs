@@ -5,7 +5,9 @@
 use super::align::{AlignRequest, AlignSummary};
 use super::enforce::{EnforceStudy, EnforceStudyParams};
 use super::predict::PredictSummary;
-use super::similarity::{SimilarityParams, SimilaritySummary};
+use super::similarity::{
+    SimilarityParams, SimilarityReduceSummary, SimilarityShardSummary, SimilaritySummary,
+};
 use super::toy1d::{Toy1dParams, Toy1dSummary};
 use super::train::{TrainParams, TrainSummary};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -27,6 +29,9 @@ pub enum LearnRequest {
     Train(TrainRequest),
     Predict(PredictRequest),
     Similarity(SimilarityRequest),
+    SimilarityShard(SimilarityShardRequest),
+    SimilarityReduce(SimilarityReduceRequest),
+    SimilarityMerge(SimilarityMergeRequest),
     Toy1d(Toy1dRequest),
     EnforceStudy(EnforceStudyRequest),
     Align(AlignRequest),
@@ -55,6 +60,9 @@ pub struct PredictRequest {
     pub labels: Option<PathBuf>,
     pub out: PathBuf,
     pub device: DeviceChoice,
+    /// Only shard K of N of the tiles (in order), into a shard folder (`merge predict`).
+    #[serde(default)]
+    pub shard: Option<crate::util::shard::Shard>,
 }
 
 /// The gradient-kernel analysis of the model in `model` on the labelled run it trained on.
@@ -64,6 +72,32 @@ pub struct SimilarityRequest {
     pub labels: PathBuf,
     pub out: PathBuf,
     pub params: SimilarityParams,
+}
+
+/// One shard of the similarity stage's passes: pass 1 (its part of S_A) without `s_a`, pass 2
+/// (its rows of N_S) with the reduced S_A of `simreg similarity reduce` in `s_a`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimilarityShardRequest {
+    pub model: PathBuf,
+    pub labels: PathBuf,
+    pub out: PathBuf,
+    pub params: SimilarityParams,
+    pub shard: crate::util::shard::Shard,
+    pub s_a: Option<PathBuf>,
+}
+
+/// Sums the pass-1 shards' partial S_A into `out`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimilarityReduceRequest {
+    pub shards: Vec<PathBuf>,
+    pub out: PathBuf,
+}
+
+/// Merges the pass-2 shards into the similarity folder `out`, as one process writes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SimilarityMergeRequest {
+    pub shards: Vec<PathBuf>,
+    pub out: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -118,6 +152,9 @@ requests! {
     TrainRequest => Train, TrainSummary;
     PredictRequest => Predict, PredictSummary;
     SimilarityRequest => Similarity, SimilaritySummary;
+    SimilarityShardRequest => SimilarityShard, SimilarityShardSummary;
+    SimilarityReduceRequest => SimilarityReduce, SimilarityReduceSummary;
+    SimilarityMergeRequest => SimilarityMerge, SimilaritySummary;
     Toy1dRequest => Toy1d, Toy1dSummary;
     EnforceStudyRequest => EnforceStudy, EnforceStudy;
     AlignRequest => Align, AlignSummary;

@@ -247,6 +247,71 @@ impl JsonArtefact for SimilaritySummary {
     const MADE_BY: &'static str = "simreg similarity";
 }
 
+/// What `simreg similarity --shard K/N` answers: pass 1 (a partial S_A) or pass 2 (N_S rows).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityShardSummary {
+    pub out: PathBuf,
+    pub pass: u8,
+    pub shard: crate::util::shard::Shard,
+    /// Samples this shard computed Jacobians for.
+    pub n_samples: usize,
+    /// The shard was complete already (same inputs): nothing was computed.
+    pub up_to_date: bool,
+    pub seconds: f64,
+}
+
+/// What `simreg similarity reduce` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityReduceSummary {
+    pub out: PathBuf,
+    pub shards: usize,
+    /// |S|: training samples summed into S_A.
+    pub n_train: usize,
+    /// p: S_A is d × p f64 (16·p bytes).
+    pub params: i64,
+    pub up_to_date: bool,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for SimilarityShardSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.pass == 1 { "partial S_A" } else { "N_S rows" };
+        if self.up_to_date {
+            write!(
+                f,
+                "similarity pass {} shard {}: up to date in {}",
+                self.pass,
+                self.shard,
+                self.out.display()
+            )
+        } else {
+            write!(
+                f,
+                "similarity pass {} shard {}: {what} of {} samples in {:.1} s → {}",
+                self.pass,
+                self.shard,
+                self.n_samples,
+                self.seconds,
+                self.out.display()
+            )
+        }
+    }
+}
+
+impl std::fmt::Display for SimilarityReduceSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "similarity reduce: S_A of {} training samples ({} × 2 f64) from {} shards{} → {}",
+            self.n_train,
+            self.params,
+            self.shards,
+            if self.up_to_date { ", up to date" } else { "" },
+            self.out.display()
+        )
+    }
+}
+
 impl std::fmt::Display for SimilaritySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self;

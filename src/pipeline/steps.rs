@@ -1,8 +1,12 @@
 //! A pipeline as steps an external scheduler can run one by one (`simreg run --step`): each
 //! step is one stage, on the run or on one σ of a sweep, into the same folders a one-process
-//! run writes; the sharded stages (tile, labels) run as N shards into `shards/<stage>/K-of-N/`
-//! and a merge step puts them together, as one process would have written them.
+//! run writes; the sharded stages (tile, labels, the similarity passes) run as N shards into
+//! `shards/<stage>/K-of-N/` and a merge step puts them together, as one process would have
+//! written them.
 use super::{resolve_synth, run_labelled_stage, with_sigma, Labelled, Pipeline};
+use crate::artefacts::learn::{
+    SimilarityMergeRequest, SimilarityReduceRequest, SimilarityShardRequest,
+};
 use crate::artefacts::train::TrainSummary;
 use crate::artefacts::{read_json, write_json, RunDir};
 use crate::learn::Call;
@@ -24,7 +28,14 @@ pub enum Stage {
     LabelsMerge,
     Train,
     EnforceStudy,
-    Similarity,
+    /// Pass 1 of the similarity stage in shards: partial sums of S_A.
+    SimilarityPass1,
+    /// The partial sums added up, in shard order.
+    SimilarityReduce,
+    /// Pass 2 in shards: N_S rows against the reduced S_A.
+    SimilarityPass2,
+    /// The rows merged into RUN/similarity.
+    SimilarityMerge,
     Audit,
     Report,
 }
@@ -40,7 +51,10 @@ impl Stage {
             Stage::LabelsMerge => "labels-merge",
             Stage::Train => "train",
             Stage::EnforceStudy => "enforce-study",
-            Stage::Similarity => "similarity",
+            Stage::SimilarityPass1 => "similarity-pass1",
+            Stage::SimilarityReduce => "similarity-reduce",
+            Stage::SimilarityPass2 => "similarity-pass2",
+            Stage::SimilarityMerge => "similarity-merge",
             Stage::Audit => "audit",
             Stage::Report => "report",
         }
@@ -48,7 +62,20 @@ impl Stage {
 
     /// Whether the step runs as shards (a job array).
     pub fn sharded(self) -> bool {
-        matches!(self, Stage::Tile | Stage::Labels)
+        matches!(
+            self,
+            Stage::Tile | Stage::Labels | Stage::SimilarityPass1 | Stage::SimilarityPass2
+        )
+    }
+
+    /// The folder name of a sharded step's shards (under `shards/`).
+    fn shards_name(self) -> &'static str {
+        match self {
+            Stage::Tile => "tile",
+            Stage::Labels => "labels",
+            Stage::SimilarityPass1 => "similarity-pass1",
+            _ => "similarity-pass2",
+        }
     }
 }
 
@@ -105,10 +132,12 @@ pub fn plan(p: &Pipeline) -> Vec<Step> {
         if p.enforce_study.is_some() {
             last.push(add(Stage::EnforceStudy, sigma, on_labels.clone()));
         }
-        let similarity = p
-            .similarity
-            .as_ref()
-            .map(|_| add(Stage::Similarity, sigma, train.iter().cloned().collect()));
+        let similarity = p.similarity.as_ref().map(|_| {
+            let pass1 = add(Stage::SimilarityPass1, sigma, train.iter().cloned().collect());
+            let reduce = add(Stage::SimilarityReduce, sigma, vec![pass1]);
+            let pass2 = add(Stage::SimilarityPass2, sigma, vec![reduce]);
+            add(Stage::SimilarityMerge, sigma, vec![pass2])
+        });
         let audit = p
             .audit
             .as_ref()
@@ -132,8 +161,16 @@ fn sub_run(run: &RunDir, sigma: Option<f64>) -> RunDir {
 
 /// Where shard `shard` of a sharded step writes.
 pub fn shard_dir(run: &RunDir, step: &Step, shard: Shard) -> PathBuf {
-    let stage = if step.stage == Stage::Tile { "tile" } else { "labels" };
-    sub_run(run, step.sigma).path().join("shards").join(stage).join(shard.dir_name())
+    sub_run(run, step.sigma)
+        .path()
+        .join("shards")
+        .join(step.stage.shards_name())
+        .join(shard.dir_name())
+}
+
+/// Where the similarity reduce step writes S_A.
+fn reduce_dir(run: &RunDir, sigma: Option<f64>) -> PathBuf {
+    sub_run(run, sigma).path().join("shards").join("similarity-reduce")
 }
 
 /// Whether a step's output (one shard's, for a sharded step) is complete on disk.
@@ -141,17 +178,31 @@ pub fn is_done(p: &Pipeline, run: &RunDir, step: &Step, shard: Option<Shard>) ->
     let sub = sub_run(run, step.sigma);
     let summary = |dir: &Path| dir.join("summary.json").is_file();
     match (step.stage, shard) {
-        (Stage::Tile | Stage::Labels, Some(sh)) => {
-            shard_dir(run, step, sh).join(crate::util::shard::SHARD_JSON).is_file()
+        // A shard is done when its folder is complete, or when its merge is done (the shards
+        // may have been cleaned up, or the stage run in one process).
+        (Stage::Tile | Stage::Labels | Stage::SimilarityPass1 | Stage::SimilarityPass2, sh) => {
+            let merge = match step.stage {
+                Stage::Tile => Stage::TileMerge,
+                Stage::Labels => Stage::LabelsMerge,
+                _ => Stage::SimilarityMerge,
+            };
+            is_done(p, run, &Step { stage: merge, ..step.clone() }, None)
+                || sh.is_some_and(|sh| {
+                    shard_dir(run, step, sh).join(crate::util::shard::SHARD_JSON).is_file()
+                })
         }
-        (Stage::Tile | Stage::Labels, None) => false,
         (Stage::Synth, _) => p.synth.keys().all(|n| run.synth(n).scene_json().is_file()),
         (Stage::TileMerge, _) => run.tiles().manifest_json().is_file(),
         (Stage::Toy1d, _) => summary(run.toy1d().path()),
         (Stage::LabelsMerge, _) => summary(sub.labels().path()),
         (Stage::Train, _) => summary(sub.train().path()),
         (Stage::EnforceStudy, _) => sub.enforce_study().study_json().is_file(),
-        (Stage::Similarity, _) => summary(sub.similarity().path()),
+        // Once merged, the similarity passes are done too (their shards may be cleaned up).
+        (Stage::SimilarityReduce, _) => {
+            reduce_dir(run, step.sigma).join("reduce.json").is_file()
+                || summary(sub.similarity().path())
+        }
+        (Stage::SimilarityMerge, _) => summary(sub.similarity().path()),
         (Stage::Audit, _) => summary(sub.audit().path()),
         (Stage::Report, _) => run.report().index_html().is_file(),
     }
@@ -189,7 +240,7 @@ pub fn run_step(
         bail!(
             "step {}: --shard K/N is {}",
             step.name(),
-            if stage.sharded() { "required" } else { "only for tile and labels" }
+            if stage.sharded() { "required" } else { "only for the sharded steps" }
         );
     }
     let sub = sub_run(&run, sigma);
@@ -245,8 +296,28 @@ pub fn run_step(
         Stage::EnforceStudy => {
             run_labelled_stage(Labelled::EnforceStudy, p, &run, &sub, None, o.quiet, &how, &mut s)?
         }
-        Stage::Similarity => {
-            run_labelled_stage(Labelled::Similarity, p, &run, &sub, None, o.quiet, &how, &mut s)?
+        Stage::SimilarityPass1 | Stage::SimilarityPass2 => {
+            let params = p.similarity.clone().expect("planned from [similarity]");
+            let req = SimilarityShardRequest {
+                model: sub.train().path().into(),
+                labels: sub.labels().path().into(),
+                out: shard_dir(&run, &step, o.shard.expect("checked above")),
+                params,
+                shard: o.shard.expect("checked above"),
+                s_a: (stage == Stage::SimilarityPass2).then(|| reduce_dir(&run, sigma)),
+            };
+            crate::learn::call(req, &how)?;
+        }
+        Stage::SimilarityReduce => {
+            let pass1 = Step { stage: Stage::SimilarityPass1, ..step.clone() };
+            let req =
+                SimilarityReduceRequest { shards: shards(&pass1), out: reduce_dir(&run, sigma) };
+            crate::learn::call(req, &how)?;
+        }
+        Stage::SimilarityMerge => {
+            let pass2 = Step { stage: Stage::SimilarityPass2, ..step.clone() };
+            let out = sub.similarity().path().into();
+            crate::learn::call(SimilarityMergeRequest { shards: shards(&pass2), out }, &how)?;
         }
         Stage::Audit => {
             run_labelled_stage(Labelled::Audit, p, &run, &sub, None, o.quiet, &how, &mut s)?

@@ -167,12 +167,24 @@ fn serve(req: LearnRequest, quiet: bool) -> anyhow::Result<String> {
                 r.labels.as_deref(),
                 &r.out,
                 dev,
+                r.shard,
             )?)
         }
         LearnRequest::Align(r) => json(&align::run(&r)?),
         LearnRequest::Similarity(r) => {
             json(&similarity::stage::run(&r.model, &r.labels, &r.out, &r.params, quiet)?)
         }
+        LearnRequest::SimilarityShard(r) => json(&similarity::shards::run_shard(
+            &r.model,
+            &r.labels,
+            &r.out,
+            &r.params,
+            r.shard,
+            r.s_a.as_deref(),
+            quiet,
+        )?),
+        LearnRequest::SimilarityReduce(r) => json(&similarity::shards::reduce(&r.shards, &r.out)?),
+        LearnRequest::SimilarityMerge(r) => json(&similarity::shards::merge(&r.shards, &r.out)?),
         LearnRequest::Toy1d(r) => json(&toy1d::run(&r.out, &r.params, quiet)?),
         LearnRequest::EnforceStudy(r) => {
             json(&enforce::study::run(&r.labels, &r.out, &r.params, quiet)?)

@@ -109,6 +109,11 @@ impl Net {
         Net { config, stem_ref, stem_mov, shared, refine }
     }
 
+    /// The device the weights are on.
+    pub fn device(&self) -> tch::Device {
+        self.stem_ref.a.ws.device()
+    }
+
     /// `reference` (N, Cr, T, T) and `moving` (N, Cm, T, T) → dense displacement over the
     /// centre window (N, 2, C, C), in units of `scale_px`.
     pub fn forward(&self, reference: &Tensor, moving: &Tensor) -> Tensor {

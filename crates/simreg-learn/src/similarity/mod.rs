@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod jacobian;
 pub mod kernel;
+pub mod shards;
 pub mod sketch;
 pub mod stage;
 pub mod stored;
@@ -105,6 +106,179 @@ pub struct Sets<'a> {
 /// Loads samples (indices) as (reference, moving) tensors on the device.
 pub type Loader<'a> = dyn FnMut(&[usize]) -> Result<(Tensor, Tensor)> + 'a;
 
+/// Samples per block: batches never cross a block boundary, and shards split the samples at
+/// block boundaries, so every sample's Jacobian is computed in the same batch whether the
+/// passes run in one process or in shards (bitwise the same values on one build).
+pub const BLOCK: usize = 64;
+
+/// The batches of `items`: at most `batch` (≤ [`BLOCK`]) samples, within blocks.
+pub fn batches(items: &[usize], batch: usize) -> impl Iterator<Item = &[usize]> {
+    let batch = batch.clamp(1, BLOCK);
+    items.chunks(BLOCK).flat_map(move |b| b.chunks(batch))
+}
+
+/// The held samples' Jacobians Gᵀ and polar factors, (n_held, d, p) f64 each.
+pub struct Held {
+    pub g: Tensor,
+    pub a: Tensor,
+}
+
+/// Pass 0: the held samples' Jacobians and polar factors, kept (None when there are none).
+pub fn held_pass(
+    net: &Net,
+    held: &[usize],
+    batch: usize,
+    load: &mut Loader,
+) -> Result<Option<Held>> {
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for chunk in batches(held, batch) {
+        let (r, m) = load(chunk)?;
+        parts.push(batch_jacobians(net, &r, &m)?.0.to_kind(Kind::Double));
+    }
+    let g = Tensor::cat(&parts, 0);
+    let (a, _) = kernel::polar(&g);
+    Ok(Some(Held { g, a }))
+}
+
+/// Pass 1 over `items` (training samples): adds their polar factors to `acc`; returns the
+/// seconds spent on the Jacobians (the device waited for).
+pub fn pass1(
+    net: &Net,
+    items: &[usize],
+    batch: usize,
+    acc: &mut NsAccumulator,
+    load: &mut Loader,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<f64> {
+    let (mut secs, mut done) = (0.0, 0);
+    for chunk in batches(items, batch) {
+        let (r, m) = load(chunk)?;
+        let t0 = Instant::now();
+        let (gt, _) = batch_jacobians(net, &r, &m)?;
+        let (a, _) = kernel::polar(&gt);
+        acc.add(&a);
+        let _ = acc.s_a.double_value(&[0, 0]); // wait for the device before timing
+        secs += t0.elapsed().as_secs_f64();
+        done += chunk.len();
+        progress("pass 1/2: S_A", done, items.len());
+    }
+    Ok(secs)
+}
+
+/// What pass 2 gives for a range of samples.
+#[derive(Default)]
+pub struct Rows {
+    pub ns: Vec<f64>,
+    pub g_norm: Vec<f64>,
+    pub pred: Vec<[f64; 2]>,
+    /// Per batch: count sketches (B, d, m) f32, K(x_j, x_h) (n_held, B, d, d) and
+    /// k^C(x_h, x_j) (n_held, B), on the CPU.
+    pub sketches: Vec<Tensor>,
+    pub held_k: Vec<Tensor>,
+    pub held_kc: Vec<Tensor>,
+}
+
+/// Pass 2 over `items`: N_S against `acc`, norms, predictions, sketches, and kernels against
+/// the held samples.
+#[allow(clippy::too_many_arguments)]
+pub fn pass2(
+    net: &Net,
+    items: &[usize],
+    batch: usize,
+    acc: &NsAccumulator,
+    held: Option<&Held>,
+    sketch: Option<&CountSketch>,
+    load: &mut Loader,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Rows> {
+    let mut out = Rows::default();
+    let mut done = 0;
+    for chunk in batches(items, batch) {
+        let (r, m) = load(chunk)?;
+        let (gt, y) = batch_jacobians(net, &r, &m)?;
+        let g = gt.to_kind(Kind::Double);
+        let (a, k_ii) = kernel::polar(&g);
+        out.ns.extend(Vec::<f64>::try_from(acc.ns(&a).to(Device::Cpu))?);
+        // ‖G_i‖_F² = tr K_ii.
+        out.g_norm.extend(Vec::<f64>::try_from(
+            k_ii.diagonal(0, 1, 2)
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+                .sqrt()
+                .to(Device::Cpu),
+        )?);
+        for row in 0..chunk.len() as i64 {
+            out.pred.push([y.double_value(&[row, 0]), y.double_value(&[row, 1])]);
+        }
+        if let Some(s) = sketch {
+            out.sketches.push(s.apply(&gt).to(Device::Cpu));
+        }
+        if let Some(h) = held {
+            // K(x_j, x_h) = G_jᵀ G_h as one (B·d, p) × (p, n_held·d) product (a broadcast
+            // batched matmul would materialise n_held copies of the batch's Jacobians).
+            let (b, nh) = (chunk.len() as i64, h.g.size()[0]);
+            let prod = g.reshape([b * D, -1]).matmul(&h.g.reshape([nh * D, -1]).transpose(0, 1));
+            out.held_k.push(prod.view([b, D, nh, D]).permute([2, 0, 1, 3]).to(Device::Cpu));
+            out.held_kc.push(kernel::kc_matrix(&h.a, &a).to(Device::Cpu));
+        }
+        done += chunk.len();
+        progress("pass 2/2: N_S", done, items.len());
+    }
+    Ok(out)
+}
+
+impl Rows {
+    /// Appends `other` (the rows of the samples after these).
+    pub fn extend(&mut self, other: Rows) {
+        self.ns.extend(other.ns);
+        self.g_norm.extend(other.g_norm);
+        self.pred.extend(other.pred);
+        self.sketches.extend(other.sketches);
+        self.held_k.extend(other.held_k);
+        self.held_kc.extend(other.held_kc);
+    }
+}
+
+impl Passes {
+    /// The passes' result from the rows of every sample, in order, and S_A.
+    pub fn new(
+        rows: Rows,
+        acc: &NsAccumulator,
+        n_held: usize,
+        sketched: bool,
+        jacobians: usize,
+        jacobian_seconds: f64,
+    ) -> Passes {
+        let cat = |parts: &[Tensor], dim: i64, empty: &[i64]| {
+            if parts.is_empty() {
+                Tensor::zeros(empty, (Kind::Double, Device::Cpu))
+            } else {
+                Tensor::cat(parts, dim)
+            }
+        };
+        let nh = n_held as i64;
+        Passes {
+            ns: rows.ns,
+            g_norm: rows.g_norm,
+            pred: rows.pred,
+            sketches: sketched.then(|| Tensor::cat(&rows.sketches, 0)),
+            held_k: cat(&rows.held_k, 1, &[nh, 0, D, D]),
+            held_kc: cat(&rows.held_kc, 1, &[nh, 0]),
+            params: acc.s_a.size()[1],
+            s_a: acc.s_a.to(Device::Cpu),
+            jacobians,
+            jacobian_seconds,
+        }
+    }
+}
+
+/// The number of parameters f(x) is differentiated against (p).
+pub fn param_count(net: &Net, device: Device) -> i64 {
+    memory_per_sample(net, device).1
+}
+
 /// Runs the two streaming passes over the samples, loaded in batches by `load`.
 pub fn two_passes(
     net: &Net,
@@ -115,90 +289,18 @@ pub fn two_passes(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Passes> {
     let Sets { n, train, held } = sets;
-    let batch = batch.max(1);
-    // Pass 0: the held samples' Jacobians and polar factors, kept.
-    let (held_g, held_a) = if held.is_empty() {
-        (None, None)
-    } else {
-        let mut parts = Vec::new();
-        for chunk in held.chunks(batch) {
-            let (r, m) = load(chunk)?;
-            parts.push(batch_jacobians(net, &r, &m)?.0.to_kind(Kind::Double));
-        }
-        let gt = Tensor::cat(&parts, 0);
-        let (a, _) = kernel::polar(&gt);
-        (Some(gt), Some(a))
-    };
-    // Pass 1: S_A = Σ_{j ∈ S} A_j.
-    let mut acc: Option<NsAccumulator> = None;
-    let (mut jac_secs, mut jac_n) = (0.0, 0usize);
-    for (k, chunk) in train.chunks(batch).enumerate() {
-        let (r, m) = load(chunk)?;
-        let t0 = Instant::now();
-        let (gt, _) = batch_jacobians(net, &r, &m)?;
-        let (a, _) = kernel::polar(&gt);
-        let acc = acc.get_or_insert_with(|| NsAccumulator::new(D, gt.size()[2], gt.device()));
-        acc.add(&a);
-        let _ = acc.s_a.double_value(&[0, 0]); // wait for the device before timing
-        jac_secs += t0.elapsed().as_secs_f64();
-        jac_n += chunk.len();
-        progress("pass 1/2: S_A", (k * batch + chunk.len()).min(train.len()), train.len());
+    if train.is_empty() {
+        anyhow::bail!("similarity: the training set is empty");
     }
-    let acc = acc.ok_or_else(|| anyhow::anyhow!("similarity: the training set is empty"))?;
+    let device = net.device();
+    let held_f = held_pass(net, held, batch, load)?;
+    // Pass 1: S_A = Σ_{j ∈ S} A_j.
+    let mut acc = NsAccumulator::new(D, param_count(net, device), device);
+    let secs = pass1(net, train, batch, &mut acc, load, progress)?;
     // Pass 2: every sample's N_S, norms, predictions, sketches, and kernels against held ones.
     let all: Vec<usize> = (0..n).collect();
-    let (mut ns, mut g_norm, mut pred) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut sk, mut hk, mut hkc) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, chunk) in all.chunks(batch).enumerate() {
-        let (r, m) = load(chunk)?;
-        let (gt, y) = batch_jacobians(net, &r, &m)?;
-        let g = gt.to_kind(Kind::Double);
-        let (a, k_ii) = kernel::polar(&g);
-        ns.extend(Vec::<f64>::try_from(acc.ns(&a).to(Device::Cpu))?);
-        // ‖G_i‖_F² = tr K_ii.
-        g_norm.extend(Vec::<f64>::try_from(
-            k_ii.diagonal(0, 1, 2)
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
-                .sqrt()
-                .to(Device::Cpu),
-        )?);
-        for row in 0..chunk.len() as i64 {
-            pred.push([y.double_value(&[row, 0]), y.double_value(&[row, 1])]);
-        }
-        if let Some(s) = sketch {
-            sk.push(s.apply(&gt).to(Device::Cpu));
-        }
-        if let (Some(hg), Some(ha)) = (&held_g, &held_a) {
-            // K(x_j, x_h) = G_jᵀ G_h as one (B·d, p) × (p, n_held·d) product (a broadcast
-            // batched matmul would materialise n_held copies of the batch's Jacobians).
-            let (b, nh) = (chunk.len() as i64, hg.size()[0]);
-            let prod = g.reshape([b * D, -1]).matmul(&hg.reshape([nh * D, -1]).transpose(0, 1));
-            hk.push(prod.view([b, D, nh, D]).permute([2, 0, 1, 3]).to(Device::Cpu));
-            hkc.push(kernel::kc_matrix(ha, &a).to(Device::Cpu));
-        }
-        progress("pass 2/2: N_S", (k * batch + chunk.len()).min(n), n);
-    }
-    Ok(Passes {
-        ns,
-        g_norm,
-        pred,
-        sketches: sketch.map(|_| Tensor::cat(&sk, 0)),
-        held_k: if hk.is_empty() {
-            Tensor::zeros([held.len() as i64, 0, D, D], (Kind::Double, Device::Cpu))
-        } else {
-            Tensor::cat(&hk, 1)
-        },
-        held_kc: if hkc.is_empty() {
-            Tensor::zeros([held.len() as i64, 0], (Kind::Double, Device::Cpu))
-        } else {
-            Tensor::cat(&hkc, 1)
-        },
-        params: acc.s_a.size()[1],
-        s_a: acc.s_a.to(Device::Cpu),
-        jacobians: jac_n,
-        jacobian_seconds: jac_secs,
-    })
+    let rows = pass2(net, &all, batch, &acc, held_f.as_ref(), sketch, load, progress)?;
+    Ok(Passes::new(rows, &acc, held.len(), sketch.is_some(), train.len(), secs))
 }
 
 #[cfg(test)]

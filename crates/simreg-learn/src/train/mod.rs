@@ -128,9 +128,7 @@ pub fn predict(
 
 /// Per-axis RMSE pooled over both axes.
 pub fn rmse(pred: &[[f64; 2]], target: &[[f64; 2]]) -> f64 {
-    let s: f64 =
-        pred.iter().zip(target).map(|(p, t)| (p[0] - t[0]).powi(2) + (p[1] - t[1]).powi(2)).sum();
-    (s / (2 * pred.len().max(1)) as f64).sqrt()
+    simreg::artefacts::predict::rmse(pred, target)
 }
 
 /// σ of the label noise, as the labels' summary records it (None for labels made before

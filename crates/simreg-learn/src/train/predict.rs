@@ -3,12 +3,15 @@
 use super::data;
 use crate::model::Net;
 use anyhow::{bail, Context, Result};
-use simreg::artefacts::predict::{PredictDir, PredictSummary, Prediction, Predictions};
+use simreg::artefacts::predict::{
+    PredictDir, PredictShard, PredictSummary, Prediction, Predictions, SHARD_FORMAT,
+};
 use simreg::artefacts::tiles::{TileEntry, TilesDir};
 use simreg::artefacts::train::{ModelInfo, TrainDir};
 use simreg::artefacts::write_json;
 use simreg::raster::write::{write_geotiff, BandData, Compression, GeoTiffOptions};
 use simreg::util::output;
+use simreg::util::shard::{Shard, SHARD_JSON};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -53,6 +56,7 @@ pub fn run(
     labels_dir: Option<&Path>,
     out: &Path,
     device: Device,
+    shard: Option<Shard>,
 ) -> Result<PredictSummary> {
     let mut inputs = vec![model_dir];
     inputs.extend(tiles_dir.into_iter().chain(labels_dir));
@@ -78,6 +82,24 @@ pub fn run(
     };
     let data::Inputs { ids, reference, moving, reference_bands: cr, moving_bands: cm } = inputs;
     let manifest = TilesDir::new(&tiles_dir).manifest()?;
+    let n_all = ids.len();
+    let range = shard.map_or(0..n_all, |sh| sh.range(n_all));
+    let input_hash = {
+        let mut h = blake3::Hasher::new();
+        h.update(crate::similarity::stored::model_hash(model_dir)?.as_bytes());
+        h.update(manifest.input_hash.as_bytes());
+        if let Some(l) = &labels {
+            h.update(serde_json::to_string(l)?.as_bytes());
+        }
+        h.update(serde_json::to_string(&ids)?.as_bytes());
+        h.finalize().to_hex().to_string()
+    };
+    // A shard: its range of the tiles only.
+    let (per_r, per_m) = (cr * info.net.tile_size.pow(2), cm * info.net.tile_size.pow(2));
+    let reference = reference[range.start * per_r..range.end * per_r].to_vec();
+    let moving = moving[range.start * per_m..range.end * per_m].to_vec();
+    let labels = labels.map(|l| l[range.clone()].to_vec());
+    let ids = ids[range.clone()].to_vec();
     let cfg = &info.net;
     if (cfg.reference_bands, cfg.moving_bands) != (cr, cm)
         || cfg.tile_size != manifest.params.tile_size
@@ -149,10 +171,25 @@ pub fn run(
         let summary = PredictSummary {
             out: out.to_path_buf(),
             n_tiles: ids.len(),
-            rmse_labels_px: labels.map(|l| super::rmse(&means, &l)),
+            rmse_labels_px: labels.as_ref().map(|l| super::rmse(&means, l)),
             device: format!("{device:?}").to_lowercase(),
         };
         write_json(&dir.summary_json(), &summary)?;
+        if let Some(sh) = shard {
+            // Last: a shard folder with a shard.json is complete.
+            let f = PredictShard {
+                format: SHARD_FORMAT.into(),
+                input_hash,
+                shard: sh,
+                tiles: range,
+                n_tiles: n_all,
+                ids: ids.clone(),
+                means,
+                labels,
+                device: summary.device.clone(),
+            };
+            write_json(&partial.join(SHARD_JSON), &f)?;
+        }
         Ok(summary)
     })
 }
