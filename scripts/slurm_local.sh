@@ -5,7 +5,7 @@
 #                                      and slurmd with every path under DIR, waits until the
 #                                      node is idle, and prints `export SLURM_CONF=...`
 #   scripts/slurm_local.sh stop DIR    stops the three daemons started for DIR (and only them)
-# No cgroups (proctrack/linuxproc, task/none), SlurmUser=root, CPUs = nproc; no accounting
+# No cgroups (proctrack/linuxproc, task/none), SlurmUser=root, CPUs = the cores online; no accounting
 # database, but a job-completion log (DIR/jobcomp.txt) that `sacct --completion` reads. Exits non-zero
 # with a message saying why when the cluster cannot start.
 set -euo pipefail
@@ -48,6 +48,8 @@ munged --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.sock
   --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munge/seed" \
   || fail "munged did not start (see $dir/munged.log)"
 
+# The cores online; not `nproc`, which answers OMP_NUM_THREADS when it is set (the tests set 1).
+cpus=$(getconf _NPROCESSORS_ONLN)
 cat >"$conf" <<CONF
 ClusterName=simreg-local
 SlurmctldHost=$host
@@ -74,7 +76,7 @@ SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
 SlurmctldPort=$((6817 + RANDOM % 1000 * 2))
 SlurmdPort=$((6818 + RANDOM % 1000 * 2))
-NodeName=$host CPUs=$(nproc) State=UNKNOWN
+NodeName=$host CPUs=$cpus State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 

@@ -228,6 +228,10 @@ pub struct RunArgs {
     /// Slurm time limit per job, e.g. 02:00:00
     #[arg(long)]
     pub time: Option<String>,
+    /// With --executor slurm: CPUs per job (sbatch --cpus-per-task); each job runs on as many
+    /// threads [default: the site's default, usually one]
+    #[arg(long, value_name = "N")]
+    pub cpus_per_task: Option<usize>,
     /// Run only this step into the run folder (what each Slurm job runs)
     #[arg(long, value_enum, hide = true)]
     pub step: Option<Stage>,

@@ -288,6 +288,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         gpu_partition: a.gpu_partition,
                         account: a.account,
                         time: a.time,
+                        cpus_per_task: a.cpus_per_task,
                     };
                     print_json_or(&pipeline::slurm::submit(&p, &a.pipeline, &out, &o)?, a.json)
                 }

@@ -128,14 +128,27 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
     let (local, sharded) = (t.path().join("local"), t.path().join("slurm"));
     let (l, s) = (local.to_string_lossy().into_owned(), sharded.to_string_lossy().into_owned());
 
-    // First the pipeline in one process, on one thread as each Slurm job (one CPU) runs: the
-    // two would compete for the 2 cores of CI otherwise.
+    // First the pipeline in one process, on two threads as each Slurm job (two CPUs) runs: the
+    // two would compete for the 2 cores of CI otherwise, and libtorch's sums (so the trained
+    // weights) depend on the number of threads.
     let t0 = Instant::now();
-    ok(&["--threads", "1", "run", &p, "--out", &l]);
+    ok(&["--threads", "2", "run", &p, "--out", &l]);
     eprintln!("one process: {:.0} s", t0.elapsed().as_secs_f64());
 
     let submit = || {
-        cluster.simreg(&["run", &p, "--out", &s, "--executor", "slurm", "--shards", "4", "--json"])
+        cluster.simreg(&[
+            "run",
+            &p,
+            "--out",
+            &s,
+            "--executor",
+            "slurm",
+            "--shards",
+            "4",
+            "--cpus-per-task",
+            "2",
+            "--json",
+        ])
     };
     let sub = json(&submit());
     let jobs = sub["jobs"].as_array().unwrap();

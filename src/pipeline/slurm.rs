@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `--shards`, `--partition`, `--gpu-partition`, `--account`, `--time`.
+/// `--shards`, `--partition`, `--gpu-partition`, `--account`, `--time`, `--cpus-per-task`.
 #[derive(Clone, Debug, Default)]
 pub struct SlurmOptions {
     pub shards: usize,
@@ -22,6 +22,7 @@ pub struct SlurmOptions {
     pub gpu_partition: Option<String>,
     pub account: Option<String>,
     pub time: Option<String>,
+    pub cpus_per_task: Option<usize>,
 }
 
 /// One submitted job.
@@ -295,6 +296,9 @@ fn submit_step(
     }
     if let Some(t) = &o.time {
         args.push(format!("--time={t}"));
+    }
+    if let Some(c) = o.cpus_per_task {
+        args.push(format!("--cpus-per-task={c}"));
     }
     args.push(path.to_string_lossy().into_owned());
     let out = Command::new("sbatch").args(&args).output().context("cannot run sbatch")?;
