@@ -165,6 +165,8 @@ fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
         let out = t.path().join(&name).join("net");
         let mut args = vec![
             "align".to_string(),
+            "--method".into(),
+            "network".into(),
             "--model".into(),
             s(&model),
             "--reference".into(),
@@ -204,4 +206,204 @@ fn shared_real_s1s2_semi_synthetic_network_meets_the_targets() {
         );
         assert!(e <= 0.5 && e <= 0.5 * b, "{}: median error {e:.3} px, baseline {b:.3} px: targets ≤ 0.5 px and ≤ 0.5× the baseline", r["pair"]);
     }
+}
+
+/// Every real optical/SAR pair of ../shared/realdata as (name, optical reference, SAR moving):
+/// GeFolki's S1/S2 patch, the six BigEarthNet pairs (S2 B02, B03, B04 stacked in a VRT; S1 VV)
+/// and the two SSL4EO-S12 pairs (S2 B4, B3, B2, B8; S1 VV, VH in dB).
+fn optical_sar_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let g = shared.join("gefolki_s1s2");
+    let mut pairs =
+        vec![("gefolki_s1s2".to_string(), g.join("S2_patch11.tif"), g.join("S1_patch11.tif"))];
+    let ben = [
+        (
+            "bigearthnet_mm/s1-tiny",
+            "bigearthnet_mm/s2-tiny",
+            "S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85",
+            "S2A_MSIL2A_20170617T113321_36_85",
+        ),
+        (
+            "bigearthnet_mm/s1-tiny",
+            "bigearthnet_mm/s2-tiny",
+            "S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55",
+            "S2A_MSIL2A_20170617T113321_4_55",
+        ),
+        (
+            "bigearthnet_mm/s1-tiny",
+            "bigearthnet_mm/s2-tiny",
+            "S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35",
+            "S2A_MSIL2A_20171221T112501_56_35",
+        ),
+        (
+            "bigearthnet_common",
+            "bigearthnet_common",
+            "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48",
+            "S2A_MSIL2A_20170613T101031_87_48",
+        ),
+        (
+            "bigearthnet_common",
+            "bigearthnet_common",
+            "S1A_IW_GRDH_1SDV_20170925T043256_35VPK_69_24",
+            "S2B_MSIL2A_20170924T93020_69_24",
+        ),
+        (
+            "bigearthnet_common",
+            "bigearthnet_common",
+            "S1A_IW_GRDH_1SDV_20180204T043253_35VPK_57_38",
+            "S2B_MSIL2A_20180204T94161_57_38",
+        ),
+    ];
+    for (d1, d2, s1, s2) in ben {
+        let vrt = dir.join(format!("{s2}.vrt"));
+        let b = |band: &str| s(&shared.join(d2).join(s2).join(format!("{s2}_{band}.tif")));
+        gdal("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
+        let name =
+            format!("{}_{}", d1.split('/').next().unwrap(), s2.splitn(4, '_').nth(3).unwrap());
+        pairs.push((name, vrt, shared.join(d1).join(s1).join(format!("{s1}_VV.tif"))));
+    }
+    let ssl = shared.join("ssl4eo_s12");
+    for (s2, s1) in [("20200604", "20200607"), ("20200813", "20200903")] {
+        pairs.push((
+            format!("ssl4eo_{s2}"),
+            ssl.join(format!("ssl4eo_0000200_{s2}_S2L2A_B4B3B2B8.tif")),
+            ssl.join(format!("ssl4eo_0000200_{s1}_S1GRD_VVVH_dB_rawpixels_S2georef.tif")),
+        ));
+    }
+    pairs
+}
+
+/// The moving raster displaced by a constant shift (sx, sy): content at p appears at p + s
+/// (`--apply` of −s: out(q) = in(q − s), bilinear, SAR through linear power).
+fn shifted(moving: &Path, (sx, sy): (f64, f64), dir: &Path) -> PathBuf {
+    let (_, gt, w, h, wkt) = read_all(moving);
+    let neg = dir.join("neg.tif");
+    Fixture {
+        width: w,
+        height: h,
+        geotransform: gt,
+        epsg: None,
+        wkt: Some(wkt),
+        nodata: None,
+        bands: vec![vec![-sx; w * h], vec![-sy; w * h]],
+    }
+    .write_f32(&neg);
+    let out = dir.join("shifted");
+    ok(&["align", "--apply", &s(&neg), "--moving", &s(moving), "--out", &s(&out)]);
+    out.join("corrected.tif")
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Issue 18's shift-difference error on every real optical/SAR pair: each pair's SAR shifted by
+/// (2.3, −1.7), (0.6, 0.4) and (−4.2, 3.1) px; error = |estimate on the shifted pair − estimate
+/// on the pair as it comes − the shift| (which takes each pair's own misregistration out). Per
+/// method (the scene's `shift_px`; and the whole-image phase correlation every run reports):
+/// the median, the 90th percentile and the failures, printed and written to
+/// target/align_real_methods.json.
+#[test]
+fn shared_real_optical_sar_pairs_auto_recovers_known_shifts() {
+    let Some(shared) = shared_dir("shared_real_optical_sar_pairs_auto_recovers_known_shifts")
+    else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let methods = ["phase-correlation", "cfog", "auto"];
+    let shifts = [(2.3, -1.7), (0.6, 0.4), (-4.2, 3.1)];
+    // method → errors, failures; plus the whole-image phase correlation.
+    let mut errors: std::collections::BTreeMap<String, (Vec<f64>, usize)> = Default::default();
+    let mut rows = Vec::new();
+    for (name, reference, moving) in optical_sar_pairs(&shared, t.path()) {
+        let d = t.path().join(&name);
+        let run = |method: &str, m: &Path, out: &Path| -> Option<Value> {
+            let o = simreg(&[
+                "align",
+                "--json",
+                "--method",
+                method,
+                "--reference",
+                &s(&reference),
+                "--moving",
+                &s(m),
+                "--out",
+                &s(out),
+            ]);
+            if o.status.success() {
+                Some(serde_json::from_slice(&o.stdout).unwrap())
+            } else {
+                eprintln!("{name} {method}: {}", stderr(&o).trim());
+                None
+            }
+        };
+        let pair = |v: &Value, k: &str| [v[k][0].as_f64().unwrap(), v[k][1].as_f64().unwrap()];
+        for method in methods {
+            let base = run(method, &moving, &d.join(format!("{method}-0")));
+            for (k, &(sx, sy)) in shifts.iter().enumerate() {
+                let sd = d.join(format!("shift{k}"));
+                std::fs::create_dir_all(&sd).unwrap();
+                let m = if sd.join("shifted/corrected.tif").is_file() {
+                    sd.join("shifted/corrected.tif")
+                } else {
+                    shifted(&moving, (sx, sy), &sd)
+                };
+                let got = run(method, &m, &d.join(format!("{method}-{k}")));
+                let mut record = |label: &str, key: &str| {
+                    let entry = errors.entry(label.to_string()).or_default();
+                    match (&base, &got) {
+                        (Some(b), Some(g)) => {
+                            let (b, g) = (pair(b, key), pair(g, key));
+                            let e =
+                                ((g[0] - b[0] - sx).powi(2) + (g[1] - b[1] - sy).powi(2)).sqrt();
+                            entry.0.push(e);
+                            rows.push(serde_json::json!({"pair": name, "shift": [sx, sy], "method": label, "error_px": e}));
+                        }
+                        _ => entry.1 += 1,
+                    }
+                };
+                record(method, "shift_px");
+                if method == "phase-correlation" {
+                    let b = base.as_ref().map(|b| b["baseline"].clone());
+                    let g = got.as_ref().map(|g| g["baseline"].clone());
+                    let entry = errors.entry("whole-image phase correlation".into()).or_default();
+                    if let (Some(b), Some(g)) = (b, g) {
+                        let (b, g) = (pair(&b, "global_shift_px"), pair(&g, "global_shift_px"));
+                        entry
+                            .0
+                            .push(((g[0] - b[0] - sx).powi(2) + (g[1] - b[1] - sy).powi(2)).sqrt());
+                    } else {
+                        entry.1 += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut table = Vec::new();
+    for (method, (e, failed)) in &errors {
+        let (med, p90) =
+            if e.is_empty() { (f64::NAN, f64::NAN) } else { (quantile(e, 0.5), quantile(e, 0.9)) };
+        let gross = e.iter().filter(|&&x| x > 5.0).count();
+        eprintln!("{method:>30}: median {med:.3} px, p90 {p90:.3} px, {} cases, {failed} failed, {gross} gross (> 5 px)", e.len());
+        table.push(serde_json::json!({"method": method, "median_px": med, "p90_px": p90, "cases": e.len(), "failed": failed, "gross": gross}));
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        repo.join("target/align_real_methods.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"summary": table, "cases": rows}))
+            .unwrap(),
+    )
+    .unwrap();
+    // Measured 2026-12-04: auto fails on one case (the snow-covered Finnish patch shifted by
+    // (−4.2, 3.1): CFOG peak margin 0.018, below the 0.02 it trusts), never answers wrongly.
+    let (auto, failed) = &errors["auto"];
+    assert!(
+        *failed <= 1 && auto.len() + failed == 27,
+        "auto: {} cases, {failed} failed",
+        auto.len()
+    );
+    assert!(auto.iter().all(|&e| e < 5.0), "no gross miss: {auto:?}");
+    let pc = &errors["phase-correlation"].0;
+    assert!(quantile(auto, 0.5) < 0.5 * quantile(pc, 0.5), "auto beats windowed phase correlation");
 }

@@ -324,6 +324,8 @@ fn align_network_reliability_is_ns_from_stored_or_computed_s_a() {
     let base = |out: &str| {
         vec![
             "align".to_string(),
+            "--method".into(),
+            "network".into(),
             "--model".into(),
             s(&run.join("train/model.safetensors")),
             "--reference".into(),
@@ -400,7 +402,7 @@ fn align_network_reliability_is_ns_from_stored_or_computed_s_a() {
         &sc.dir.join("three.tif"),
     );
     let mut v = base("bad");
-    v[4] = sc.p("three.tif");
+    v[6] = sc.p("three.tif");
     let o = simreg(&args(&v));
     assert!(!o.status.success());
     let err = stderr(&o);
@@ -486,7 +488,15 @@ fn align_bad_inputs_fail_with_one_line_naming_the_file() {
             "no valid pixel",
         ),
         (
-            vec!["--reference".into(), sc.p("small.tif"), "--moving".into(), opt.clone()],
+            // (Without --window, auto and cfog shrink their window to fit down to 32 px.)
+            vec![
+                "--reference".into(),
+                sc.p("small.tif"),
+                "--moving".into(),
+                opt.clone(),
+                "--window".into(),
+                "64".into(),
+            ],
             "small.tif",
             "smaller than",
         ),
@@ -552,7 +562,17 @@ fn align_bad_inputs_fail_with_one_line_naming_the_file() {
         );
     }
     // The network without a model.
-    let o = simreg(&["align", "--reference", &opt, "--moving", &opt, "--out", &sc.p("nomodel")]);
+    let o = simreg(&[
+        "align",
+        "--method",
+        "network",
+        "--reference",
+        &opt,
+        "--moving",
+        &opt,
+        "--out",
+        &sc.p("nomodel"),
+    ]);
     assert!(!o.status.success() && stderr(&o).contains("--model"), "{}", stderr(&o));
     // Inputs are never modified.
     assert_eq!(std::fs::read(d.join("synth/sar.tif")).unwrap(), bytes);

@@ -1,8 +1,9 @@
 //! `simreg run --executor slurm` on a real one-node Slurm cluster (issue 20), started and
 //! stopped by this test (scripts/slurm_local.sh: installs slurm-wlm and munge when missing,
 //! as root). `pipelines/demo.toml` (synthetic scene → 4 tile shards → per σ of its sweep:
-//! 4 labels shards, train, similarity in 4 + 4 shards, audit → report) runs through Slurm and
-//! in one process; tiles, labels, knn and audit agree exactly and N_S to 1e-9. Where the
+//! 4 labels shards, train, similarity in 4 + 4 shards, audit, batch in 4 shards → report) runs
+//! through Slurm and in one process; tiles, labels, knn, audit and batch outputs agree exactly
+//! and N_S to 1e-9. Where the
 //! cluster cannot start, the test fails saying why.
 mod common;
 use common::*;
@@ -75,6 +76,19 @@ fn alive(pid: u32) -> bool {
 fn json(o: &std::process::Output) -> Value {
     assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_str(&stdout(o)).unwrap()
+}
+
+/// An align summary without its timings and memory (which differ between any two runs), and
+/// with the run folder's own path taken out.
+fn untimed(p: &Path, run: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap();
+    let text = text.replace(&run.to_string_lossy().into_owned(), "RUN");
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    for k in ["seconds", "estimate_seconds", "megapixels_per_s", "peak_rss_mb"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    v["baseline"].as_object_mut().unwrap().remove("estimate_seconds");
+    v
 }
 
 /// A JSON file with the run folder's own path (and the hash it enters) taken out.
@@ -163,6 +177,8 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
         "similarity-pass2",
         "similarity-merge",
         "audit",
+        "batch",
+        "batch-merge",
     ];
     let named: Vec<String> = ["0", "2", "4"]
         .iter()
@@ -173,7 +189,7 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
     assert_eq!(steps, expected);
     let array = serde_json::json!([1, 2, 3, 4]);
     for (k, step) in steps.iter().enumerate() {
-        let sharded = ["tile", "labels@", "similarity-pass1@", "similarity-pass2@"]
+        let sharded = ["tile", "labels@", "similarity-pass1@", "similarity-pass2@", "batch@"]
             .iter()
             .any(|s| step == s || (s.ends_with('@') && step.starts_with(s)));
         if sharded {
@@ -263,6 +279,60 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
                 "{sg}: N_S of {ia}: {va} vs {vb}"
             );
         }
+    }
+    // The batch (the synthetic scene aligned by each σ's network): the same pair outputs, and
+    // the same status table but for the timings.
+    for sg in SIGMAS {
+        let dir = |run: &Path| run.join("sweep").join(sg).join("batch");
+        let (a, b) = (dir(&local), dir(&sharded));
+        let pairs = |d: &Path| -> Vec<PathBuf> {
+            files_under(&d.join("pairs"))
+                .into_iter()
+                .filter(|f| !f.to_string_lossy().contains(".simreg-output"))
+                .collect()
+        };
+        assert!(pairs(&a).iter().any(|f| f.ends_with("displacement.tif")), "{sg}: {:?}", pairs(&a));
+        assert_eq!(pairs(&a), pairs(&b), "{sg}/batch: the same files");
+        for f in pairs(&a) {
+            let (x, y) = (a.join("pairs").join(&f), b.join("pairs").join(&f));
+            if f.ends_with("summary.json") {
+                assert_eq!(
+                    untimed(&x, &local),
+                    untimed(&y, &sharded),
+                    "{sg}/batch/pairs/{}",
+                    f.display()
+                );
+            } else {
+                assert_eq!(
+                    hash_file(&x),
+                    hash_file(&y),
+                    "{sg}/batch/pairs/{} differs",
+                    f.display()
+                );
+            }
+        }
+        // Timings; the input paths, and the key made of their sizes and times, name each run.
+        let table = |d: &Path| -> Vec<Vec<String>> {
+            let mut r = csv::Reader::from_path(d.join("status.csv")).unwrap();
+            let h = r.headers().unwrap().clone();
+            r.records()
+                .map(|rec| {
+                    let rec = rec.unwrap();
+                    h.iter()
+                        .zip(rec.iter())
+                        .filter(|(k, _)| {
+                            !["seconds", "megapixels_per_s", "reference", "moving", "key"]
+                                .contains(k)
+                        })
+                        .map(|(_, v)| v.to_string())
+                        .collect()
+                })
+                .collect()
+        };
+        let t = table(&a);
+        assert_eq!(t.len(), 1, "{sg}: one pair (the synthetic scene)");
+        assert!(t[0].contains(&"ok".to_string()), "{sg}: {t:?}");
+        assert_eq!(t, table(&b), "{sg}/batch/status.csv");
     }
     assert!(sharded.join("report/index.html").is_file());
 

@@ -7,7 +7,6 @@
 //! and at most one `*`, e.g. `{role}.tif` (a folder per pair holding reference.tif and
 //! moving.tif) or `*_{role}.tif` (scene1_reference.tif + scene1_moving.tif); files of one folder
 //! whose `*` parts agree form a pair. Zip entries are read in place through GDAL's /vsizip/.
-use super::scene;
 use crate::artefacts::align::{
     AlignParams, AlignRequest, AlignSummary, BatchDir, BatchParams, BatchSummary, Method, StatusRow,
 };
@@ -44,14 +43,20 @@ fn glob(pattern: &str, name: &str) -> Option<String> {
     }
 }
 
-/// Groups file paths (relative, '/'-separated) into pairs by the pattern.
-pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result<Vec<Pair>> {
+/// Refuses a pattern that cannot pair files.
+pub fn check_pattern(p: &BatchParams) -> Result<()> {
     if !p.pattern.contains("{role}") || p.pattern.matches('*').count() > 1 {
         bail!("--pattern '{}': needs {{role}} and at most one '*'", p.pattern);
     }
     if p.reference_role == p.moving_role {
         bail!("--reference-role and --moving-role must differ");
     }
+    Ok(())
+}
+
+/// Groups file paths (relative, '/'-separated) into pairs by the pattern.
+pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result<Vec<Pair>> {
+    check_pattern(p)?;
     // (dir, star) → (reference, moving), each (GDAL path, key part).
     type Slot = Option<(String, String)>;
     let mut groups: BTreeMap<(String, String), (Slot, Slot)> = BTreeMap::new();
@@ -207,14 +212,12 @@ fn align_pair(
         quiet: true,
     };
     match p.method {
-        Method::PhaseCorrelation => scene::run_phase_correlation(&req),
-        Method::Network => {
-            if req.params.model.is_none() {
-                bail!("--method network needs --model RUN/train");
-            }
+        // The network's errors captured: a bad pair is recorded, not printed.
+        Method::Network | Method::Auto if req.params.model.is_some() => {
             let how = crate::learn::Call { quiet: true, threads, capture_errors: true };
             crate::learn::call(req, &how)
         }
+        _ => super::run(req, threads),
     }
 }
 
@@ -312,8 +315,8 @@ pub fn run_shard(
                 error: String::new(),
                 seconds,
                 megapixels_per_s: f64::NAN,
-                mean_dx_px: f64::NAN,
-                mean_dy_px: f64::NAN,
+                shift_dx_px: f64::NAN,
+                shift_dy_px: f64::NAN,
                 reference: pair.reference.clone().unwrap_or_default(),
                 moving: pair.moving.clone().unwrap_or_default(),
                 key: key(pair),
@@ -321,7 +324,7 @@ pub fn run_shard(
             match result {
                 Ok(s) => {
                     row.megapixels_per_s = s.megapixels_per_s;
-                    [row.mean_dx_px, row.mean_dy_px] = s.mean_shift_px;
+                    [row.shift_dx_px, row.shift_dy_px] = s.shift_px;
                 }
                 Err(e) => {
                     row.status = "failed".into();
@@ -430,8 +433,8 @@ mod tests {
             error: error.into(),
             seconds: 0.5,
             megapixels_per_s: 0.0,
-            mean_dx_px: f64::NAN,
-            mean_dy_px: 1.25,
+            shift_dx_px: f64::NAN,
+            shift_dy_px: 1.25,
             reference: "r,1.tif".into(),
             moving: "m.tif".into(),
             key: "k".into(),
@@ -445,6 +448,6 @@ mod tests {
         assert_eq!(back.keys().collect::<Vec<_>>(), ["a,b", "c"]);
         assert_eq!(back["a,b"].error, "bad \"x\", y");
         assert_eq!(back["a,b"].reference, "r,1.tif");
-        assert!(back["c"].mean_dx_px.is_nan() && back["c"].mean_dy_px == 1.25);
+        assert!(back["c"].shift_dx_px.is_nan() && back["c"].shift_dy_px == 1.25);
     }
 }

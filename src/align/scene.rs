@@ -16,11 +16,12 @@
 //! only the lattice (a few numbers per window: ~48 bytes per s² pixels); pass 2 computes and
 //! writes the outputs in 512 × 512 blocks into tiled work files, which GDAL's COG driver copies
 //! into Cloud-Optimised GeoTIFFs block by block. Nothing holds a whole scene.
+use super::estimate::{self, Estimation};
 use super::io::{band_stats, WorkRaster};
+use super::quality::flag_names;
 use crate::artefacts::align::{
-    AlignDir, AlignRequest, AlignSummary, ApplySummary, BaselineSummary,
+    AlignDir, AlignRequest, AlignSummary, ApplySummary, BaselineSummary, OutlierCounts,
 };
-use crate::matching::phase::{gradient_magnitude, phase_correlation};
 use crate::raster::bands::BandReader;
 use crate::raster::bounds::{check_bounded, check_space, InputLimits};
 use crate::raster::kind::{resolve_kind, ModalityKind, Role};
@@ -58,37 +59,14 @@ pub trait WindowModel {
     /// What its reliability number means (goes into summary.json).
     fn reliability(&self) -> String;
     fn estimate(&mut self, w: &Windows) -> Result<Vec<Estimate>>;
-}
-
-/// Phase correlation of the band-mean gradient magnitudes of each window (SAR in dB: the
-/// normalisation works on dB already); reliability = correlation peak height.
-pub struct PhaseCorrelation;
-
-impl PhaseCorrelation {
-    fn one(&self, w: &Windows, k: usize) -> Estimate {
-        let (t, cr, cm) = (w.t, w.cr, w.cm);
-        let mean = |px: &[f32], c: usize| -> Vec<f32> {
-            (0..t * t).map(|i| (0..c).map(|b| px[b * t * t + i]).sum::<f32>() / c as f32).collect()
-        };
-        let r = mean(&w.reference[k * cr * t * t..][..cr * t * t], cr);
-        let m = mean(&w.moving[k * cm * t * t..][..cm * t * t], cm);
-        let s =
-            phase_correlation(&gradient_magnitude(&r, t, t), &gradient_magnitude(&m, t, t), t, t);
-        Estimate { dx: s.dx, dy: s.dy, reliability: s.peak }
+    /// The reliability below which a window's estimate is flagged unreliable (None: the
+    /// method has no calibrated threshold).
+    fn min_reliability(&self) -> Option<f64> {
+        None
     }
 }
 
-impl WindowModel for PhaseCorrelation {
-    fn method(&self) -> &'static str {
-        "phase-correlation"
-    }
-    fn reliability(&self) -> String {
-        "phase-correlation peak height (1: identical up to a shift, ~0: nothing correlates)".into()
-    }
-    fn estimate(&mut self, w: &Windows) -> Result<Vec<Estimate>> {
-        Ok((0..w.n).into_par_iter().map(|k| self.one(w, k)).collect())
-    }
-}
+pub use super::estimators::{Cfog, PhaseCorrelation};
 
 /// What the engine needs to know about the estimator's inputs.
 pub struct ModelShape {
@@ -101,16 +79,16 @@ pub struct ModelShape {
 }
 
 /// The inputs of a run, opened and checked.
-struct Inputs {
-    grid: Grid,
-    reference: BandReader,
-    moving: BandReader,
-    rb: Vec<usize>,
-    mb: Vec<usize>,
-    r_stats: Vec<BandStats>,
-    m_stats: Vec<BandStats>,
-    moving_kind: ModalityKind,
-    truth: Option<BandReader>,
+pub(super) struct Inputs {
+    pub(super) grid: Grid,
+    pub(super) reference: BandReader,
+    pub(super) moving: BandReader,
+    pub(super) rb: Vec<usize>,
+    pub(super) mb: Vec<usize>,
+    pub(super) r_stats: Vec<BandStats>,
+    pub(super) m_stats: Vec<BandStats>,
+    pub(super) moving_kind: ModalityKind,
+    pub(super) truth: Option<BandReader>,
 }
 
 fn pick_bands(info: &RasterInfo, asked: &Option<Vec<usize>>, role: &str) -> Result<Vec<usize>> {
@@ -231,17 +209,17 @@ fn axis(n: usize, t: usize, s: usize) -> Vec<i64> {
 }
 
 /// The lattice: per node the primary and baseline estimates (None: too little valid data).
-struct Lattice {
-    xs: Vec<i64>,
-    ys: Vec<i64>,
-    t: usize,
-    h: f64,
-    primary: Vec<Option<Estimate>>,
-    baseline: Vec<Option<Estimate>>,
+pub(super) struct Lattice {
+    pub(super) xs: Vec<i64>,
+    pub(super) ys: Vec<i64>,
+    pub(super) t: usize,
+    pub(super) h: f64,
+    pub(super) primary: Vec<Option<Estimate>>,
+    pub(super) baseline: Vec<Option<Estimate>>,
 }
 
 impl Lattice {
-    fn centre(&self, i: usize, j: usize) -> (f64, f64) {
+    pub(super) fn centre(&self, i: usize, j: usize) -> (f64, f64) {
         (self.xs[i] as f64 + self.t as f64 / 2.0, self.ys[j] as f64 + self.t as f64 / 2.0)
     }
 
@@ -327,7 +305,7 @@ impl Lattice {
 }
 
 /// Normalised bands of a region, and which pixels are valid in every band.
-fn read_normalised(
+pub(super) fn read_normalised(
     reader: &BandReader,
     bands: &[usize],
     stats: &[BandStats],
@@ -352,26 +330,27 @@ const OUT_BLOCK: usize = 512;
 /// At most about this many pixels sampled for the median errors against `--truth`.
 const ERROR_SAMPLES: f64 = 1_048_576.0;
 
-/// Pass 1: every window's estimate, region by region. Returns the lattice and the seconds spent
-/// in the primary and baseline estimators.
-fn estimate_lattice(
+/// Pass 1: every window's estimate by each of `models`, region by region, the moving
+/// windows cut `offset` px away (the estimates then measure from it, and have it added
+/// back). Returns the window starts along x and y, per model its lattice of estimates
+/// (`j·nx + i`), and per model the seconds it spent.
+#[allow(clippy::type_complexity)]
+pub(super) fn estimate_lattice(
     inp: &Inputs,
     shape: &ModelShape,
     stride: usize,
     req: &AlignRequest,
-    primary: &mut dyn WindowModel,
-    baseline: Option<&mut PhaseCorrelation>,
-) -> Result<(Lattice, f64, f64)> {
+    models: &mut [&mut dyn WindowModel],
+    offset: (i64, i64),
+) -> Result<(Vec<i64>, Vec<i64>, Vec<Vec<Option<Estimate>>>, Vec<f64>)> {
     let (min_valid, batch, quiet) = (req.params.min_valid, req.params.batch, req.quiet);
     let (t, g) = (shape.tile, &inp.grid);
     let xs = axis(g.width, t, stride);
     let ys = axis(g.height, t, stride);
     let (nx, ny) = (xs.len(), ys.len());
-    let mut primary_est = vec![None; nx * ny];
-    let mut baseline_est = vec![None; nx * ny];
+    let mut est = vec![vec![None; nx * ny]; models.len()];
+    let mut seconds = vec![0.0; models.len()];
     let (cr, cm) = (inp.rb.len(), inp.mb.len());
-    let (mut t_primary, mut t_base) = (0.0, 0.0);
-    let mut baseline = baseline;
     let blocks: Vec<(usize, usize)> = (0..ny.div_ceil(NODES_PER_BLOCK))
         .flat_map(|bj| (0..nx.div_ceil(NODES_PER_BLOCK)).map(move |bi| (bi, bj)))
         .collect();
@@ -384,8 +363,9 @@ fn estimate_lattice(
         let (rw, rh) = ((xs[i1 - 1] - rx0) as usize + t, (ys[j1 - 1] - ry0) as usize + t);
         let mut valid = vec![true; rw * rh];
         let region = Window { col: rx0, row: ry0, width: rw, height: rh };
+        let moved = Window { col: rx0 + offset.0, row: ry0 + offset.1, ..region };
         let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, region, &mut valid)?;
-        let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, region, &mut valid)?;
+        let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, moved, &mut valid)?;
         // Cut the windows with enough valid pixels.
         let mut nodes = Vec::new();
         let (mut wr, mut wm) = (Vec::new(), Vec::new());
@@ -419,18 +399,16 @@ fn estimate_lattice(
                 cm,
                 t,
             };
-            let t0 = Instant::now();
-            let est = primary.estimate(&win)?;
-            t_primary += t0.elapsed().as_secs_f64();
-            for (&node, e) in chunk.iter().zip(&est) {
-                primary_est[node] = (e.dx.is_finite() && e.dy.is_finite()).then_some(*e);
-            }
-            if let Some(b) = baseline.as_deref_mut() {
+            for (k, model) in models.iter_mut().enumerate() {
                 let t0 = Instant::now();
-                let est = b.estimate(&win)?;
-                t_base += t0.elapsed().as_secs_f64();
-                for (&node, e) in chunk.iter().zip(&est) {
-                    baseline_est[node] = (e.dx.is_finite() && e.dy.is_finite()).then_some(*e);
+                let e = model.estimate(&win)?;
+                seconds[k] += t0.elapsed().as_secs_f64();
+                for (&node, e) in chunk.iter().zip(&e) {
+                    est[k][node] = (e.dx.is_finite() && e.dy.is_finite()).then_some(Estimate {
+                        dx: e.dx + offset.0 as f64,
+                        dy: e.dy + offset.1 as f64,
+                        reliability: e.reliability,
+                    });
                 }
             }
         }
@@ -441,12 +419,7 @@ fn estimate_lattice(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if baseline.is_none() {
-        baseline_est = primary_est.clone();
-        t_base = t_primary;
-    }
-    let h = (stride as f64).max(t as f64 / 2.0);
-    Ok((Lattice { xs, ys, t, h, primary: primary_est, baseline: baseline_est }, t_primary, t_base))
+    Ok((xs, ys, est, seconds))
 }
 
 /// Resamples bands of `src` over `block` by the field (dx, dy over the block): out(q) =
@@ -532,34 +505,14 @@ fn mean_shift(e: &[Option<Estimate>]) -> [f64; 2] {
     [v.iter().map(|e| e.dx).sum::<f64>() / n, v.iter().map(|e| e.dy).sum::<f64>() / n]
 }
 
-/// Phase correlation over a central crop of at most 1024² px: one shift for the whole scene.
-fn global_phase_correlation(inp: &Inputs) -> Result<crate::matching::Shift> {
-    let g = &inp.grid;
-    let (w, h) = (g.width.min(1024), g.height.min(1024));
-    let (x0, y0) = (((g.width - w) / 2) as i64, ((g.height - h) / 2) as i64);
-    let mut valid = vec![true; w * h];
-    let region = Window { col: x0, row: y0, width: w, height: h };
-    let r = read_normalised(&inp.reference, &inp.rb, &inp.r_stats, region, &mut valid)?;
-    let m = read_normalised(&inp.moving, &inp.mb, &inp.m_stats, region, &mut valid)?;
-    let mean = |b: &[Vec<f32>]| -> Vec<f32> {
-        (0..w * h).map(|i| b.iter().map(|x| x[i]).sum::<f32>() / b.len() as f32).collect()
-    };
-    Ok(phase_correlation(
-        &gradient_magnitude(&mean(&r), w, h),
-        &gradient_magnitude(&mean(&m), w, h),
-        w,
-        h,
-    ))
-}
-
 /// Tie points: CSV in the reference CRS (and lon/lat), GeoJSON in WGS 84 longitude/latitude as
 /// RFC 7946 asks, with the reference-CRS position in the properties. A reference without a
 /// CRS keeps its map coordinates in the GeoJSON (no lon/lat exists).
-fn write_tiepoints(dir: &AlignDir, grid: &Grid, lat: &Lattice) -> Result<()> {
+fn write_tiepoints(dir: &AlignDir, grid: &Grid, lat: &Lattice, flags: &[u8]) -> Result<()> {
     let g = grid.geotransform;
     let nx = lat.xs.len();
     let to_ll = crate::raster::geo::ToLonLat::new(&grid.crs_wkt)?;
-    let mut csv = String::from("id,col,row,x,y,lon,lat,dx_px,dy_px,dx_map,dy_map,reliability,baseline_dx_px,baseline_dy_px,baseline_peak\n");
+    let mut csv = String::from("id,col,row,x,y,lon,lat,dx_px,dy_px,dx_map,dy_map,reliability,baseline_dx_px,baseline_dy_px,baseline_peak,flags\n");
     let mut features = Vec::new();
     // Node (i, j) is at j·nx + i: rows of the lattice in order.
     for (node, e) in lat.primary.iter().enumerate() {
@@ -578,8 +531,16 @@ fn write_tiepoints(dir: &AlignDir, grid: &Grid, lat: &Lattice) -> Result<()> {
         });
         let _ = writeln!(
             csv,
-            "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4}",
-            e.dx, e.dy, mx, my, e.reliability, bx, by, bp
+            "{id},{c},{r},{x},{y},{lon},{la},{:.4},{:.4},{:.6},{:.6},{:.6},{:.4},{:.4},{:.4},{}",
+            e.dx,
+            e.dy,
+            mx,
+            my,
+            e.reliability,
+            bx,
+            by,
+            bp,
+            flag_names(flags[node])
         );
         let num =
             |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::Value::Null };
@@ -588,7 +549,8 @@ fn write_tiepoints(dir: &AlignDir, grid: &Grid, lat: &Lattice) -> Result<()> {
             "type": "Feature",
             "geometry": {"type": "Point", "coordinates": point},
             "properties": {"id": id, "col": c, "row": r, "x": x, "y": y, "dx_px": e.dx, "dy_px": e.dy, "dx_map": mx, "dy_map": my,
-                "reliability": num(e.reliability), "baseline_dx_px": num(bx), "baseline_dy_px": num(by), "baseline_peak": num(bp)}
+                "reliability": num(e.reliability), "baseline_dx_px": num(bx), "baseline_dy_px": num(by), "baseline_peak": num(bp),
+                "flags": flag_names(flags[node])}
         }));
     }
     let fc =
@@ -606,6 +568,19 @@ pub fn run(
     shape: &ModelShape,
     primary: &mut dyn WindowModel,
 ) -> Result<AlignSummary> {
+    align(req, shape, Estimation::Single(primary))
+}
+
+/// `--method auto` (see `estimate`): on the windows of `shape` (the network's, with a model).
+pub fn run_auto(
+    req: &AlignRequest,
+    shape: &ModelShape,
+    network: Option<&mut dyn WindowModel>,
+) -> Result<AlignSummary> {
+    align(req, shape, Estimation::Auto(network))
+}
+
+fn align(req: &AlignRequest, shape: &ModelShape, est: Estimation) -> Result<AlignSummary> {
     let start = Instant::now();
     crate::raster::init_gdal();
     bound_block_cache();
@@ -630,19 +605,13 @@ pub fn run(
         atomic::create_dir(&work)?;
         let inp = open_inputs(req, shape, &ri, &mi, &work)?;
         let g = inp.grid.clone();
-        let is_pc = primary.method() == "phase-correlation";
-        let mut pc = PhaseCorrelation;
-        let baseline = (!is_pc).then_some(&mut pc);
-        let (lat, t_primary, t_base) =
-            estimate_lattice(&inp, shape, stride, req, primary, baseline)?;
+        let e = estimate::estimate(&inp, shape, stride, req, est)?;
+        let (lat, global, method) = (&e.lat, e.global, e.method);
+        let is_pc = method == "phase-correlation";
+        let (t_primary, t_base) = (e.t_primary, e.t_base);
         let n_valid = lat.primary.iter().flatten().count();
-        if n_valid == 0 {
-            bail!("no window of {0}x{0} px has {1:.0} % valid pixels in both '{2}' and '{3}' (do they overlap with data?)", shape.tile, req.params.min_valid * 100.0, req.reference.display(), req.moving.display());
-        }
-        let global = global_phase_correlation(&inp)?;
 
         // Pass 2: outputs, block by block.
-        let method = primary.method();
         let mut disp = WorkRaster::create(
             &work.join("displacement.tif"),
             &g,
@@ -705,7 +674,7 @@ pub fn run(
         let dir = AlignDir::new(partial);
         disp.into_cog(&dir.displacement_tif())?;
         corr.into_cog(&dir.corrected_tif())?;
-        write_tiepoints(&dir, &g, &lat)?;
+        write_tiepoints(&dir, &g, lat, &e.flags)?;
         drop(inp.moving);
         let _ = std::fs::remove_dir_all(&work);
 
@@ -722,10 +691,18 @@ pub fn run(
             n_windows: lat.primary.len(),
             n_valid_windows: n_valid,
             mean_shift_px: mean_shift(&lat.primary),
+            shift_px: e.scene.shift_px,
+            verdict: e.verdict.clone(),
+            n_reliable_windows: e.n_reliable,
+            outliers: OutlierCounts::of(&e.flags),
+            max_shift_px: req.params.max_shift,
+            coarse: e.coarse.clone(),
+            similarity_before: e.similarity_before,
+            similarity_after: e.similarity_after,
             median_reliability: median(
                 lat.primary.iter().flatten().map(|e| e.reliability).collect(),
             ),
-            reliability: primary.reliability(),
+            reliability: e.reliability.clone(),
             megapixels_per_s: (g.width * g.height) as f64 / 1e6 / seconds,
             seconds,
             estimate_seconds: t_primary,
@@ -889,13 +866,47 @@ pub fn apply(
     })
 }
 
-/// The phase-correlation run (no network): `simreg align --method phase-correlation`.
-pub fn run_phase_correlation(req: &AlignRequest) -> Result<AlignSummary> {
-    let t = req.params.window.unwrap_or(64);
+/// The window of the classical methods: `--window`, or `default` halved (down to 32 px) until
+/// the reference holds it one and a half times, so that a small scene (a 120-px patch) still
+/// gets a lattice of windows; stride half of it.
+fn classical_shape(req: &AlignRequest, default: usize) -> Result<ModelShape> {
+    let t = match req.params.window {
+        Some(t) => t,
+        None => {
+            let g = open_raster(&req.reference, "reference")?.grid;
+            let side = g.width.min(g.height);
+            let mut t = default;
+            while t > 32 && 3 * t > 2 * side {
+                t /= 2;
+            }
+            t
+        }
+    };
     if t < 8 {
         bail!("--window must be at least 8 px");
     }
-    run(req, &ModelShape { tile: t, stride: t / 2, bands: None }, &mut PhaseCorrelation)
+    Ok(ModelShape { tile: t, stride: t / 2, bands: None })
+}
+
+/// The phase-correlation run (no network): `simreg align --method phase-correlation`.
+pub fn run_phase_correlation(req: &AlignRequest) -> Result<AlignSummary> {
+    run(req, &classical_shape(req, 64)?, &mut PhaseCorrelation)
+}
+
+/// Window side of CFOG and of `auto` without a network (px): CFOG's orientation histograms
+/// need more ground than phase correlation to peak distinctly on optical/SAR.
+pub const CFOG_WINDOW: usize = 128;
+
+/// `simreg align --method cfog`: CFOG per window within ±min(--max-shift, window/4) px.
+pub fn run_cfog(req: &AlignRequest) -> Result<AlignSummary> {
+    let shape = classical_shape(req, CFOG_WINDOW)?;
+    let radius = ((shape.tile / 4) as f64).min(req.params.max_shift);
+    run(req, &shape, &mut Cfog { radius })
+}
+
+/// `simreg align --method auto` without a model: CFOG windows around the whole-scene match.
+pub fn run_auto_classical(req: &AlignRequest) -> Result<AlignSummary> {
+    run_auto(req, &classical_shape(req, CFOG_WINDOW)?, None)
 }
 
 /// The model directory of `--model` (a directory, or its model.safetensors).

@@ -62,8 +62,14 @@ pub fn pair_folder(name: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
+    /// Coarse to fine: a checked whole-scene CFOG match, then windows searched around it by
+    /// CFOG and (with --model) the network, fused by their reliabilities, outliers removed.
+    Auto,
     /// The trained network (`--model`), through simreg-learn.
     Network,
+    /// CFOG (orientated-gradient channels) per window. Patented by its authors, research use
+    /// only: see the README.
+    Cfog,
     /// Phase correlation on gradient magnitudes (SAR in dB), per window.
     PhaseCorrelation,
 }
@@ -71,7 +77,9 @@ pub enum Method {
 impl Method {
     pub fn name(self) -> &'static str {
         match self {
+            Method::Auto => "auto",
             Method::Network => "network",
+            Method::Cfog => "cfog",
             Method::PhaseCorrelation => "phase-correlation",
         }
     }
@@ -100,9 +108,14 @@ pub struct AlignParams {
     /// correlation]
     #[arg(long)]
     pub stride: Option<usize>,
-    /// Window side for --method phase-correlation [default: 64]
+    /// Window side of the classical methods [default: 64 for phase-correlation, 128 for
+    /// cfog and for auto without --model]
     #[arg(long)]
     pub window: Option<usize>,
+    /// The largest shift searched for and accepted (px): a scene whose shift is larger fails
+    /// with "shift beyond --max-shift"
+    #[arg(long, default_value_t = AlignParams::default().max_shift)]
+    pub max_shift: f64,
     /// Minimum fraction of valid pixels (both rasters) for a window to be used
     #[arg(long, default_value_t = AlignParams::default().min_valid)]
     pub min_valid: f64,
@@ -126,13 +139,14 @@ pub struct AlignParams {
 impl Default for AlignParams {
     fn default() -> Self {
         AlignParams {
-            method: Method::Network,
+            method: Method::Auto,
             model: None,
             reference_bands: None,
             moving_bands: None,
             moving_kind: None,
             stride: None,
             window: None,
+            max_shift: 20.0,
             min_valid: 0.5,
             batch: 16,
             similarity: None,
@@ -173,6 +187,30 @@ pub struct AlignSummary {
     /// Mean displacement of the moving raster relative to the reference over valid windows
     /// [dx, dy], reference px (x east, y south): content at p appears at p + D in the moving.
     pub mean_shift_px: [f64; 2],
+    /// The scene's shift: the reliability-weighted biweight of the unflagged windows (or the
+    /// whole-scene match, as `verdict` says) [dx, dy] px. What to use for one shift per scene.
+    #[serde(default = "nan2")]
+    pub shift_px: [f64; 2],
+    /// "success: …" and how the shift was found (a failure is an error: nothing is written).
+    #[serde(default)]
+    pub verdict: String,
+    /// Windows with no outlier flag.
+    #[serde(default)]
+    pub n_reliable_windows: usize,
+    /// Tie points flagged, per reason (tiepoints.csv `flags`).
+    #[serde(default)]
+    pub outliers: OutlierCounts,
+    #[serde(default)]
+    pub max_shift_px: f64,
+    /// `--method auto`'s whole-scene match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coarse: Option<crate::align::coarse::Coarse>,
+    /// NCC of the gradient magnitudes over the central crop, as the pair comes and once the
+    /// moving raster is shifted by `shift_px`.
+    #[serde(default)]
+    pub similarity_before: Option<f64>,
+    #[serde(default)]
+    pub similarity_after: Option<f64>,
     /// Median over valid windows of the reliability (see `reliability`); null when not computed.
     pub median_reliability: Option<f64>,
     /// What the reliability band holds.
@@ -194,6 +232,30 @@ pub struct AlignSummary {
     pub peak_rss_mb: f64,
     /// Output files, relative to the output directory.
     pub outputs: Vec<String>,
+}
+
+fn nan2() -> [f64; 2] {
+    [f64::NAN; 2]
+}
+
+/// Tie points flagged, per reason (one point may have several).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutlierCounts {
+    pub unreliable: usize,
+    pub inconsistent: usize,
+    pub ransac: usize,
+}
+
+impl OutlierCounts {
+    pub fn of(flags: &[u8]) -> OutlierCounts {
+        use crate::align::quality::{INCONSISTENT, RANSAC, UNRELIABLE};
+        let n = |b: u8| flags.iter().filter(|&&f| f & b != 0).count();
+        OutlierCounts {
+            unreliable: n(UNRELIABLE),
+            inconsistent: n(INCONSISTENT),
+            ransac: n(RANSAC),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -222,8 +284,10 @@ pub struct ApplySummary {
     pub outputs: Vec<String>,
 }
 
-/// `simreg batch`'s options besides the input and the output folder.
-#[derive(Clone, Debug, PartialEq, clap::Args)]
+/// `simreg batch`'s options besides the input and the output folder (also a pipeline's
+/// `[batch]` table).
+#[derive(Clone, Debug, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchParams {
     /// How pairs are found: a file name with `{role}` where the reference and moving files
     /// differ, e.g. '{role}.tif' or '*_{role}.tif'; files of one folder that match with the
@@ -238,7 +302,7 @@ pub struct BatchParams {
     pub moving_role: String,
     #[arg(long, value_enum, default_value_t = BatchParams::default().method)]
     pub method: Method,
-    /// Trained model (for --method network)
+    /// Trained model (for --method network; auto fuses it with CFOG)
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Pairs aligned at once
@@ -247,7 +311,9 @@ pub struct BatchParams {
     /// Redo pairs whose status is `failed` (done pairs are never redone)
     #[arg(long)]
     pub retry_failed: bool,
+    /// In a pipeline file, `max_pixels` sits in the `[batch]` table itself.
     #[command(flatten)]
+    #[serde(skip)]
     pub limits: crate::raster::bounds::InputLimits,
 }
 
@@ -257,7 +323,7 @@ impl Default for BatchParams {
             pattern: "{role}.tif".into(),
             reference_role: "reference".into(),
             moving_role: "moving".into(),
-            method: Method::PhaseCorrelation,
+            method: Method::Auto,
             model: None,
             jobs: 2,
             retry_failed: false,
@@ -274,8 +340,11 @@ pub struct StatusRow {
     pub error: String,
     pub seconds: f64,
     pub megapixels_per_s: f64,
-    pub mean_dx_px: f64,
-    pub mean_dy_px: f64,
+    /// The scene's shift (`shift_px` of the pair's summary).
+    #[serde(alias = "mean_dx_px")]
+    pub shift_dx_px: f64,
+    #[serde(alias = "mean_dy_px")]
+    pub shift_dy_px: f64,
     pub reference: String,
     pub moving: String,
     /// Inputs + settings hash (resume).
@@ -318,19 +387,24 @@ impl std::fmt::Display for AlignSummary {
             (Some(e), Some(b)) => format!("; median error {e:.3} px (phase correlation {b:.3} px)"),
             _ => String::new(),
         };
+        let sim = match (s.similarity_before, s.similarity_after) {
+            (Some(b), Some(a)) => format!("; gradient NCC {b:.3} → {a:.3}"),
+            _ => String::new(),
+        };
         write!(
             f,
-            "aligned {}x{} px with {} in {:.1} s ({:.2} Mpx/s): mean shift ({:.3}, {:.3}) px, phase \
-             correlation ({:.3}, {:.3}) px{err}",
+            "aligned {}x{} px with {} in {:.1} s ({:.2} Mpx/s): shift ({:.3}, {:.3}) px ({}), \
+             whole-scene phase correlation ({:.3}, {:.3}) px{sim}{err}",
             s.width,
             s.height,
             s.method,
             s.seconds,
             s.megapixels_per_s,
-            s.mean_shift_px[0],
-            s.mean_shift_px[1],
-            s.baseline.mean_shift_px[0],
-            s.baseline.mean_shift_px[1]
+            s.shift_px[0],
+            s.shift_px[1],
+            s.verdict,
+            s.baseline.global_shift_px[0],
+            s.baseline.global_shift_px[1]
         )
     }
 }

@@ -10,6 +10,7 @@
 //!   train/                   train                            TrainDir
 //!   similarity/              similarity                       SimilarityDir
 //!   audit/                   audit                            AuditDir
+//!   batch/                   batch (pairs aligned)            BatchDir
 //!   report/                  report                           ReportDir
 //!   toy1d/                   toy1d                            Toy1dDir
 //!   enforce_study.json, enforce_curves.csv   enforce-study    EnforceStudyDir (RUN itself)
@@ -84,6 +85,9 @@ impl RunDir {
     }
     pub fn audit(&self) -> AuditDir {
         AuditDir::new(self.0.join("audit"))
+    }
+    pub fn batch(&self) -> super::align::BatchDir {
+        super::align::BatchDir::new(self.0.join("batch"))
     }
     pub fn report(&self) -> ReportDir {
         ReportDir::new(self.0.join("report"))

@@ -84,7 +84,7 @@ fn windowed(img: &[f32], w: usize, h: usize) -> Vec<Complex<f64>> {
 /// (Guizar-Sicairos et al. 2008). A parabola through three pixels was biased by 0.1–0.2 px in
 /// the tests' sub-pixel cases, so was the upsampled peak without the low-pass below (1.3 →
 /// 1.15 px); with both the errors are ≤ 0.05 px there.
-const UPSAMPLE: usize = 20;
+pub(crate) const UPSAMPLE: usize = 20;
 
 /// Gaussian low-pass on the whitened spectrum (cycles/px): whitening alone gives the highest
 /// frequencies — the least reliable after resampling and noise — as much weight as the rest.
@@ -92,7 +92,13 @@ const LOW_PASS: f64 = 0.2;
 
 /// The correlation surface at fractional offsets (x0 + i/U, y0 + j/U), |i|, |j| ≤ U, from the
 /// spectrum `r` (w × h): a (2U+1)² array, row-major in j.
-fn upsampled_surface(r: &[Complex<f64>], w: usize, h: usize, x0: f64, y0: f64) -> Vec<f64> {
+pub(crate) fn upsampled_surface(
+    r: &[Complex<f64>],
+    w: usize,
+    h: usize,
+    x0: f64,
+    y0: f64,
+) -> Vec<f64> {
     let m = 2 * UPSAMPLE + 1;
     let signed = |k: usize, n: usize| if k > n / 2 { k as f64 - n as f64 } else { k as f64 };
     let offs: Vec<f64> = (0..m).map(|i| (i as f64 - UPSAMPLE as f64) / UPSAMPLE as f64).collect();

@@ -2,6 +2,7 @@
 //!
 //! Relative paths inside a pipeline file are relative to the file's own directory, so a
 //! pipeline runs the same from any working directory.
+use crate::artefacts::align::{BatchParams, Method};
 use crate::artefacts::audit::AuditParams;
 use crate::artefacts::enforce::EnforceStudyParams;
 use crate::artefacts::labels::LabelParams;
@@ -32,6 +33,8 @@ pub struct Pipeline {
     pub similarity: Option<SimilarityParams>,
     /// `[audit]`: label-free error estimates and the label audit (needs `[similarity]`'s output).
     pub audit: Option<AuditParams>,
+    /// `[batch]`: `simreg batch` over a folder or zip of pairs into `RUN/batch/`.
+    pub batch: Option<BatchSection>,
     /// `[report]` (an empty table): `RUN/report/index.html` from every stage's output.
     pub report: Option<ReportSection>,
     /// `[toy1d]`: the paper's 1-D toy (independent of the other stages) into `RUN/toy1d/`.
@@ -82,16 +85,73 @@ impl<'de> Deserialize<'de> for TileSection {
             Some(v) => Vec::<SceneInput>::deserialize(v).map_err(D::Error::custom)?,
             None => Vec::new(),
         };
-        let max_pixels = match table.remove("max_pixels") {
-            None => None,
-            Some(v) => Some(
-                crate::raster::bounds::parse_count(&v.to_string())
-                    .map_err(|e| D::Error::custom(format!("max_pixels: {e}")))?,
-            ),
-        };
+        let max_pixels = take_max_pixels(&mut table).map_err(D::Error::custom)?;
         let params =
             TileParams::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
         Ok(TileSection { params, scene, max_pixels })
+    }
+}
+
+/// `max_pixels` out of a stage table (`--max-pixels`, which the stage's parameters do not hold).
+fn take_max_pixels(table: &mut toml::Table) -> std::result::Result<Option<u64>, String> {
+    match table.remove("max_pixels") {
+        None => Ok(None),
+        Some(v) => crate::raster::bounds::parse_count(&v.to_string())
+            .map(Some)
+            .map_err(|e| format!("max_pixels: {e}")),
+    }
+}
+
+/// `[batch]`: the options of `simreg batch` (`BatchParams`), its input and `max_pixels`.
+///
+/// With `method = "network"` and no `model`, the pairs are aligned with the run's own network:
+/// once per σ of a sweep, into `RUN/sweep/sigma_<σ>/batch/`. Without `input`, the pairs are the
+/// run's synthetic scenes (`RUN/synth/<name>/`, roles `optical` and `sar`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BatchSection {
+    /// A folder tree or zip archive of pairs (relative to the pipeline file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<PathBuf>,
+    #[serde(flatten)]
+    pub params: BatchParams,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pixels: Option<u64>,
+}
+
+impl BatchSection {
+    /// Whether it aligns with the network the run trains (per σ of a sweep).
+    pub fn uses_run_model(&self) -> bool {
+        self.params.method == Method::Network && self.params.model.is_none()
+    }
+
+    /// The batch options, `max_pixels` included.
+    pub fn batch_params(&self) -> BatchParams {
+        let mut b = self.params.clone();
+        if let Some(m) = self.max_pixels {
+            b.limits.max_pixels = m;
+        }
+        b
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let input = match table.remove("input") {
+            None => None,
+            Some(v) => Some(PathBuf::deserialize(v).map_err(D::Error::custom)?),
+        };
+        let max_pixels = take_max_pixels(&mut table).map_err(D::Error::custom)?;
+        let roles_given = table.contains_key("reference_role") || table.contains_key("moving_role");
+        let mut params =
+            BatchParams::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        if input.is_none() && !roles_given {
+            // The run's synthetic scenes: RUN/synth/<name>/{optical,sar}.tif.
+            params.reference_role = "optical".into();
+            params.moving_role = "sar".into();
+        }
+        Ok(BatchSection { input, params, max_pixels })
     }
 }
 
@@ -133,7 +193,15 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(b) = &mut p.batch {
+            for f in [b.input.as_mut(), b.params.model.as_mut()].into_iter().flatten() {
+                if f.is_relative() {
+                    *f = normalise(&base.join(&*f));
+                }
+            }
+        }
         if p.tile.is_none()
+            && p.batch.is_none()
             && p.labels.is_none()
             && p.train.is_none()
             && p.similarity.is_none()
@@ -143,7 +211,7 @@ impl Pipeline {
             && p.toy1d.is_none()
             && p.synth.is_empty()
         {
-            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [audit], [report], [enforce_study] or [toy1d] table)", path.display());
+            bail!("pipeline '{}': has no stage to run (no [synth.*], [tile], [labels], [train], [similarity], [audit], [batch], [report], [enforce_study] or [toy1d] table)", path.display());
         }
         p.check().with_context(|| format!("pipeline '{}'", path.display()))?;
         if let Some(tile) = &p.tile {
@@ -179,6 +247,18 @@ impl Pipeline {
         }
         if let Some(a) = &self.audit {
             a.check().context("[audit]")?;
+        }
+        if let Some(b) = &self.batch {
+            if b.input.is_none() && self.synth.is_empty() {
+                bail!("[batch] has no input (a folder or zip of pairs) and the pipeline no [synth.*] scenes to align");
+            }
+            if b.uses_run_model() && self.train.is_none() {
+                bail!("[batch]: method = \"network\" needs a model = \"RUN/train\" or a [train] table (the run's own network)");
+            }
+            if b.params.jobs == 0 {
+                bail!("[batch]: jobs must be at least 1");
+            }
+            crate::align::batch::check_pattern(&b.params).context("[batch]")?;
         }
         if let Some(s) = &self.sweep {
             if self.labels.is_none() || self.train.is_none() {
@@ -237,6 +317,13 @@ mod tests {
                 && demo.report.is_some()
         );
         assert_eq!(demo.audit, Some(AuditParams::default()));
+        // The demo aligns its synthetic scene with each σ's network.
+        let b = demo.batch.as_ref().unwrap();
+        assert!(b.uses_run_model() && b.input.is_none());
+        assert_eq!(
+            (b.params.reference_role.as_str(), b.params.moving_role.as_str()),
+            ("optical", "sar")
+        );
         let outliers = Pipeline::load(&dir.join("audit_outliers.toml")).unwrap();
         let noise = &outliers.labels.as_ref().unwrap().noise;
         assert_eq!((noise.sigma, noise.outliers, noise.outlier_magnitude), (2.0, 0.05, 12.0));
@@ -275,6 +362,26 @@ mod tests {
         std::fs::write(&f, "[audit]\nthreshhold = 3\n").unwrap();
         let e = Pipeline::load(&f).unwrap_err().to_string();
         assert!(e.contains("p.toml") && e.contains("threshhold"), "{e}");
+        // [batch]: unknown keys, a pattern that cannot pair, nothing to align, no network.
+        for (text, says) in [
+            ("[batch]\ninput = \"x\"\npatern = \"{role}.tif\"\n", "patern"),
+            ("[batch]\ninput = \"x\"\npattern = \"a.tif\"\n", "{role}"),
+            ("[batch]\nmethod = \"phase-correlation\"\n", "no input"),
+            ("[batch]\ninput = \"x\"\nmethod = \"network\"\n", "[train]"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = format!("{:#}", Pipeline::load(&f).unwrap_err());
+            assert!(e.contains("p.toml") && e.contains(says), "{text}: {e}");
+        }
+        // Its input and model are relative to the file, max_pixels sits beside them.
+        std::fs::write(&f, "[batch]\ninput = \"pairs.zip\"\nmethod = \"network\"\nmodel = \"m/train\"\nmax_pixels = 1e6\n").unwrap();
+        let p = Pipeline::load(&f).unwrap();
+        let b = p.batch.unwrap();
+        let base = std::fs::canonicalize(bad.path()).unwrap();
+        assert_eq!(b.input, Some(base.join("pairs.zip")));
+        assert_eq!(b.params.model, Some(base.join("m/train")));
+        assert_eq!(b.batch_params().limits.max_pixels, 1_000_000);
+        assert_eq!(b.params.reference_role, "reference", "an input keeps batch's own roles");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod summary;
 pub use file::Pipeline;
 pub use summary::RunSummary;
 
+use crate::artefacts::align::{BatchParams, BatchSummary};
 use crate::artefacts::labels::{LabelParams, NoiseModel};
 use crate::artefacts::learn::{EnforceStudyRequest, SimilarityRequest, Toy1dRequest, TrainRequest};
 use crate::artefacts::synth::SynthDir;
@@ -20,10 +21,11 @@ use crate::learn::{self, Call};
 use crate::raster::kind::ModalityKind;
 use crate::tiling::{self, TileOptions};
 use crate::util::{atomic, output};
-use crate::{audit, labels, report, synth};
+use crate::{align, audit, labels, report, synth};
 use anyhow::{Context, Result};
+use file::BatchSection;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use summary::LabelledSummary;
 
 /// The stages that follow the tiles, in the order they run on one labelled run.
@@ -34,14 +36,17 @@ enum Labelled {
     EnforceStudy,
     Similarity,
     Audit,
+    /// `[batch]` with the run's own network.
+    Batch,
 }
 
-const LABELLED: [Labelled; 5] = [
+const LABELLED: [Labelled; 6] = [
     Labelled::Labels,
     Labelled::Train,
     Labelled::EnforceStudy,
     Labelled::Similarity,
     Labelled::Audit,
+    Labelled::Batch,
 ];
 
 /// Runs every stage the pipeline has, in order, into `run_dir`; `threads` is passed on to the
@@ -83,6 +88,9 @@ pub fn run(
             Toy1dRequest { out: run.toy1d().path().into(), params: t.clone() },
             &how,
         )?);
+    }
+    if let Some(b) = p.batch.as_ref().filter(|b| !b.uses_run_model()) {
+        summary.batch = Some(run_batch(b, &run, &run, quiet, threads)?);
     }
 
     match (&p.sweep, &p.labels) {
@@ -184,8 +192,37 @@ fn run_labelled_stage(
                 s.audit = Some(audit::run(sub, sub.audit().path(), a, quiet)?);
             }
         }
+        Labelled::Batch => {
+            if let Some(b) = p.batch.as_ref().filter(|b| b.uses_run_model()) {
+                s.batch = Some(run_batch(b, run, sub, quiet, how.threads)?);
+            }
+        }
     }
     Ok(())
+}
+
+/// `[batch]` into `sub/batch`: the pairs of its input or of the run's synthetic scenes, with
+/// the model it names or the one trained in `sub`.
+fn run_batch(
+    b: &BatchSection,
+    run: &RunDir,
+    sub: &RunDir,
+    quiet: bool,
+    threads: Option<usize>,
+) -> Result<BatchSummary> {
+    let (input, params) = batch_inputs(b, run, sub);
+    align::batch::run(&input, sub.batch().path(), &params, threads, quiet)
+}
+
+/// What `[batch]` reads: its input (or `RUN/synth`) and its options (with the model of `sub`
+/// when it uses the run's own network).
+fn batch_inputs(b: &BatchSection, run: &RunDir, sub: &RunDir) -> (PathBuf, BatchParams) {
+    let input = b.input.clone().unwrap_or_else(|| run.path().join("synth"));
+    let mut params = b.batch_params();
+    if b.uses_run_model() {
+        params.model = Some(sub.train().path().to_path_buf());
+    }
+    (input, params)
 }
 
 /// The sweep's template at label-noise σ (iid noise when the template has none and σ > 0).

@@ -219,6 +219,15 @@ fn input_folders(p: &Pipeline) -> Vec<PathBuf> {
         .filter(|f| !f.to_string_lossy().starts_with("/vsi"))
         .filter_map(|f| std::path::absolute(f).ok()?.parent().map(Path::to_path_buf))
         .collect();
+    // A batch's input folder (or the folder of its zip) and a model it names.
+    let batch = p.batch.iter().flat_map(|b| [b.input.as_ref(), b.params.model.as_ref()]);
+    dirs.extend(
+        batch
+            .flatten()
+            .filter(|f| !f.to_string_lossy().starts_with("/vsi"))
+            .filter_map(|f| std::path::absolute(f).ok())
+            .map(|f| if f.is_dir() { f } else { f.parent().map_or(f.clone(), Path::to_path_buf) }),
+    );
     dirs.sort();
     dirs.dedup();
     dirs

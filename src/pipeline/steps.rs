@@ -37,6 +37,9 @@ pub enum Stage {
     /// The rows merged into RUN/similarity.
     SimilarityMerge,
     Audit,
+    /// `[batch]` in shards of the pairs.
+    Batch,
+    BatchMerge,
     Report,
 }
 
@@ -56,6 +59,8 @@ impl Stage {
             Stage::SimilarityPass2 => "similarity-pass2",
             Stage::SimilarityMerge => "similarity-merge",
             Stage::Audit => "audit",
+            Stage::Batch => "batch",
+            Stage::BatchMerge => "batch-merge",
             Stage::Report => "report",
         }
     }
@@ -64,8 +69,22 @@ impl Stage {
     pub fn sharded(self) -> bool {
         matches!(
             self,
-            Stage::Tile | Stage::Labels | Stage::SimilarityPass1 | Stage::SimilarityPass2
+            Stage::Tile
+                | Stage::Labels
+                | Stage::SimilarityPass1
+                | Stage::SimilarityPass2
+                | Stage::Batch
         )
+    }
+
+    /// The merge step of a sharded step.
+    fn merge(self) -> Stage {
+        match self {
+            Stage::Tile => Stage::TileMerge,
+            Stage::Labels => Stage::LabelsMerge,
+            Stage::Batch => Stage::BatchMerge,
+            _ => Stage::SimilarityMerge,
+        }
     }
 
     /// The folder name of a sharded step's shards (under `shards/`).
@@ -74,6 +93,7 @@ impl Stage {
             Stage::Tile => "tile",
             Stage::Labels => "labels",
             Stage::SimilarityPass1 => "similarity-pass1",
+            Stage::Batch => "batch",
             _ => "similarity-pass2",
         }
     }
@@ -117,6 +137,13 @@ pub fn plan(p: &Pipeline) -> Vec<Step> {
     if p.toy1d.is_some() {
         last.push(add(Stage::Toy1d, None, vec![]));
     }
+    let batch = |add: &mut dyn FnMut(Stage, Option<f64>, Vec<String>) -> String, sigma, after| {
+        let b = add(Stage::Batch, sigma, after);
+        add(Stage::BatchMerge, sigma, vec![b])
+    };
+    if p.batch.as_ref().is_some_and(|b| !b.uses_run_model()) {
+        last.push(batch(&mut add, None, synth.iter().cloned().collect()));
+    }
     let sigmas: Vec<Option<f64>> = match (&p.sweep, &p.labels) {
         (Some(sw), Some(_)) => sw.sigma.iter().map(|&s| Some(s)).collect(),
         _ => vec![None],
@@ -142,7 +169,13 @@ pub fn plan(p: &Pipeline) -> Vec<Step> {
             .audit
             .as_ref()
             .map(|_| add(Stage::Audit, sigma, similarity.iter().cloned().collect()));
+        // The network's reliability reads the stored S_A: after the similarity stage.
+        let batch = p.batch.as_ref().filter(|b| b.uses_run_model()).map(|_| {
+            let after = similarity.clone().or(train.clone());
+            batch(&mut add, sigma, after.into_iter().collect())
+        });
         last.extend([labels, train, similarity, audit].into_iter().flatten().last());
+        last.extend(batch);
     }
     if p.report.is_some() {
         last.extend(tiles);
@@ -180,13 +213,15 @@ pub fn is_done(p: &Pipeline, run: &RunDir, step: &Step, shard: Option<Shard>) ->
     match (step.stage, shard) {
         // A shard is done when its folder is complete, or when its merge is done (the shards
         // may have been cleaned up, or the stage run in one process).
-        (Stage::Tile | Stage::Labels | Stage::SimilarityPass1 | Stage::SimilarityPass2, sh) => {
-            let merge = match step.stage {
-                Stage::Tile => Stage::TileMerge,
-                Stage::Labels => Stage::LabelsMerge,
-                _ => Stage::SimilarityMerge,
-            };
-            is_done(p, run, &Step { stage: merge, ..step.clone() }, None)
+        (
+            Stage::Tile
+            | Stage::Labels
+            | Stage::SimilarityPass1
+            | Stage::SimilarityPass2
+            | Stage::Batch,
+            sh,
+        ) => {
+            is_done(p, run, &Step { stage: step.stage.merge(), ..step.clone() }, None)
                 || sh.is_some_and(|sh| {
                     shard_dir(run, step, sh).join(crate::util::shard::SHARD_JSON).is_file()
                 })
@@ -204,6 +239,7 @@ pub fn is_done(p: &Pipeline, run: &RunDir, step: &Step, shard: Option<Shard>) ->
         }
         (Stage::SimilarityMerge, _) => summary(sub.similarity().path()),
         (Stage::Audit, _) => summary(sub.audit().path()),
+        (Stage::BatchMerge, _) => sub.batch().summary_json().is_file(),
         (Stage::Report, _) => run.report().index_html().is_file(),
     }
 }
@@ -321,6 +357,24 @@ pub fn run_step(
         }
         Stage::Audit => {
             run_labelled_stage(Labelled::Audit, p, &run, &sub, None, o.quiet, &how, &mut s)?
+        }
+        Stage::Batch | Stage::BatchMerge => {
+            let b = p.batch.as_ref().expect("planned from [batch]");
+            let batch_step = Step { stage: Stage::Batch, ..step.clone() };
+            if let Some(shard) = o.shard {
+                let (input, params) = super::batch_inputs(b, &run, &sub);
+                let dir = shard_dir(&run, &batch_step, shard);
+                crate::align::batch::run_shard(
+                    &input,
+                    &dir,
+                    &params,
+                    o.threads,
+                    o.quiet,
+                    Some(shard),
+                )?;
+            } else {
+                crate::align::batch_shard::merge(&shards(&batch_step), sub.batch().path())?;
+            }
         }
         Stage::Report => {
             if let (Some(sw), Some(_)) = (&p.sweep, &p.labels) {

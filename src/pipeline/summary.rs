@@ -1,5 +1,6 @@
 //! What `simreg run` reports: one entry per stage that ran, printed through each stage
 //! summary's own `Display`.
+use crate::artefacts::align::BatchSummary;
 use crate::artefacts::audit::AuditSummary;
 use crate::artefacts::enforce::EnforceStudy;
 use crate::artefacts::labels::LabelSummary;
@@ -23,6 +24,9 @@ pub struct RunSummary {
     pub labelled: LabelledSummary,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toy1d: Option<Toy1dSummary>,
+    /// `[batch]` with a given model or a classical method: once, into RUN/batch.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "run_batch")]
+    pub batch: Option<BatchSummary>,
     /// A noise sweep: the training summary of every σ.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweep: Vec<TrainSummary>,
@@ -38,6 +42,9 @@ pub struct LabelledSummary {
     pub similarity: Option<SimilaritySummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSummary>,
+    /// `[batch]` with the run's own network (else in `RunSummary::batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSummary>,
 }
 
 impl RunSummary {
@@ -48,6 +55,7 @@ impl RunSummary {
             tile: None,
             labelled: LabelledSummary::default(),
             toy1d: None,
+            batch: None,
             sweep: Vec::new(),
         }
     }
@@ -79,6 +87,9 @@ impl fmt::Display for RunSummary {
         }
         if let Some(t) = &self.toy1d {
             writeln!(f, "{t}")?;
+        }
+        for b in [&self.batch, &l.batch].into_iter().flatten() {
+            writeln!(f, "batch: {b}")?;
         }
         if !self.sweep.is_empty() {
             writeln!(

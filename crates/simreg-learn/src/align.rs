@@ -1,4 +1,5 @@
-//! `simreg align --method network`: the trained network as the per-window estimator of
+//! `simreg align --method network` (and `auto` with `--model`, fused with CFOG there): the
+//! trained network as the per-window estimator of
 //! `simreg::align::scene` (windows, blending, outputs and the phase-correlation baseline live
 //! there). Each window's displacement is f(x), the centre-window mean the network was trained
 //! to predict; its reliability is N_S(x) = ½·⟨A_x, S_A⟩ against the training set (paper §2),
@@ -9,7 +10,7 @@ use crate::similarity::{batch_jacobians, kernel, stored};
 use crate::train::predict::load_model;
 use anyhow::Result;
 use simreg::align::scene::{self, Estimate, ModelShape, WindowModel, Windows};
-use simreg::artefacts::align::{AlignRequest, AlignSummary};
+use simreg::artefacts::align::{AlignRequest, AlignSummary, Method};
 use simreg::artefacts::labels::LabelsDir;
 use simreg::artefacts::RunDir;
 use tch::{nn, Device, Kind, Tensor};
@@ -132,7 +133,11 @@ pub fn run(req: &AlignRequest) -> Result<AlignSummary> {
         bands: Some((cfg.reference_bands, cfg.moving_bands)),
     };
     let mut m = NetModel { _vs: vs, net, device, s_a, reliability };
-    let summary = scene::run(req, &shape, &mut m)?;
+    let summary = if req.params.method == Method::Auto {
+        scene::run_auto(req, &shape, Some(&mut m))?
+    } else {
+        scene::run(req, &shape, &mut m)?
+    };
     // Keep a computed S_A beside the outputs: `--similarity OUT` reuses it.
     if let Some((s, n)) = computed {
         stored::write(&req.out, &s, n, &dir)?;
