@@ -14,7 +14,7 @@ fn s(p: &Path) -> String {
 /// D = (gx, gy) + a smooth field of amplitude `amp` px, on the grid of `like`: truth.tif (D)
 /// and neg.tif (−D) in `dir`.
 fn fields(like: &Path, dir: &Path, (gx, gy): (f64, f64), amp: f64) {
-    let (_, gt, w, h, wkt) = read_all(like);
+    let (_, _, w, h, _) = read_all(like);
     let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);
     for r in 0..h {
         for c in 0..w {
@@ -26,16 +26,7 @@ fn fields(like: &Path, dir: &Path, (gx, gy): (f64, f64), amp: f64) {
     for (name, sign) in [("truth.tif", 1.0), ("neg.tif", -1.0)] {
         let bands =
             vec![dx.iter().map(|v| sign * v).collect(), dy.iter().map(|v| sign * v).collect()];
-        Fixture {
-            width: w,
-            height: h,
-            geotransform: gt,
-            epsg: None,
-            wkt: Some(wkt.clone()),
-            nodata: None,
-            bands,
-        }
-        .write_f32(&dir.join(name));
+        write_like(like, bands, &dir.join(name));
     }
 }
 

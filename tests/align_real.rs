@@ -275,18 +275,9 @@ fn optical_sar_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf
 /// The moving raster displaced by a constant shift (sx, sy): content at p appears at p + s
 /// (`--apply` of −s: out(q) = in(q − s), bilinear, SAR through linear power).
 fn shifted(moving: &Path, (sx, sy): (f64, f64), dir: &Path) -> PathBuf {
-    let (_, gt, w, h, wkt) = read_all(moving);
+    let (_, _, w, h, _) = read_all(moving);
     let neg = dir.join("neg.tif");
-    Fixture {
-        width: w,
-        height: h,
-        geotransform: gt,
-        epsg: None,
-        wkt: Some(wkt),
-        nodata: None,
-        bands: vec![vec![-sx; w * h], vec![-sy; w * h]],
-    }
-    .write_f32(&neg);
+    write_like(moving, vec![vec![-sx; w * h], vec![-sy; w * h]], &neg);
     let out = dir.join("shifted");
     ok(&["align", "--apply", &s(&neg), "--moving", &s(moving), "--out", &s(&out)]);
     out.join("corrected.tif")

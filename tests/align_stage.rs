@@ -24,21 +24,6 @@ fn field(w: usize, h: usize, sign: f64) -> Vec<Vec<f64>> {
     vec![dx, dy]
 }
 
-/// Writes bands on the grid of `like` (same CRS, geotransform, size).
-fn write_like(like: &Path, bands: Vec<Vec<f64>>, path: &Path) {
-    let (_, gt, w, h, wkt) = read_all(like);
-    Fixture {
-        width: w,
-        height: h,
-        geotransform: gt,
-        epsg: None,
-        wkt: Some(wkt),
-        nodata: None,
-        bands,
-    }
-    .write_f32(path);
-}
-
 /// A synthetic scene and its optical image displaced by the known field D: content at p in the
 /// reference appears at p + D (made with `--apply −D`: out(q) = in(q − D(q))).
 struct Scene {

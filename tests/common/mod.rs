@@ -140,6 +140,22 @@ pub fn noise(b: usize, c: usize, r: usize) -> f64 {
 }
 
 /// Reads every band of a raster as f32.
+/// Writes f32 bands on the grid of `like` (same CRS, geotransform, size).
+#[allow(dead_code)]
+pub fn write_like(like: &Path, bands: Vec<Vec<f64>>, path: &Path) {
+    let (_, gt, w, h, wkt) = read_all(like);
+    Fixture {
+        width: w,
+        height: h,
+        geotransform: gt,
+        epsg: None,
+        wkt: Some(wkt),
+        nodata: None,
+        bands,
+    }
+    .write_f32(path);
+}
+
 pub fn read_all(path: &Path) -> (Vec<Vec<f32>>, [f64; 6], usize, usize, String) {
     let ds = gdal::Dataset::open(path).unwrap();
     let (w, h) = ds.raster_size();
