@@ -169,6 +169,31 @@ fn auto_finds_a_shift_beyond_its_windows_reach_through_the_whole_scene_match() {
         "{e}"
     );
     assert!(!out.exists(), "nothing written");
+
+    // batch takes the same bound: within 20 px the pair is done, within 8 it is recorded as
+    // failed with the reason; a bound no pair could meet is refused before any pair is tried.
+    let input = t.path().join("pairs/site");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(&r, input.join("reference.tif")).unwrap();
+    std::fs::copy(&m, input.join("moving.tif")).unwrap();
+    let pairs = s(&t.path().join("pairs"));
+    let batch = |out: &str, max_shift: &str| {
+        let out = s(&t.path().join(out));
+        simreg(&["batch", "--input", &pairs, "--out", &out, "--max-shift", max_shift])
+    };
+    let status =
+        |out: &str| std::fs::read_to_string(t.path().join(out).join("status.csv")).unwrap();
+    assert!(batch("b20", "20").status.success());
+    let row = status("b20");
+    assert!(row.contains("site,ok,"), "{row}");
+    // As for any failed pair, the batch goes on (and its summary counts it).
+    assert!(batch("b8", "8").status.success());
+    let row = status("b8");
+    assert!(row.contains("site,failed,") && row.contains("raise --max-shift"), "{row}");
+    let o = batch("b0", "0");
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("--max-shift must be a positive"), "{e}");
+    assert!(!t.path().join("b0").exists(), "nothing written");
 }
 
 #[test]

@@ -824,35 +824,18 @@ fn batch_shards_merge_into_what_one_batch_writes() {
         let (a, b) = (one.join("pairs").join(&f), merged.join("pairs").join(&f));
         if f.ends_with("summary.json") {
             // Timings and memory differ between any two runs.
-            let untimed = |p: &Path| {
-                let mut v: Value =
-                    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-                for k in ["seconds", "estimate_seconds", "megapixels_per_s", "peak_rss_mb"] {
-                    v.as_object_mut().unwrap().remove(k);
-                }
-                v["baseline"].as_object_mut().unwrap().remove("estimate_seconds");
-                v
-            };
-            assert_eq!(untimed(&a), untimed(&b), "pairs/{}", f.display());
+            assert_eq!(
+                untimed_summary(&a, None),
+                untimed_summary(&b, None),
+                "pairs/{}",
+                f.display()
+            );
             continue;
         }
         assert_eq!(hash_file(&a), hash_file(&b), "pairs/{} differs", f.display());
     }
     // The status tables agree but for the timings.
-    let table = |d: &Path| -> Vec<Vec<String>> {
-        let mut r = csv::Reader::from_path(d.join("status.csv")).unwrap();
-        let h = r.headers().unwrap().clone();
-        r.records()
-            .map(|rec| {
-                let rec = rec.unwrap();
-                h.iter()
-                    .zip(rec.iter())
-                    .filter(|(c, _)| *c != "seconds" && *c != "megapixels_per_s")
-                    .map(|(_, v)| v.to_string())
-                    .collect()
-            })
-            .collect()
-    };
+    let table = |d: &Path| status_table(d, &["seconds", "megapixels_per_s"]);
     assert_eq!(table(&one), table(&merged));
     assert_eq!(table(&one).len(), 10);
 }

@@ -78,21 +78,6 @@ fn json(o: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(o)).unwrap()
 }
 
-/// An align summary without its timings and memory (which differ between any two runs), and
-/// with the run folder's own path taken out.
-fn untimed(p: &Path, run: &Path) -> Value {
-    let text = std::fs::read_to_string(p).unwrap();
-    let text = text.replace(&run.to_string_lossy().into_owned(), "RUN");
-    let mut v: Value = serde_json::from_str(&text).unwrap();
-    for k in ["seconds", "estimate_seconds", "megapixels_per_s", "peak_rss_mb"] {
-        v.as_object_mut().unwrap().remove(k);
-    }
-    if let Some(b) = v.get_mut("baseline").and_then(|b| b.as_object_mut()) {
-        b.remove("estimate_seconds");
-    }
-    v
-}
-
 /// A JSON file with the run folder's own path (and the hash it enters) taken out.
 fn normalised(path: &Path, run: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
@@ -301,8 +286,8 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
                 // N_S (the reliability, and the weights of the scene's shift) varies in its last
                 // bits between runs: JSON numbers to 1e-9.
                 assert_close(
-                    &untimed(&x, &local),
-                    &untimed(&y, &sharded),
+                    &untimed_summary(&x, Some(&local)),
+                    &untimed_summary(&y, Some(&sharded)),
                     1e-9,
                     &format!("{sg}/batch/pairs/{}", f.display()),
                 );
@@ -316,30 +301,19 @@ fn slurm_executor_runs_a_sharded_pipeline_as_one_process_does() {
             }
         }
         // Timings; the input paths, and the key made of their sizes and times, name each run.
-        let table = |d: &Path| -> Vec<Vec<String>> {
-            let mut r = csv::Reader::from_path(d.join("status.csv")).unwrap();
-            let h = r.headers().unwrap().clone();
-            r.records()
-                .map(|rec| {
-                    let rec = rec.unwrap();
-                    h.iter()
-                        .zip(rec.iter())
-                        .filter(|(k, _)| {
-                            ![
-                                "seconds",
-                                "megapixels_per_s",
-                                "reference",
-                                "moving",
-                                "key",
-                                "shift_dx_px",
-                                "shift_dy_px",
-                            ]
-                            .contains(k)
-                        })
-                        .map(|(_, v)| v.to_string())
-                        .collect()
-                })
-                .collect()
+        let table = |d: &Path| {
+            status_table(
+                d,
+                &[
+                    "seconds",
+                    "megapixels_per_s",
+                    "reference",
+                    "moving",
+                    "key",
+                    "shift_dx_px",
+                    "shift_dy_px",
+                ],
+            )
         };
         let t = table(&a);
         assert_eq!(t.len(), 1, "{sg}: one pair (the synthetic scene)");

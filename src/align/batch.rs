@@ -43,6 +43,14 @@ fn glob(pattern: &str, name: &str) -> Option<String> {
     }
 }
 
+/// Refuses a `--max-shift` that no pair could meet (before any pair is tried).
+pub fn check_max_shift(max_shift: f64) -> Result<()> {
+    if !(max_shift.is_finite() && max_shift > 0.0) {
+        bail!("--max-shift must be a positive number of pixels, not {max_shift}");
+    }
+    Ok(())
+}
+
 /// Refuses a pattern that cannot pair files.
 pub fn check_pattern(p: &BatchParams) -> Result<()> {
     if !p.pattern.contains("{role}") || p.pattern.matches('*').count() > 1 {
@@ -207,7 +215,12 @@ fn align_pair(
         moving: PathBuf::from(m),
         out: out.pair(&pair.name).path().to_path_buf(),
         truth: None,
-        params: AlignParams { method: p.method, model: p.model.clone(), ..AlignParams::default() },
+        params: AlignParams {
+            method: p.method,
+            model: p.model.clone(),
+            max_shift: p.max_shift,
+            ..AlignParams::default()
+        },
         limits: p.limits,
         quiet: true,
     };
@@ -251,6 +264,7 @@ pub fn run_shard(
     if p.method == Method::Network && p.model.is_none() {
         bail!("--method network needs --model RUN/train");
     }
+    check_max_shift(p.max_shift)?;
     let files = list_files(input)?;
     let pairs = find_pairs(&files, p)?;
     if pairs.is_empty() {
@@ -265,10 +279,14 @@ pub fn run_shard(
     atomic::create_dir(out)?;
     claim.mark(out)?;
     output::remove_temp_files(out);
-    let settings = fingerprint::hash_json(&(
-        p.method.name(),
-        p.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
-    ));
+    let model = p.model.as_ref().map(|m| m.to_string_lossy().into_owned());
+    // The default --max-shift leaves the key as it was before the option existed, so that an
+    // archive's done pairs stay done.
+    let settings = if p.max_shift == AlignParams::default().max_shift {
+        fingerprint::hash_json(&(p.method.name(), model))
+    } else {
+        fingerprint::hash_json(&(p.method.name(), model, p.max_shift))
+    };
     let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
     let all_pairs = pairs.len();
     let split = shard.map(|sh| {

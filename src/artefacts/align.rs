@@ -305,6 +305,10 @@ pub struct BatchParams {
     /// Trained model (for --method network; auto fuses it with CFOG)
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// The largest shift searched for and accepted (px), as in `simreg align`: a pair whose
+    /// shift is larger is recorded as failed
+    #[arg(long, default_value_t = AlignParams::default().max_shift)]
+    pub max_shift: f64,
     /// Pairs aligned at once
     #[arg(long, default_value_t = BatchParams::default().jobs)]
     pub jobs: usize,
@@ -325,6 +329,7 @@ impl Default for BatchParams {
             moving_role: "moving".into(),
             method: Method::Auto,
             model: None,
+            max_shift: AlignParams::default().max_shift,
             jobs: 2,
             retry_failed: false,
             limits: Default::default(),

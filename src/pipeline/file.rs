@@ -259,6 +259,7 @@ impl Pipeline {
                 bail!("[batch]: jobs must be at least 1");
             }
             crate::align::batch::check_pattern(&b.params).context("[batch]")?;
+            crate::align::batch::check_max_shift(b.params.max_shift).context("[batch]")?;
         }
         if let Some(s) = &self.sweep {
             if self.labels.is_none() || self.train.is_none() {

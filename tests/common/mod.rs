@@ -214,3 +214,36 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// An align summary.json without its timings and memory (which differ between any two runs),
+/// with `run`'s own path, where given, replaced by "RUN".
+pub fn untimed_summary(p: &Path, run: Option<&Path>) -> serde_json::Value {
+    let mut text = std::fs::read_to_string(p).unwrap();
+    if let Some(run) = run {
+        text = text.replace(&run.to_string_lossy().into_owned(), "RUN");
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for k in ["seconds", "estimate_seconds", "megapixels_per_s", "peak_rss_mb"] {
+        v.as_object_mut().unwrap().remove(k);
+    }
+    if let Some(b) = v.get_mut("baseline").and_then(|b| b.as_object_mut()) {
+        b.remove("estimate_seconds");
+    }
+    v
+}
+
+/// The rows of a batch's `DIR/status.csv`, without the columns named in `drop`.
+pub fn status_table(dir: &Path, drop: &[&str]) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(dir.join("status.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            h.iter()
+                .zip(rec.iter())
+                .filter(|(k, _)| !drop.contains(k))
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
