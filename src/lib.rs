@@ -10,6 +10,7 @@
 //! - the stages: `synth`, `tiling`, `labels`, `audit`, `report`, `align`; a stage reads another
 //!   stage's outputs only through `artefacts`;
 //! - `pipeline`, which runs the stages of a pipeline file in order.
+pub mod adapt;
 pub mod align;
 pub mod artefacts;
 pub mod audit;

@@ -302,12 +302,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             // GDAL here; libtorch in simreg-learn (loading it is what simreg avoids).
             let torch = learn::call(InfoRequest { device }, &call(true))?;
             let gdal = gdal::version::version_info("RELEASE_NAME");
+            use simreg::align::default_model;
+            let model = default_model::locate();
+            let model_line = match &model {
+                Some(d) => format!(
+                    "default model: {} ({}; {}) in {}",
+                    default_model::NAME,
+                    default_model::info(d)
+                        .map_or_else(|e| format!("unreadable: {e:#}"), |i| i.arch),
+                    default_model::LAYOUT,
+                    d.display()
+                ),
+                None => {
+                    "default model: not found (align --method auto uses CFOG alone; pass --model)"
+                        .into()
+                }
+            };
             if json {
-                let v = serde_json::json!({"simreg": env!("CARGO_PKG_VERSION"), "gdal": gdal, "libtorch": torch});
+                let v = serde_json::json!({"simreg": env!("CARGO_PKG_VERSION"), "gdal": gdal, "libtorch": torch,
+                    "default_model": model.as_ref().map(|d| serde_json::json!({"name": default_model::NAME, "path": d, "layout": default_model::LAYOUT}))});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("simreg {} | GDAL {gdal}", env!("CARGO_PKG_VERSION"));
                 println!("{torch}");
+                println!("{model_line}");
             }
             Ok(())
         }

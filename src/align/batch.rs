@@ -116,7 +116,7 @@ pub fn find_pairs(files: &[(String, String, String)], p: &BatchParams) -> Result
 }
 
 /// Every file of a folder tree or zip archive: (relative path, path for GDAL, identity).
-fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
+pub fn list_files(input: &Path) -> Result<Vec<(String, String, String)>> {
     let meta = std::fs::metadata(input)
         .with_context(|| format!("input '{}': cannot read", input.display()))?;
     if meta.is_dir() {
@@ -225,6 +225,8 @@ fn align_pair(
         quiet: true,
     };
     match p.method {
+        // No --model: as `align`, with the shipped model.
+        Method::Network if req.params.model.is_none() => super::run_with(req, threads, true),
         // The network's errors captured: a bad pair is recorded, not printed.
         Method::Network | Method::Auto if req.params.model.is_some() => {
             let how = crate::learn::Call { quiet: true, threads, capture_errors: true };
@@ -261,8 +263,12 @@ pub fn run_shard(
     // One writer per batch folder, and only a folder a batch made (it is updated in place).
     let claim = output::claim(out, "batch", &[input])?;
     crate::raster::init_gdal();
-    if p.method == Method::Network && p.model.is_none() {
-        bail!("--method network needs --model RUN/train");
+    let default_model = match (&p.model, p.method) {
+        (None, Method::Network) => super::default_model::locate(),
+        _ => None,
+    };
+    if p.method == Method::Network && p.model.is_none() && default_model.is_none() {
+        bail!("--method network needs --model RUN/train (no default model found)");
     }
     check_max_shift(p.max_shift)?;
     let files = list_files(input)?;
@@ -280,12 +286,22 @@ pub fn run_shard(
     claim.mark(out)?;
     output::remove_temp_files(out);
     let model = p.model.as_ref().map(|m| m.to_string_lossy().into_owned());
+    // Pairs done with the shipped model are redone when it changes (or is turned off).
+    let default_model = match default_model {
+        Some(d) => {
+            let w = crate::artefacts::train::TrainDir::new(&d).model_safetensors();
+            let bytes = std::fs::read(&w)
+                .with_context(|| format!("default model '{}': cannot read", w.display()))?;
+            Some(blake3::hash(&bytes).to_hex().to_string())
+        }
+        _ => None,
+    };
     // The default --max-shift leaves the key as it was before the option existed, so that an
     // archive's done pairs stay done.
-    let settings = if p.max_shift == AlignParams::default().max_shift {
-        fingerprint::hash_json(&(p.method.name(), model))
-    } else {
-        fingerprint::hash_json(&(p.method.name(), model, p.max_shift))
+    let settings = match (p.max_shift == AlignParams::default().max_shift, &default_model) {
+        (true, None) => fingerprint::hash_json(&(p.method.name(), model)),
+        (false, None) => fingerprint::hash_json(&(p.method.name(), model, p.max_shift)),
+        (_, Some(d)) => fingerprint::hash_json(&(p.method.name(), model, p.max_shift, d)),
     };
     let key = |pair: &Pair| fingerprint::hash_json(&(&pair.key, &settings));
     let all_pairs = pairs.len();

@@ -17,6 +17,9 @@ use crate::artefacts::align::AlignRequest;
 use crate::matching::phase::Shift;
 use anyhow::{bail, Result};
 
+/// How a scene with too few reliable windows fails.
+pub const NO_RELIABLE_MATCH: &str = "no reliable match";
+
 /// How a run estimates its windows.
 pub enum Estimation<'a> {
     /// One estimator; the phase-correlation baseline is computed beside (unless it is it).
@@ -225,7 +228,7 @@ pub(super) fn estimate(
         )
     } else if min_rel.is_some() {
         let why = coarse.as_ref().map_or(String::new(), |c| format!("; {}", c.note));
-        bail!("no reliable match between {}: {n_reliable} of {n_valid} windows reliable (at least {MIN_RELIABLE_WINDOWS} needed){why}", names());
+        bail!("{NO_RELIABLE_MATCH} between {}: {n_reliable} of {n_valid} windows reliable (at least {MIN_RELIABLE_WINDOWS} needed){why}", names());
     } else {
         let all: Vec<Point> = points.iter().flatten().copied().collect();
         let s = quality::robust_shift(&all).expect("valid windows");

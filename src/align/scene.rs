@@ -681,6 +681,8 @@ fn align(req: &AlignRequest, shape: &ModelShape, est: Estimation) -> Result<Alig
         let n_err = err.len();
         let seconds = start.elapsed().as_secs_f64();
         let summary = AlignSummary {
+            // Auto without a model never reaches here with one set (`align::run`).
+            model: if is_pc || method == "cfog" { None } else { req.params.model.clone() },
             method: method.to_string(),
             reference: req.reference.clone(),
             moving: req.moving.clone(),

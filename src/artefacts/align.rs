@@ -92,7 +92,8 @@ pub struct AlignParams {
     /// How displacements are estimated; the phase-correlation baseline is always computed beside
     #[arg(long, value_enum, default_value_t = AlignParams::default().method)]
     pub method: Method,
-    /// Trained model: RUN/train or RUN/train/model.safetensors (for --method network)
+    /// Trained model: RUN/train or RUN/train/model.safetensors [default: for network, the
+    /// shipped model, models/default (MODEL.md); auto without it is CFOG alone]
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// 1-based reference bands to use [default: all]
@@ -215,6 +216,9 @@ pub struct AlignSummary {
     pub median_reliability: Option<f64>,
     /// What the reliability band holds.
     pub reliability: String,
+    /// The network's model directory (`--model`, or the shipped default), when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
     /// Reference megapixels aligned per second of the whole command (reading, estimating,
     /// blending, writing the outputs).
     pub megapixels_per_s: f64,
@@ -302,7 +306,8 @@ pub struct BatchParams {
     pub moving_role: String,
     #[arg(long, value_enum, default_value_t = BatchParams::default().method)]
     pub method: Method,
-    /// Trained model (for --method network; auto fuses it with CFOG)
+    /// Trained model (auto fuses it with CFOG) [default: for network, the shipped model,
+    /// models/default]
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// The largest shift searched for and accepted (px), as in `simreg align`: a pair whose

@@ -9,6 +9,7 @@
 //!
 //! Reading an artefact that is missing, damaged or written by another version of simreg is a
 //! one-line error naming the file and the command that writes it again.
+pub mod adapt;
 pub mod align;
 pub mod audit;
 pub mod enforce;

@@ -47,6 +47,15 @@ pub struct SynthParams {
     /// Haze strength (reflectance added in blue)
     #[arg(long, default_value_t = SynthParams::default().haze)]
     pub haze: f64,
+    /// SAR incidence angle in degrees (how far radar shadows reach behind buildings)
+    #[arg(long, default_value_t = SynthParams::default().incidence)]
+    #[serde(skip_serializing_if = "is_default_incidence")]
+    pub incidence: f64,
+    /// Side the radar looks from: its double bounce lines the walls facing it, its shadows fall
+    /// behind
+    #[arg(long, value_enum, default_value_t = LookFrom::East)]
+    #[serde(skip_serializing_if = "LookFrom::is_east")]
+    pub look_from: LookFrom,
     /// CRS of the scene (UTM zone 31N by default)
     #[arg(skip = SynthParams::default().epsg)]
     pub epsg: u32,
@@ -67,14 +76,47 @@ impl Default for SynthParams {
             parcel_density: 60.0,
             water_fraction: 0.06,
             haze: 0.03,
+            incidence: 35.0,
+            look_from: LookFrom::East,
             epsg: 32631,
             origin: [500000.0, 5000000.0],
         }
     }
 }
 
+/// The SAR's look direction (a right-looking sensor on an ascending or descending pass, seen
+/// from a north-up grid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookFrom {
+    East,
+    West,
+}
+
+impl LookFrom {
+    fn is_east(&self) -> bool {
+        *self == LookFrom::East
+    }
+    /// +1 when the radar looks from the east (towards −x), −1 from the west.
+    pub fn sign(self) -> f64 {
+        match self {
+            LookFrom::East => 1.0,
+            LookFrom::West => -1.0,
+        }
+    }
+}
+
+// Scenes at the default geometry keep the scene.json (and resume key) they had before these
+// keys existed.
+fn is_default_incidence(v: &f64) -> bool {
+    *v == SynthParams::default().incidence
+}
+
 impl SynthParams {
     pub fn check(&self) -> Result<()> {
+        if !(10.0..=60.0).contains(&self.incidence) {
+            bail!("synth incidence must be within 10..=60 degrees, not {}", self.incidence);
+        }
         if self.size < 16 || self.size > 32768 {
             bail!("synth size must be within 16..=32768 pixels, not {}", self.size);
         }

@@ -319,7 +319,9 @@ pub enum Placement {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModalityInput {
-    /// One or more files whose bands are stacked in order (e.g. one file per Sentinel-2 band).
+    /// One or more files whose bands are stacked in order (e.g. one file per Sentinel-2 band);
+    /// empty beside `synth` (the scene's own files, with only `bands` chosen).
+    #[serde(default)]
     pub files: Vec<PathBuf>,
     /// 1-based selection from the stacked bands; all bands when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -105,6 +105,12 @@ pub struct TrainParams {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[arg(long, value_enum, requires = "enforce_similarity")]
     pub enforce_sign: Option<EnforceSign>,
+    /// Start from this model's weights (a `simreg train` folder, e.g. models/default/train):
+    /// fine-tuning. Its width, depth, radius and label scale are kept; its band layout and tile
+    /// size must be the labels'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub init: Option<PathBuf>,
 }
 
 impl Default for TrainParams {
@@ -125,6 +131,7 @@ impl Default for TrainParams {
             enforce_similarity: None,
             pairs: None,
             enforce_sign: None,
+            init: None,
         }
     }
 }

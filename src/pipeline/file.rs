@@ -46,6 +46,26 @@ pub struct Pipeline {
     pub sweep: Option<SweepSection>,
 }
 
+impl Pipeline {
+    /// No stage: the start of a pipeline built in code (`simreg adapt`).
+    pub fn empty() -> Self {
+        Pipeline {
+            run: RunSection::default(),
+            synth: BTreeMap::new(),
+            tile: None,
+            labels: None,
+            train: None,
+            similarity: None,
+            audit: None,
+            batch: None,
+            report: None,
+            toy1d: None,
+            enforce_study: None,
+            sweep: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSection {}

@@ -239,16 +239,17 @@ fn with_sigma(template: &LabelParams, sigma: f64) -> LabelParams {
 fn resolve_synth(s: &SceneInput, run: &RunDir) -> SceneInput {
     let Some(name) = &s.synth else { return s.clone() };
     let dir: SynthDir = run.synth(name);
-    let one = |f: std::path::PathBuf, kind| ModalityInput {
+    // Band selections given beside `synth` are kept (e.g. B, G, R of the B, G, R, NIR optical).
+    let one = |f: std::path::PathBuf, bands: &Option<Vec<usize>>, kind| ModalityInput {
         files: vec![f],
-        bands: None,
+        bands: bands.clone(),
         kind: Some(kind),
     };
     SceneInput {
         name: Some(s.name.clone().unwrap_or_else(|| name.clone())),
-        reference: one(dir.optical_tif(), ModalityKind::Optical),
-        moving: one(dir.sar_tif(), ModalityKind::SarDb),
-        map: Some(one(dir.map_geojson(), ModalityKind::Map)),
+        reference: one(dir.optical_tif(), &s.reference.bands, ModalityKind::Optical),
+        moving: one(dir.sar_tif(), &s.moving.bands, ModalityKind::SarDb),
+        map: Some(one(dir.map_geojson(), &None, ModalityKind::Map)),
         synth: None,
     }
 }

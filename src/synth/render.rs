@@ -55,10 +55,10 @@ const ROOF_OPT: [[f64; 4]; 2] = [[0.20, 0.20, 0.21, 0.23], [0.10, 0.09, 0.20, 0.
 const ROOF_SAR: [f64; 2] = [-8.0, -16.0];
 const DOUBLE_BOUNCE_SAR: [f64; 2] = [6.0, -6.0];
 const RADAR_SHADOW_SAR: [f64; 2] = [-26.0, -32.0];
-/// Sun azimuth (clockwise from north) and elevation; radar looks from the east, incidence 35°.
+/// Sun azimuth (clockwise from north) and elevation; the radar's side and incidence are scene
+/// parameters.
 const SUN_AZIMUTH: f64 = 150.0;
 const SUN_ELEVATION: f64 = 40.0;
-const INCIDENCE: f64 = 35.0;
 
 fn db(v: f64) -> f64 {
     10f64.powf(v / 10.0)
@@ -182,9 +182,10 @@ fn features(scene: &Scene, p: &SynthParams) -> Vec<Mix> {
     let az = SUN_AZIMUTH.to_radians();
     // Shadow direction in pixels (x east, y south): away from the sun.
     let sun_dir = [-az.sin(), az.cos()];
+    let look = p.look_from.sign();
     for b in &scene.buildings {
         let shadow_len = b.height_m / SUN_ELEVATION.to_radians().tan() / p.pixel_size;
-        let radar_len = b.height_m * INCIDENCE.to_radians().tan() / p.pixel_size;
+        let radar_len = b.height_m * p.incidence.to_radians().tan() / p.pixel_size;
         let reach = b.radius() + shadow_len.max(radar_len) + 2.0;
         let (c0, c1) = (
             ((b.cx - reach).floor().max(0.0)) as usize,
@@ -212,15 +213,16 @@ fn features(scene: &Scene, p: &SynthParams) -> Vec<Mix> {
                     }) {
                         m.shadow += 0.25;
                     }
-                    // Radar from the east: the ground just east of an east-facing wall bounces
-                    // twice back to the sensor; ground west of the building is hidden.
-                    if b.contains([q[0] - 1.0, q[1]]) {
+                    // Radar from the east (look = +1): the ground just east of an east-facing
+                    // wall bounces twice back to the sensor; ground west of the building is
+                    // hidden. From the west, mirrored.
+                    if b.contains([q[0] - look, q[1]]) {
                         m.double_bounce += 0.25;
                     } else {
                         let steps = (radar_len * 2.0).ceil().max(1.0) as usize;
-                        if (1..=steps)
-                            .any(|k| b.contains([q[0] + k as f64 * radar_len / steps as f64, q[1]]))
-                        {
+                        if (1..=steps).any(|k| {
+                            b.contains([q[0] + look * k as f64 * radar_len / steps as f64, q[1]])
+                        }) {
                             m.radar_shadow += 0.25;
                         }
                     }
@@ -335,5 +337,43 @@ mod tests {
         // VH below VV on average (cross-pol is weaker).
         let mean = |v: &Vec<f32>| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
         assert!(mean(&a.sar_db[1]) < mean(&a.sar_db[0]) - 3.0);
+    }
+
+    /// Double bounce lines the walls facing the radar: east of the buildings when it looks
+    /// from the east, west of them when from the west; the optical image does not change.
+    #[test]
+    fn look_direction_moves_double_bounce_to_the_facing_walls() {
+        use crate::artefacts::synth::LookFrom;
+        let side = |look_from| {
+            let p = SynthParams { size: 128, seed: 5, look_from, ..Default::default() };
+            let scene = Scene::generate(&p);
+            let mix = features(&scene, &p);
+            // Double bounce weighted by its x offset from the nearest building centre.
+            let (mut sum, mut w) = (0.0, 0.0);
+            for (i, m) in mix.iter().enumerate() {
+                if m.double_bounce > 0.0 {
+                    let (x, y) = ((i % 128) as f64 + 0.5, (i / 128) as f64 + 0.5);
+                    let b = scene
+                        .buildings
+                        .iter()
+                        .min_by(|a, b| {
+                            let d = |b: &crate::synth::geometry::Building| {
+                                (b.cx - x).powi(2) + (b.cy - y).powi(2)
+                            };
+                            d(a).total_cmp(&d(b))
+                        })
+                        .unwrap();
+                    sum += m.double_bounce * (x - b.cx);
+                    w += m.double_bounce;
+                }
+            }
+            assert!(w > 5.0, "too little double bounce to tell: {w}");
+            (sum / w, render(&scene, &p))
+        };
+        let (east, e) = side(LookFrom::East);
+        let (west, w) = side(LookFrom::West);
+        assert!(east > 0.5 && west < -0.5, "offsets east {east}, west {west}");
+        assert_eq!(e.optical, w.optical);
+        assert_ne!(e.sar_db, w.sar_db);
     }
 }

@@ -172,6 +172,12 @@ pub fn run(
         );
     }
     let scale = label_scale(&data, &sp.train);
+    // Fine-tuning: the starting model's network and output scale, its weights hashed into the
+    // resume key.
+    let init = match &p.init {
+        Some(dir) => Some(init_model(dir, &data, labels_dir)?),
+        None => None,
+    };
     let config = NetConfig {
         reference_bands: data.reference_bands,
         moving_bands: data.moving_bands,
@@ -183,6 +189,10 @@ pub fn run(
         scale_px: scale,
         corr_radius: p.corr_radius,
     };
+    let config = match &init {
+        Some((c, _, _)) => c.clone(),
+        None => config,
+    };
     config.check()?;
     let info = ModelInfo {
         arch: ARCH.into(),
@@ -190,12 +200,25 @@ pub fn run(
         tiles_input_hash: data.target.tiles_input_hash.clone(),
         moving_bands: data.target.moving_bands.clone(),
     };
-    let key = simreg::util::fingerprint::hash_json(&(&info, p, &data.ids));
+    let init_hash = init.as_ref().map(|(_, _, h)| h.clone());
+    let key = match &init_hash {
+        None => simreg::util::fingerprint::hash_json(&(&info, p, &data.ids)),
+        Some(h) => simreg::util::fingerprint::hash_json(&(&info, p, &data.ids, h)),
+    };
     prepare_partial(&partial, out, &key)?;
 
     tch::manual_seed(p.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), config.clone());
+    if let Some((_, weights, _)) = &init {
+        vs.load(weights).map_err(|e| {
+            anyhow::anyhow!(
+                "--init '{}': weights do not fit: {}",
+                weights.display(),
+                simreg::util::text::torch_message(e)
+            )
+        })?;
+    }
     let n_params = param_count(&vs);
     let mut opt = nn::Adam { wd: p.weight_decay, ..Default::default() }.build(&vs, p.lr)?;
     let tens = tensors(&data, scale, device);
@@ -456,4 +479,40 @@ pub fn bench_steps(
         threads: tch::get_num_threads(),
         params: param_count(&vs),
     })
+}
+
+/// The model `--init` names: its network (checked against the labels' layout), its weights
+/// file and their hash.
+fn init_model(
+    dir: &Path,
+    data: &Dataset,
+    labels_dir: &Path,
+) -> Result<(NetConfig, std::path::PathBuf, String)> {
+    let dir = simreg::align::scene::model_dir(dir);
+    let files = TrainDir::new(&dir);
+    if !files.model_json().is_file() {
+        bail!("--init '{}': no model.json (a `simreg train` output directory?)", dir.display());
+    }
+    let info = files.model_info()?;
+    if info.arch != ARCH {
+        bail!(
+            "--init '{}': made for network '{}', this simreg builds '{}'",
+            dir.display(),
+            info.arch,
+            ARCH
+        );
+    }
+    let c = &info.net;
+    let want = (data.reference_bands, data.moving_bands, data.target.tile_size);
+    if (c.reference_bands, c.moving_bands, c.tile_size) != want {
+        bail!(
+            "--init '{}': takes {} reference and {} moving band(s) on {}-px tiles; the labels '{}' have {}, {} on {} px (choose the tiles' bands to match)",
+            dir.display(), c.reference_bands, c.moving_bands, c.tile_size,
+            labels_dir.display(), want.0, want.1, want.2
+        );
+    }
+    let weights = files.model_safetensors();
+    let bytes = std::fs::read(&weights)
+        .with_context(|| format!("--init '{}': cannot read", weights.display()))?;
+    Ok((info.net.clone(), weights, blake3::hash(&bytes).to_hex().to_string()))
 }
