@@ -51,7 +51,9 @@ pub fn run(
         .with_context(|| format!("--model '{}': not a trained model", base.display()))?
         .net;
     let (train, held) = split_pairs(pairs, p)?;
-    check_layout(&train[0], p, &base, (net.reference_bands, net.moving_bands))?;
+    for pair in train.iter().chain(&held) {
+        check_layout(pair, p, &base, (net.reference_bands, net.moving_bands))?;
+    }
 
     let t = net.tile_size;
     if p.stride > t {
@@ -216,8 +218,13 @@ fn check_layout(
     (cr, cm): (usize, usize),
 ) -> Result<()> {
     let open = crate::raster::open::open_raster;
+    // Every pair's header: a band beyond a file's count is named before anything is written.
     let count = |path: &Path, role, asked: &Option<Vec<usize>>| -> Result<usize> {
-        Ok(asked.as_ref().map_or(open(path, role)?.bands.len(), Vec::len))
+        let n = open(path, role)?.bands.len();
+        if let Some(b) = asked.as_ref().and_then(|a| a.iter().find(|&&b| b == 0 || b > n)) {
+            bail!("{role} '{}': has {n} band(s), there is no band {b}", path.display());
+        }
+        Ok(asked.as_ref().map_or(n, Vec::len))
     };
     let nr = count(&pair.reference, "reference", &p.reference_bands)?;
     let nm = count(&pair.moving, "moving", &p.moving_bands)?;
@@ -226,11 +233,15 @@ fn check_layout(
         ("moving", &pair.moving, nm, cm, "--moving-bands"),
     ] {
         if n != want {
+            let layout = if p.model.is_none() {
+                format!(" ({})", default_model::LAYOUT)
+            } else {
+                String::new()
+            };
             bail!(
-                "{role} '{}': {n} band(s) used, the model '{}' takes {want} ({}): choose them with {flag}",
+                "{role} '{}': {n} band(s) used, the model '{}' takes {want}{layout}: choose them with {flag}",
                 path.display(),
                 base.display(),
-                default_model::LAYOUT
             );
         }
     }

@@ -100,6 +100,9 @@ pub enum Command {
     Align(AlignArgs),
     /// Align every reference/moving pair found in a folder tree or zip archive of GeoTIFFs
     Batch(BatchArgs),
+    /// Fine-tune the model (the shipped one by default) on your own pairs with known synthetic
+    /// shifts; reports held-out pairs' error before and after, and the audit's estimate
+    Adapt(AdaptArgs),
     /// Put the outputs of a sharded stage (`--shard K/N`) together, as one process writes them
     Merge(MergeArgs),
     /// Run the stages of a pipeline TOML file (pipelines/*.toml), here or as Slurm jobs
@@ -463,6 +466,21 @@ pub struct BatchArgs {
     /// `simreg merge batch` puts the N shard folders together
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AdaptArgs {
+    /// Folder tree of roughly co-registered pairs, found as `batch` finds them (--pattern)
+    #[arg(long, value_name = "DIR")]
+    pub pairs: PathBuf,
+    /// Run directory: a pipeline run (tiles … audit); the adapted model is RUN/train
+    #[arg(long, value_name = "RUN")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub params: simreg::artefacts::adapt::AdaptParams,
+    /// Print the summary (RUN/adapt.json) on stdout
     #[arg(long)]
     pub json: bool,
 }

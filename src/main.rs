@@ -258,6 +258,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )?;
             print(&s, a.json, quiet)
         }
+        Command::Adapt(a) => {
+            let s = simreg::adapt::run(&a.pairs, &a.out, &a.params, quiet, cli.threads)?;
+            print(&s, a.json, quiet)
+        }
         Command::Run(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let out = a.out.or_else(|| p.run.out.clone()).unwrap_or_else(|| {

@@ -681,8 +681,13 @@ fn align(req: &AlignRequest, shape: &ModelShape, est: Estimation) -> Result<Alig
         let n_err = err.len();
         let seconds = start.elapsed().as_secs_f64();
         let summary = AlignSummary {
-            // Auto without a model never reaches here with one set (`align::run`).
-            model: if is_pc || method == "cfog" { None } else { req.params.model.clone() },
+            // Auto without a model never reaches here with one set (`align::run`). The model
+            // is the directory it was loaded from, so an adapt run names RUN/train.
+            model: if is_pc || method == "cfog" {
+                None
+            } else {
+                req.params.model.as_deref().map(model_dir)
+            },
             method: method.to_string(),
             reference: req.reference.clone(),
             moving: req.moving.clone(),
@@ -911,13 +916,17 @@ pub fn run_auto_classical(req: &AlignRequest) -> Result<AlignSummary> {
     run_auto(req, &classical_shape(req, CFOG_WINDOW)?, None)
 }
 
-/// The model directory of `--model` (a directory, or its model.safetensors).
+/// The model directory of `--model`: a `simreg train` directory, its model.safetensors, or a
+/// `simreg adapt` run (whose model is in RUN/train).
 pub fn model_dir(model: &Path) -> PathBuf {
     if model.is_file() {
-        model.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    } else {
-        model.to_path_buf()
+        return model.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     }
+    let train = model.join("train");
+    if !model.join("model.json").is_file() && train.join("model.json").is_file() {
+        return train;
+    }
+    model.to_path_buf()
 }
 
 /// The names of output files, as summaries list them.

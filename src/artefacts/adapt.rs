@@ -9,11 +9,14 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct AdaptParams {
-    /// File-name pattern of a pair's files, as `simreg batch`
+    /// How pairs are found, as `simreg batch` does: a file name with `{role}`, e.g. '{role}.tif'
+    /// (one folder per pair) or '*_{role}.tif'
     #[arg(long, default_value_t = AdaptParams::default().pattern)]
     pub pattern: String,
+    /// The {role} of a pair's reference file (e.g. the optical image)
     #[arg(long, default_value_t = AdaptParams::default().reference_role)]
     pub reference_role: String,
+    /// The {role} of a pair's moving file (e.g. the SAR image)
     #[arg(long, default_value_t = AdaptParams::default().moving_role)]
     pub moving_role: String,
     /// 1-based reference bands, in the model's order [default: all]
@@ -31,11 +34,13 @@ pub struct AdaptParams {
     /// Tile step in px (tiles are the model's size)
     #[arg(long, default_value_t = AdaptParams::default().stride)]
     pub stride: usize,
+    /// Passes over the trained pairs' tiles
     #[arg(long, default_value_t = AdaptParams::default().epochs)]
     pub epochs: usize,
     /// Learning rate of the fine-tuning (a third of training from scratch)
     #[arg(long, default_value_t = AdaptParams::default().lr)]
     pub lr: f64,
+    /// Seed of the hold-out choice, the synthetic shifts and the training
     #[arg(long, default_value_t = AdaptParams::default().seed)]
     pub seed: u64,
 }
@@ -43,7 +48,7 @@ pub struct AdaptParams {
 impl Default for AdaptParams {
     fn default() -> Self {
         AdaptParams {
-            pattern: "{name}/{role}.tif".into(),
+            pattern: "{role}.tif".into(),
             reference_role: "reference".into(),
             moving_role: "moving".into(),
             reference_bands: None,
@@ -51,7 +56,7 @@ impl Default for AdaptParams {
             model: None,
             holdout: 0.25,
             stride: 32,
-            epochs: 10,
+            epochs: 30,
             lr: 3e-4,
             seed: 1,
         }

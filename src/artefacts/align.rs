@@ -92,8 +92,8 @@ pub struct AlignParams {
     /// How displacements are estimated; the phase-correlation baseline is always computed beside
     #[arg(long, value_enum, default_value_t = AlignParams::default().method)]
     pub method: Method,
-    /// Trained model: RUN/train or RUN/train/model.safetensors [default: for network, the
-    /// shipped model, models/default (MODEL.md); auto without it is CFOG alone]
+    /// Trained model: RUN/train, its model.safetensors, or a `simreg adapt` RUN [default: for
+    /// network, the shipped model, models/default (MODEL.md); auto without it is CFOG alone]
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// 1-based reference bands to use [default: all]

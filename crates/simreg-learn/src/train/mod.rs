@@ -189,11 +189,17 @@ pub fn run(
         scale_px: scale,
         corr_radius: p.corr_radius,
     };
+    // The labels' centre window defines f(x) for this training; the rest is the init's.
     let config = match &init {
-        Some((c, _, _)) => c.clone(),
+        Some((c, _, _)) => NetConfig {
+            centre_offset: config.centre_offset,
+            centre_size: config.centre_size,
+            ..c.clone()
+        },
         None => config,
     };
     config.check()?;
+    let scale = config.scale_px;
     let info = ModelInfo {
         arch: ARCH.into(),
         net: config.clone(),
