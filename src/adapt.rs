@@ -162,12 +162,6 @@ fn split_pairs(input: &Path, p: &AdaptParams) -> Result<(Vec<PairFiles>, Vec<Pai
                 pair.name
             );
         };
-        if r.starts_with("/vsi") {
-            bail!(
-                "input '{}': adapt reads a folder of pairs; extract the archive first",
-                input.display()
-            );
-        }
         pairs.push(PairFiles { name: pair.name.clone(), reference: r.into(), moving: m.into() });
     }
     if pairs.len() < 2 {

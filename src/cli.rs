@@ -472,8 +472,9 @@ pub struct BatchArgs {
 
 #[derive(Args)]
 pub struct AdaptArgs {
-    /// Folder tree of roughly co-registered pairs, found as `batch` finds them (--pattern)
-    #[arg(long, value_name = "DIR")]
+    /// Folder tree or zip archive of roughly co-registered pairs, found as `batch` finds them
+    /// (--pattern; zip members are read in place)
+    #[arg(long, value_name = "DIR_OR_ZIP")]
     pub pairs: PathBuf,
     /// Run directory: a pipeline run (tiles … audit); the adapted model is RUN/train
     #[arg(long, value_name = "RUN")]

@@ -148,6 +148,39 @@ fn adapt_on_shared_realdata_pairs_improves_held_out_pairs_and_feeds_align_and_ba
     let after_inputs: Vec<String> =
         files_under(&pairs).iter().map(|p| hash_file(&pairs.join(p))).collect();
     assert_eq!(before_inputs, after_inputs);
+
+    // The same pairs as a zip archive (members read in place): the same split, tiles and
+    // held-out error before (one epoch is enough to show the run is the same).
+    let zip_path = t.path().join("pairs.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        for f in files_under(&pairs) {
+            z.start_file(f.to_string_lossy(), zip::write::FileOptions::default()).unwrap();
+            std::io::Write::write_all(&mut z, &std::fs::read(pairs.join(&f)).unwrap()).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    let zrun = t.path().join("run_zip");
+    let za = ok(&[
+        "--threads",
+        "2",
+        "-q",
+        "adapt",
+        "--pairs",
+        &s(&zip_path),
+        "--out",
+        &s(&zrun),
+        "--holdout",
+        "0.5",
+        "--epochs",
+        "1",
+    ]);
+    for k in ["trained_pairs", "heldout_pairs", "n_train_tiles", "n_heldout_tiles"] {
+        assert_eq!(za[k], a[k], "{k}: {za}");
+    }
+    let zb = za["heldout_rmse_before_px"].as_f64().unwrap();
+    assert!((zb - b).abs() < 1e-9, "before: zip {zb}, folder {b}");
+    assert!(zrun.join("train/model.safetensors").is_file());
 }
 
 #[test]

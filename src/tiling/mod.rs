@@ -119,7 +119,9 @@ fn input_files(scenes: &[SceneInput]) -> Vec<&Path> {
 fn absolute_paths(s: &SceneInput) -> Result<SceneInput> {
     let mut s = s.clone();
     for m in [Some(&mut s.reference), Some(&mut s.moving), s.map.as_mut()].into_iter().flatten() {
-        for f in &mut m.files {
+        // GDAL's virtual paths are absolute already, and `absolute` would fold the `//` of
+        // `/vsizip//abs/archive.zip`, making the archive relative.
+        for f in m.files.iter_mut().filter(|f| !f.to_string_lossy().starts_with("/vsi")) {
             *f = std::path::absolute(&*f)
                 .with_context(|| format!("input '{}': cannot resolve path", f.display()))?;
         }
