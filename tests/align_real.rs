@@ -386,14 +386,12 @@ fn shared_real_optical_sar_pairs_auto_recovers_known_shifts() {
             .unwrap(),
     )
     .unwrap();
-    // Measured 2026-12-04: auto fails on one case (the snow-covered Finnish patch shifted by
-    // (−4.2, 3.1): CFOG peak margin 0.018, below the 0.02 it trusts), never answers wrongly.
+    // Measured 2026-12-06: auto answers all 27 (the snow-covered Finnish patch shifted by
+    // (−4.2, 3.1), whose whole-scene CFOG margin 0.018 is below the 0.02 it trusts, is found by
+    // windows searching ±16 px around zero: 1.16 px off) and never grossly.
     let (auto, failed) = &errors["auto"];
-    assert!(
-        *failed <= 1 && auto.len() + failed == 27,
-        "auto: {} cases, {failed} failed",
-        auto.len()
-    );
+    assert!(*failed == 0 && auto.len() == 27, "auto: {} cases, {failed} failed", auto.len());
+    assert!(quantile(auto, 0.9) < 1.5, "auto p90: {auto:?}");
     assert!(auto.iter().all(|&e| e < 5.0), "no gross miss: {auto:?}");
     let pc = &errors["phase-correlation"].0;
     assert!(quantile(auto, 0.5) < 0.5 * quantile(pc, 0.5), "auto beats windowed phase correlation");
