@@ -7,17 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn gdal(tool: &str, args: &[&str]) {
-    let o =
-        Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (gdal-bin): {e}"));
-    assert!(o.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// The archive: `DIR/<pair>/{reference,moving}.tif`.
 fn archive(shared: &Path, dir: &Path) -> PathBuf {
@@ -25,8 +14,11 @@ fn archive(shared: &Path, dir: &Path) -> PathBuf {
     let g = pairs.join("gefolki");
     std::fs::create_dir_all(&g).unwrap();
     let gs = shared.join("gefolki_s1s2");
-    gdal("gdal_translate", &["-q", &s(&gs.join("S2_patch11.tif")), &s(&g.join("reference.tif"))]);
-    gdal(
+    gdal_tool(
+        "gdal_translate",
+        &["-q", &s(&gs.join("S2_patch11.tif")), &s(&g.join("reference.tif"))],
+    );
+    gdal_tool(
         "gdal_translate",
         &["-q", "-b", "1", &s(&gs.join("S1_patch11.tif")), &s(&g.join("moving.tif"))],
     );
@@ -46,11 +38,30 @@ fn archive(shared: &Path, dir: &Path) -> PathBuf {
             .collect();
         let mut a = vec!["-q", "-separate", vrt.to_str().unwrap()];
         a.extend(bands.iter().map(String::as_str));
-        gdal("gdalbuildvrt", &a);
-        gdal("gdal_translate", &["-q", &s(&vrt), &s(&d.join("reference.tif"))]);
+        gdal_tool("gdalbuildvrt", &a);
+        gdal_tool("gdal_translate", &["-q", &s(&vrt), &s(&d.join("reference.tif"))]);
         std::fs::copy(b.join(s1).join(format!("{s1}_VV.tif")), d.join("moving.tif")).unwrap();
     }
     pairs
+}
+
+/// `simreg adapt` on 2 threads, half the pairs held out; its JSON summary.
+fn adapt(pairs: &Path, out: &Path, epochs: usize) -> Value {
+    let e = epochs.to_string();
+    ok(&[
+        "--threads",
+        "2",
+        "-q",
+        "adapt",
+        "--pairs",
+        &s(pairs),
+        "--out",
+        &s(out),
+        "--holdout",
+        "0.5",
+        "--epochs",
+        &e,
+    ])
 }
 
 #[test]
@@ -61,20 +72,7 @@ fn adapt_on_shared_realdata_pairs_improves_held_out_pairs_and_feeds_align_and_ba
     let before_inputs: Vec<String> =
         files_under(&pairs).iter().map(|p| hash_file(&pairs.join(p))).collect();
     let run = t.path().join("run");
-    let a = ok(&[
-        "--threads",
-        "2",
-        "-q",
-        "adapt",
-        "--pairs",
-        &s(&pairs),
-        "--out",
-        &s(&run),
-        "--holdout",
-        "0.5",
-        "--epochs",
-        "10",
-    ]);
+    let a = adapt(&pairs, &run, 10);
     eprintln!("{a:#}");
     let names = |k: &str| -> Vec<String> {
         a[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
@@ -161,20 +159,7 @@ fn adapt_on_shared_realdata_pairs_improves_held_out_pairs_and_feeds_align_and_ba
         z.finish().unwrap();
     }
     let zrun = t.path().join("run_zip");
-    let za = ok(&[
-        "--threads",
-        "2",
-        "-q",
-        "adapt",
-        "--pairs",
-        &s(&zip_path),
-        "--out",
-        &s(&zrun),
-        "--holdout",
-        "0.5",
-        "--epochs",
-        "1",
-    ]);
+    let za = adapt(&zip_path, &zrun, 1);
     for k in ["trained_pairs", "heldout_pairs", "n_train_tiles", "n_heldout_tiles"] {
         assert_eq!(za[k], a[k], "{k}: {za}");
     }

@@ -7,10 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// D = (gx, gy) + a smooth field of amplitude `amp` px, on the grid of `like`: truth.tif (D)
 /// and neg.tif (−D) in `dir`.
 fn fields(like: &Path, dir: &Path, (gx, gy): (f64, f64), amp: f64) {

@@ -14,17 +14,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn gdal(tool: &str, args: &[&str]) {
-    let o =
-        Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (gdal-bin): {e}"));
-    assert!(o.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// The real pairs: (name, reference, moving), stacking BigEarthNet's S2 bands B, G, R (the
 /// GeFolki S2 band order) into a VRT.
@@ -43,7 +32,7 @@ fn real_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
     ] {
         let vrt = dir.join(format!("{s2}.vrt"));
         let b = |band: &str| s(&ben.join("s2-tiny").join(s2).join(format!("{s2}_{band}.tif")));
-        gdal("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
+        gdal_tool("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
         pairs.push((
             format!(
                 "bigearthnet_{}",
@@ -256,7 +245,7 @@ fn optical_sar_pairs(shared: &Path, dir: &Path) -> Vec<(String, PathBuf, PathBuf
     for (d1, d2, s1, s2) in ben {
         let vrt = dir.join(format!("{s2}.vrt"));
         let b = |band: &str| s(&shared.join(d2).join(s2).join(format!("{s2}_{band}.tif")));
-        gdal("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
+        gdal_tool("gdalbuildvrt", &["-q", "-separate", &s(&vrt), &b("B02"), &b("B03"), &b("B04")]);
         let name =
             format!("{}_{}", d1.split('/').next().unwrap(), s2.splitn(4, '_').nth(3).unwrap());
         pairs.push((name, vrt, shared.join(d1).join(s1).join(format!("{s1}_VV.tif"))));

@@ -7,10 +7,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// A smooth displacement field on a grid: dx = 1.5 + 1.0·sin(2πx/300), dy = −1 + 0.7·cos(2πy/250).
 fn field(w: usize, h: usize, sign: f64) -> Vec<Vec<f64>> {
     let (mut dx, mut dy) = (vec![0.0; w * h], vec![0.0; w * h]);

@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// synth `size` px → tiles of 32 px (overlap 16).
 fn tiled_run(dir: &Path, size: usize) -> PathBuf {
     let run = dir.join("run");

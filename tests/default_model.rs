@@ -6,10 +6,6 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
 /// A synthetic pair in the default model's layout: optical B, G, R (of B, G, R, NIR) and VV.
 fn pair(dir: &Path) -> (String, String, String, String) {
     let synth = dir.join("synth");

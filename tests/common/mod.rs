@@ -8,6 +8,18 @@ use std::process::{Command, Output};
 
 pub const UTM31N: u32 = 32631;
 
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs a GDAL command-line tool (gdal-bin), failing the test with its stderr.
+pub fn gdal_tool(tool: &str, args: &[&str]) {
+    let o =
+        Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} (gdal-bin): {e}"));
+    assert!(o.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_simreg")
 }
